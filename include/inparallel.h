@@ -1,0 +1,350 @@
+/* inparallel: run a C function in a forked child and get a future for its result.
+ *
+ * The model in five lines:
+ *
+ *     ip_task *t = ip_task_new(my_fn, NULL);        // NULL serializer = raw bytes
+ *     ip_future *f = ip_call(t, my_arg);            // forks; returns at once
+ *     const ip_bytes *b = ip_future_value(f);       // waits, then decodes in this thread
+ *     if (!b) puts(ip_future_error(f)->message);    // every failure is a value
+ *     ip_future_free(f); ip_task_free(t);
+ *
+ * Each ip_call() fork()s. The child runs `fn(arg)` on a copy of the caller's memory, encodes
+ * the value `fn` returns with the task's serializer, sends it to the parent over a socketpair
+ * and _exit()s. One supervisor thread per process receives the bytes, reaps the child and
+ * completes the future. ip_waitfor_next() walks a caller-owned list of futures in completion
+ * order and, given a concurrency factor, asks the caller to start more.
+ *
+ * Conventions used throughout this header:
+ *   - Functions that can fail return a negative IP_E* code (0 or a count on success).
+ *     ip_strerror() and ip_err_name() turn a code into text.
+ *   - Constructors that return a pointer return NULL on failure and set errno
+ *     (EINVAL for bad arguments, ENOMEM when memory ran out).
+ *   - "Owned by X" means X frees it; nothing returned by this library needs free() from you
+ *     unless it says so. All times are in milliseconds; a negative timeout means "forever".
+ *   - Passing NULL where a handle is required is never a crash: the call returns IP_EINVAL
+ *     (or NULL / 0 for accessors, as documented per function).
+ *   - Everything is thread-safe unless a function says otherwise.
+ *
+ * Linux only: the library relies on pidfd (Linux 5.3+), epoll, eventfd and memfd.
+ */
+#ifndef INPARALLEL_H
+#define INPARALLEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/resource.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(IP_BUILDING) && defined(__GNUC__)
+#define IP_EXTERN __attribute__((visibility("default")))
+#else
+#define IP_EXTERN
+#endif
+
+#if defined(__GNUC__)
+#define IP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define IP_PRINTF(fmt, args)
+#endif
+
+#if defined(__cplusplus)
+#define IP_NORETURN [[noreturn]]
+#else
+#define IP_NORETURN _Noreturn
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Version                                                                                   */
+
+#define IP_VERSION_MAJOR 0
+#define IP_VERSION_MINOR 1
+#define IP_VERSION_PATCH 0
+#define IP_VERSION_HEX ((IP_VERSION_MAJOR << 16) | (IP_VERSION_MINOR << 8) | IP_VERSION_PATCH)
+
+/* The version of the library actually loaded, "MAJOR.MINOR.PATCH". Static storage. */
+IP_EXTERN const char *ip_version(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Error codes                                                                               */
+
+/* One list makes the enum, the names and the messages, so they can never disagree.
+ * Codes that have an errno twin use its negative value, as libuv does. */
+#define IP_ERRNO_MAP(XX)                                                                      \
+  XX(ERAISED, -3000, "the task function raised an error")                                   \
+  XX(ESIGNALED, -3001, "the child process was killed by a signal")                          \
+  XX(EEXITED, -3002, "the child process exited without sending a result")                   \
+  XX(EENCODE, -3003, "the child could not encode the result")                               \
+  XX(EDECODE, -3004, "the result could not be decoded")                                     \
+  XX(EPROTO, -EPROTO, "malformed or truncated frame from the child")                        \
+  XX(ECANCELED, -ECANCELED, "the call was canceled")                                        \
+  XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                                                    \
+  XX(EINTR, -EINTR, "interrupted by a signal handler")                                      \
+  XX(ENOMEM, -ENOMEM, "out of memory")                                                      \
+  XX(EINVAL, -EINVAL, "invalid argument")                                                   \
+  XX(EAGAIN, -EAGAIN, "no process could be created (fork failed; see RLIMIT_NPROC)")        \
+  XX(EMFILE, -EMFILE, "no file descriptor could be created (see RLIMIT_NOFILE)")            \
+  XX(E2BIG, -E2BIG, "the result is larger than the task's size limit")                      \
+  XX(EALREADY, -EALREADY, "the future had already completed")                               \
+  XX(ENOSYS, -ENOSYS, "the kernel lacks a feature the library needs (pidfd, Linux 5.3+)")
+
+typedef enum {
+#define IP__ERR_ENUM(name, value, text) IP_##name = (value),
+  IP_ERRNO_MAP(IP__ERR_ENUM)
+#undef IP__ERR_ENUM
+} ip_errno;
+
+/* A sentence describing `code` (static storage). Unknown codes give "unknown error". */
+IP_EXTERN const char *ip_strerror(int code);
+/* The code's name without the IP_ prefix, e.g. "ETIMEDOUT" (static storage; "UNKNOWN"). */
+IP_EXTERN const char *ip_err_name(int code);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Types                                                                                     */
+
+typedef struct ip_task ip_task;             /* fn + serializer + options; reusable */
+typedef struct ip_future ip_future;         /* one call; owned by whoever called ip_call() */
+typedef struct ip_list ip_list;             /* caller-owned list of futures for ip_waitfor_next */
+typedef struct ip_serializer ip_serializer; /* see "Serializers" below */
+
+/* Runs in the child. The pointer it returns is handed to the serializer's encode() after fn
+ * returns, so it must outlive fn: static storage, the heap, or ip_bytes_alloc/ip_bytes_copy. */
+typedef void *(*ip_fn)(void *arg);
+
+/* A byte string: the value type of the raw serializer. In the child, `data` of a buffer from
+ * ip_bytes_alloc() is writable; in the parent it is read-only (it may be a read-only mapping). */
+typedef struct ip_bytes {
+  void *data;
+  size_t len;
+} ip_bytes;
+
+/* How a call failed. Read-only; owned by the future and valid until ip_future_free(). */
+typedef struct ip_error {
+  int code;              /* an IP_E* code: IP_ERAISED, IP_ESIGNALED, IP_EEXITED, ... */
+  const char *kind;      /* short name: ip_err_name(code), the errno name an ip_raise() gave
+                            ("ECONNREFUSED"), or a binding's exception class; never NULL */
+  const char *message;   /* one line saying exactly what happened; never NULL */
+  const char *backtrace; /* the child's stack, one frame per line, or NULL if none was sent */
+  int raised_code;       /* the `code` given to ip_raise() in the child; 0 otherwise */
+  int exit_status;       /* exit status if the child exited, else -1 */
+  int signal;            /* signal that killed the child, else 0 */
+  int core_dumped;       /* 1 when the kernel wrote a core for that signal */
+  struct rusage rusage;  /* the child's resource usage (ru_maxrss = peak RSS in KiB) */
+  pid_t pid;             /* the child's pid (0 if no child was created) */
+  void *reserved[4];
+} ip_error;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Serializers                                                                               */
+
+#define IP_SERIALIZER_ABI 1u
+
+/* Sink for encoded bytes: copy or send `len` bytes of `buf` before returning. Returns 0, or a
+ * negative code that encode() should return as is. */
+typedef int (*ip_write_fn)(void *ctx, const void *buf, size_t len);
+
+struct ip_serializer {
+  unsigned abi;     /* IP_SERIALIZER_ABI, checked by ip_task_new and ip_serializer_register */
+  const char *name; /* wire id ("raw", "msgpack", ...): a frame from another serializer is
+                       refused with IP_EDECODE. 1..63 bytes. */
+  /* Child side: write the encoding of `value` (what fn returned) through w(ctx, ...).
+   * Return 0, or non-zero to fail the call with IP_EENCODE. */
+  int (*encode)(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx);
+  /* Parent side, in the thread that first asks for the value: turn `len` bytes at `buf` into a
+   * value stored in *value. `buf` is owned by the future and stays valid until free_value()
+   * has run, so a value may point into it. Return 0, or non-zero for IP_EDECODE. Must never
+   * read outside buf[0..len): the bytes come from another process. */
+  int (*decode)(const ip_serializer *s, const void *buf, size_t len, void **value);
+  /* Frees what decode() stored. May be NULL when decode allocates nothing. */
+  void (*free_value)(const ip_serializer *s, void *value);
+  void *reserved[4];
+};
+
+/* The built-in raw serializer: fn returns `const ip_bytes *` (NULL = empty); the parent gets a
+ * `const ip_bytes *`. An ip_bytes from ip_bytes_alloc() of 1 MiB or more travels without being
+ * copied: it lives in a sealed memfd that the parent maps read-only. */
+IP_EXTERN const ip_serializer *ip_serializer_raw(void);
+
+/* Makes `s` findable by name for bindings and configuration. `s` is borrowed and must stay
+ * valid until the process ends. Returns 0; IP_EINVAL for NULL, a wrong abi, a missing
+ * encode/decode or a bad name; IP_EALREADY when another serializer has that name (registering
+ * the same pointer twice is 0). */
+IP_EXTERN int ip_serializer_register(const ip_serializer *s);
+/* The serializer registered as `name` ("raw" is always there), or NULL. */
+IP_EXTERN const ip_serializer *ip_serializer_lookup(const char *name);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tasks                                                                                     */
+
+/* A task: the function to run in each child and how. `s` NULL means raw; `s` is borrowed and
+ * must outlive the task and every future made from it. Returns NULL with errno EINVAL (fn
+ * NULL, s with a wrong abi or without encode/decode) or ENOMEM. Tasks may be shared between
+ * threads; set options before sharing. */
+IP_EXTERN ip_task *ip_task_new(ip_fn fn, const ip_serializer *s);
+/* Frees the task. Futures already made stay valid. NULL and a second free of the same task
+ * are ignored (the library keeps a registry of live tasks, so a double free is caught). */
+IP_EXTERN void ip_task_free(ip_task *t);
+
+/* Kill the child with SIGKILL when a call runs longer than `timeout_ms` (0 or negative: no
+ * limit, the default). The future then fails with IP_ETIMEDOUT. Returns 0 or IP_EINVAL. */
+IP_EXTERN int ip_task_set_timeout(ip_task *t, int timeout_ms);
+/* Parent-death protection (on by default): the child is SIGKILLed when the parent process
+ * dies, whichever thread made the call and even if that thread exits first. 0 turns it off.
+ * Returns 0 or IP_EINVAL. */
+IP_EXTERN int ip_task_set_pdeathsig(ip_task *t, int on);
+
+/* What the child does with stdio. Default IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD. */
+enum {
+  IP_STDIO_PURGE_INHERITED = 1, /* drop the stdout/stderr bytes the parent had buffered, so
+                                   they are not printed twice */
+  IP_STDIO_FLUSH_STD = 2,       /* fflush(stdout) and fflush(stderr) before _exit */
+  IP_STDIO_FLUSH_ALL = 4        /* fflush(NULL) before _exit (every FILE the child has) */
+};
+IP_EXTERN int ip_task_set_stdio(ip_task *t, int flags); /* 0 or IP_EINVAL */
+
+/* setrlimit(resource, {soft, hard}) in the child before fn runs (up to 8 resources; setting
+ * one twice replaces it). If setrlimit fails there, the call fails with IP_EINVAL and says
+ * why. Returns 0, or IP_EINVAL for a bad resource or soft > hard, IP_ENOMEM past 8. */
+IP_EXTERN int ip_task_set_rlimit(ip_task *t, int resource, rlim_t soft, rlim_t hard);
+
+/* The largest result the parent accepts (default 4 GiB). Larger ones fail with IP_E2BIG. */
+IP_EXTERN int ip_task_set_max_result(ip_task *t, uint64_t bytes);
+
+/* Report a crashing child's stack (on by default): the child installs handlers for SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL and SIGABRT that send a backtrace and then die of the same signal.
+ * Bindings whose interpreter handles these signals itself turn this off. */
+IP_EXTERN int ip_task_set_crash_report(ip_task *t, int on);
+
+/* Replace fork() for this task, e.g. so a Ruby binding forks through its VM. `fork_fn(ud)`
+ * must behave like fork(): return the child's pid in the parent, 0 in the child, -1 with
+ * errno on failure. NULL restores fork(). */
+typedef pid_t (*ip_fork_fn)(void *ud);
+IP_EXTERN int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Calls and futures                                                                         */
+
+/* Forks and runs t's fn(arg) in the child. Returns at once with a future owned by the caller
+ * (free it with ip_future_free). `arg` is borrowed: the child sees its own copy of the
+ * caller's memory, so arg needs no serialization. If the call cannot start (fork or
+ * socketpair failed, t is NULL) the future comes back already failed (IP_EAGAIN, IP_EMFILE,
+ * IP_ENOMEM, IP_EINVAL). NULL only when the future itself cannot be allocated. */
+IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
+
+/* Blocks until f completes or timeout_ms passes (negative = forever, 0 = poll).
+ * Returns 0 when done, IP_ETIMEDOUT, IP_EINTR when a signal handler ran, IP_EINVAL. */
+IP_EXTERN int ip_future_wait(ip_future *f, int timeout_ms);
+/* 1 when f has completed (successfully or not), 0 while running or for NULL. Never blocks. */
+IP_EXTERN int ip_future_done(const ip_future *f);
+/* 0 when f succeeded, its failure code when it failed, IP_EINVAL for NULL. A future still
+ * running reports IP_EAGAIN (try again later). Never blocks; decoding does not count: a value
+ * that fails to decode turns the status into IP_EDECODE once ip_future_value() tried it. */
+IP_EXTERN int ip_future_status(const ip_future *f);
+/* Waits for f, then decodes the result in this thread on first use. The value is owned by the
+ * future and valid until ip_future_free(). NULL when f failed (see ip_future_error), or when
+ * the serializer decoded to NULL. */
+IP_EXTERN const void *ip_future_value(ip_future *f);
+/* Why f failed, or NULL while it runs, when it succeeded, or for NULL. Owned by the future. */
+IP_EXTERN const ip_error *ip_future_error(const ip_future *f);
+/* SIGKILLs the child, reaps it, and fails f with IP_ECANCELED. Returns 0 once done;
+ * IP_EALREADY when f had already completed (its outcome stands); IP_EINVAL for NULL. */
+IP_EXTERN int ip_future_cancel(ip_future *f);
+/* The child's pid, or 0 when no child was created. */
+IP_EXTERN pid_t ip_future_pid(const ip_future *f);
+/* The `arg` given to ip_call (borrowed; the library never touches it). */
+IP_EXTERN void *ip_future_arg(const ip_future *f);
+/* The child's resource usage once f completed (also on success). 0, IP_EAGAIN while
+ * running, IP_EINVAL for NULL. */
+IP_EXTERN int ip_future_rusage(const ip_future *f, struct rusage *out);
+/* Cancels f if it still runs (so no child or zombie is left), then frees it and its value.
+ * NULL is ignored. Using f afterwards is undefined. */
+IP_EXTERN void ip_future_free(ip_future *f);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Lists and waitfor                                                                         */
+
+/* A growable array of future pointers, in the order they were pushed. The list does not own
+ * the futures: ip_list_free() frees only the list, and you free each future you take out. */
+IP_EXTERN ip_list *ip_list_new(void); /* NULL with errno ENOMEM */
+/* Appends f. Returns 0, IP_EINVAL (NULL list or future), IP_ENOMEM. */
+IP_EXTERN int ip_list_push(ip_list *l, ip_future *f);
+IP_EXTERN size_t ip_list_len(const ip_list *l);            /* 0 for NULL */
+IP_EXTERN ip_future *ip_list_at(const ip_list *l, size_t i); /* NULL when out of range */
+/* Removes and returns item i, keeping the order of the others; NULL when out of range. */
+IP_EXTERN ip_future *ip_list_remove(ip_list *l, size_t i);
+/* Frees the list (not the futures in it). NULL and a second free are ignored. */
+IP_EXTERN void ip_list_free(ip_list *l);
+
+/* Iterator state for ip_waitfor_next. Make one with `ip_waitfor w = IP_WAITFOR_INIT;`; it
+ * needs no freeing. Its fields are private. */
+typedef struct ip_waitfor {
+  unsigned ip__flags;
+  size_t ip__ask_len;
+  void *ip__reserved[2];
+} ip_waitfor;
+#define IP_WAITFOR_INIT { 0u, 0u, { NULL, NULL } }
+
+/* One step of the waitfor loop over the caller's `in_flight` list:
+ *
+ *   1, *out = f     a future that completed, removed from the list; the caller owns it now.
+ *                   Futures come back in completion order.
+ *   1, *out = NULL  only with a concurrency factor: fewer than `concurrency_factor` futures
+ *                   are in the list, so start another task (push it) if you have one.
+ *   0               the end: the list is empty (with a factor: and the last ask added none).
+ *   IP_ETIMEDOUT    nothing completed within timeout_ms (negative = forever); call again.
+ *   IP_EINTR        a signal handler ran while waiting; call again to resume.
+ *   IP_EINVAL       w, in_flight or out NULL, or concurrency_factor < 0.
+ *
+ * concurrency_factor 0 means none: it never asks. With a factor it asks again immediately
+ * while you keep adding below the factor; once you decline an ask (add nothing) it waits for
+ * a completion before asking again; when the list is empty it asks one last time and ends if
+ * you add nothing. You may add or remove futures between steps. It never busy-waits: a
+ * waiting step sleeps in the kernel until a child completes. */
+IP_EXTERN int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor,
+                              int timeout_ms, ip_future **out);
+
+/* A descriptor that becomes readable whenever a future of this process completes, for event
+ * loops (poll, epoll, libuv). It is an eventfd: read 8 bytes from it to clear it, then check
+ * your futures with ip_future_done() or ip_waitfor_next(..., 0, ...). Owned by the library;
+ * do not close it. Returns the fd, or a negative code. */
+IP_EXTERN int ip_ready_fd(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Inside the child                                                                          */
+
+/* Fails the current call: the parent's future gets code IP_ERAISED, raised_code = `code`
+ * (e.g. ECONNREFUSED, or any number of yours), the formatted message, and this child's
+ * backtrace. Only for code running in a task's child (including threads the child started).
+ * Called anywhere else it cannot return to a caller that expects it not to, so it prints an
+ * explanation to stderr and abort()s: that is a programming error, like a failed assert. */
+IP_EXTERN IP_NORETURN void ip_raise(int code, const char *fmt, ...) IP_PRINTF(2, 3);
+IP_EXTERN IP_NORETURN void ip_vraise(int code, const char *fmt, va_list ap) IP_PRINTF(2, 0);
+/* For bindings: fail the call with an explicit kind (e.g. an exception class name), message
+ * and backtrace text (any may be NULL). `code` is the error code the future reports
+ * (IP_ERAISED or IP_EENCODE); strings longer than 1 MiB are cut. Same rules as ip_raise. */
+IP_EXTERN IP_NORETURN void ip_raise_error(int code, int raised_code, const char *kind,
+                                          const char *message, const char *backtrace);
+/* 1 in the child of a task call (the only place ip_raise may run), else 0. */
+IP_EXTERN int ip_in_child(void);
+
+/* A byte buffer for the raw serializer, writable through `data`. In a task's child a buffer
+ * of 1 MiB or more is built in place in shared memory and handed to the parent without a
+ * copy; return it from fn as is. Elsewhere it is ordinary heap memory. NULL with errno
+ * ENOMEM. Free with ip_bytes_free() (never needed for a value returned from fn). */
+IP_EXTERN ip_bytes *ip_bytes_alloc(size_t len);
+/* ip_bytes_alloc(len) followed by a copy of `data`. NULL with errno ENOMEM or EINVAL. */
+IP_EXTERN ip_bytes *ip_bytes_copy(const void *data, size_t len);
+/* Frees a buffer from ip_bytes_alloc/ip_bytes_copy; NULL is ignored. Never pass the value of
+ * a future: the future owns that. */
+IP_EXTERN void ip_bytes_free(ip_bytes *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INPARALLEL_H */

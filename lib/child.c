@@ -1,0 +1,325 @@
+/* Everything a task's child does between fork() and _exit(): arm its lifeline to the parent,
+ * apply the task's limits, run fn, encode and send the value (or the failure), exit. */
+#include "internal.h"
+#include <execinfo.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Exit statuses for the rare cases where the child cannot even report. */
+#define EXIT_SEND_FAILED 125
+
+#define OUT_BUF (64u << 10)   /* small writes are gathered up to this size */
+#define OUT_DIRECT (32u << 10) /* writes from this size on go straight to the socket */
+
+static struct {
+  pid_t pid; /* getpid() of the child while it runs a call; 0 elsewhere */
+  int sock;
+  uint32_t ser_id;
+  int stdio;
+  uint64_t max_result;
+  volatile sig_atomic_t sending; /* a frame is half written: the crash handler keeps out */
+  pthread_mutex_t raise_lock;
+  uint64_t total;
+  size_t n;
+  unsigned char buf[OUT_BUF];
+} me = {.raise_lock = PTHREAD_MUTEX_INITIALIZER};
+
+static char altstack[64 << 10];
+
+int ip_in_child(void) { return me.pid != 0 && me.pid == getpid(); }
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+static void send_all(struct iovec *iov, int n) {
+  me.sending = 1;
+  while (n > 0) {
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(me.sock, &m, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      _exit(EXIT_SEND_FAILED); /* the parent is gone or canceled us */
+    }
+    while (n > 0 && (size_t)w >= iov->iov_len) {
+      w -= (ssize_t)iov->iov_len;
+      iov++, n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *)iov->iov_base + w;
+      iov->iov_len -= (size_t)w;
+    }
+  }
+  me.sending = 0;
+}
+
+static void send_frame(int kind, const void *body, size_t len) {
+  unsigned char hdr[IP__FRAME_HDR_SIZE];
+  ip__frame_pack(hdr, kind, me.ser_id, len);
+  struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
+  send_all(iov, len ? 2 : 1);
+}
+
+/* Flushes the gathered bytes as a DATA frame; with `end`, appends the END frame to the same
+ * system call, so a small result costs the child one sendmsg. */
+static void flush_out(bool end) {
+  unsigned char h1[IP__FRAME_HDR_SIZE], h2[IP__FRAME_HDR_SIZE];
+  struct iovec iov[3];
+  int n = 0;
+  if (me.n) {
+    ip__frame_pack(h1, IP__FRAME_DATA, me.ser_id, me.n);
+    iov[n++] = (struct iovec){h1, sizeof h1};
+    iov[n++] = (struct iovec){me.buf, me.n};
+  }
+  if (end) {
+    ip__frame_pack(h2, IP__FRAME_END, me.ser_id, me.total);
+    iov[n++] = (struct iovec){h2, sizeof h2};
+  }
+  if (n) send_all(iov, n);
+  me.n = 0;
+}
+
+static int out_write(void *ctx, const void *buf, size_t len) {
+  if (len > me.max_result - me.total) return IP_E2BIG;
+  me.total += len;
+  if (len >= OUT_DIRECT) {
+    if (me.total > (8u << 20)) {
+      /* A big result: a deeper socket buffer halves the context switches it costs. */
+      int sz = 4 << 20;
+      setsockopt(me.sock, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
+    flush_out(false);
+    send_frame(IP__FRAME_DATA, buf, len);
+    return 0;
+  }
+  if (me.n + len > OUT_BUF) flush_out(false);
+  memcpy(me.buf + me.n, buf, len);
+  me.n += len;
+  return 0;
+}
+
+static void send_memfd(int fd, size_t len) {
+  unsigned char hdr[IP__FRAME_HDR_SIZE];
+  ip__frame_pack(hdr, IP__FRAME_MEMFD, me.ser_id, len);
+  union {
+    struct cmsghdr c;
+    char b[CMSG_SPACE(sizeof(int))];
+  } u;
+  memset(&u, 0, sizeof u);
+  struct iovec iov = {hdr, sizeof hdr};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                     .msg_controllen = sizeof u.b};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  me.sending = 1;
+  ssize_t w;
+  while ((w = sendmsg(me.sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (w != (ssize_t)sizeof hdr) _exit(EXIT_SEND_FAILED);
+  me.sending = 0;
+}
+
+static void finish_stdio(void) {
+  if (me.stdio & IP_STDIO_FLUSH_ALL) fflush(NULL);
+  else if (me.stdio & IP_STDIO_FLUSH_STD) {
+    fflush(stdout);
+    fflush(stderr);
+  }
+}
+
+/* ---- failures ------------------------------------------------------------------------------- */
+
+static char *backtrace_text(void) {
+  void *addrs[IP__CRASH_FRAMES_MAX];
+  int n = backtrace(addrs, IP__CRASH_FRAMES_MAX);
+  char **syms = backtrace_symbols(addrs, n);
+  if (!syms) return NULL;
+  size_t len = 1;
+  for (int i = 0; i < n; i++) len += strlen(syms[i]) + 1;
+  char *text = malloc(len), *p = text;
+  if (text) {
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s\n", syms[i]);
+    *p = '\0';
+  }
+  free(syms);
+  return text;
+}
+
+static _Noreturn void send_error(int code, int raised_code, const char *kind, const char *msg,
+                                 const char *bt) {
+  size_t len = ip__error_body_size(kind, msg, bt);
+  unsigned char *body = malloc(len);
+  if (!body) {
+    /* Too little memory even to say why: send the bare code. */
+    static unsigned char small[20];
+    ip__error_body_pack(small, code, raised_code, NULL, NULL, NULL);
+    send_frame(IP__FRAME_ERROR, small, sizeof small);
+  } else {
+    ip__error_body_pack(body, code, raised_code, kind, msg, bt);
+    send_frame(IP__FRAME_ERROR, body, len);
+  }
+  finish_stdio();
+  _exit(0);
+}
+
+static _Noreturn void not_in_child(const char *fn) {
+  fprintf(stderr,
+          "inparallel: %s() was called outside a task's child process; it can only fail a "
+          "call from inside one. Aborting.\n",
+          fn);
+  abort();
+}
+
+void ip_raise_error(int code, int raised_code, const char *kind, const char *message,
+                    const char *backtrace) {
+  if (!ip_in_child()) not_in_child("ip_raise_error");
+  if (code != IP_EENCODE && code != IP_EINVAL && code != IP_E2BIG && code != IP_ENOMEM)
+    code = IP_ERAISED;
+  pthread_mutex_lock(&me.raise_lock); /* one failure per call; other threads wait for _exit */
+  if (me.n) me.n = 0;                  /* drop a half-gathered value */
+  send_error(code, raised_code, kind ? kind : ip_err_name(code), message ? message : "",
+             backtrace);
+}
+
+void ip_vraise(int code, const char *fmt, va_list ap) {
+  if (!ip_in_child()) not_in_child("ip_raise");
+  char *msg = NULL;
+  if (!fmt || vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+  const char *kind = NULL;
+#ifdef HAVE_STRERRORNAME_NP
+  if (code > 0) kind = strerrorname_np(code);
+#endif
+  char *bt = backtrace_text();
+  ip_raise_error(IP_ERAISED, code, kind ? kind : "ERAISED", msg ? msg : "", bt);
+}
+
+void ip_raise(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ip_vraise(code, fmt, ap);
+}
+
+/* ---- crashes ------------------------------------------------------------------------------- */
+
+static void on_crash(int sig, siginfo_t *si, void *uc) {
+  if (!me.sending) {
+    unsigned char frame[IP__FRAME_HDR_SIZE + IP__CRASH_BODY_MAX];
+    void *addrs[IP__CRASH_FRAMES_MAX];
+    int n = backtrace(addrs, IP__CRASH_FRAMES_MAX); /* warmed up in the parent: no dlopen */
+    int32_t s = sig;
+    uint32_t un = (uint32_t)n;
+    size_t body = 8 + 8 * (size_t)n;
+    unsigned char *p = frame + IP__FRAME_HDR_SIZE;
+    memcpy(p, &s, 4);
+    memcpy(p + 4, &un, 4);
+    for (int i = 0; i < n; i++) {
+      uint64_t a = (uint64_t)(uintptr_t)addrs[i];
+      memcpy(p + 8 + 8 * i, &a, 8);
+    }
+    ip__frame_pack(frame, IP__FRAME_CRASH, me.ser_id, body);
+    me.sending = 1;
+    ssize_t w = write(me.sock, frame, IP__FRAME_HDR_SIZE + body);
+    (void)w;
+  }
+  /* SA_RESETHAND made the action default again: a fault re-runs and kills us; a signal that
+   * was sent (kill, abort) is raised once more and does the same. */
+  raise(sig);
+}
+
+static void arm_crash_report(void) {
+  stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+  sigaltstack(&ss, NULL); /* so a stack overflow can still report */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_crash;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* ---- start-up ------------------------------------------------------------------------------ */
+
+/* The child must not outlive the parent process. PR_SET_PDEATHSIG would fire when the *thread*
+ * that forked exits, so instead the child opens its own file description of a pipe whose
+ * only writer is the parent process and asks for SIGKILL on it (F_SETSIG): when the parent
+ * dies, the last writer closes, and the kernel delivers the signal. The pipe never carries
+ * data, so nothing else can trigger it. */
+static void arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
+  bool armed = false;
+  if (lifeline_r >= 0) {
+    char path[40];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", lifeline_r);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+      armed = fcntl(fd, F_SETOWN, getpid()) == 0 && fcntl(fd, F_SETSIG, SIGKILL) == 0 &&
+              fcntl(fd, F_SETFL, O_RDONLY | O_NONBLOCK | O_ASYNC) == 0;
+      if (!armed) close(fd);
+    }
+  }
+  /* Without /proc, fall back on PDEATHSIG where it means "the process": the main thread. */
+  if (!armed && main_thread) prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(EXIT_SEND_FAILED); /* the parent died before we armed */
+}
+
+void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bool main_thread,
+                    void *arg) {
+  me.pid = getpid();
+  me.sock = sock;
+  me.ser_id = t->ser_id;
+  me.stdio = t->stdio;
+  me.max_result = t->max_result;
+  me.total = 0;
+  me.n = 0;
+  me.sending = 0;
+  pthread_mutex_init(&me.raise_lock, NULL);
+
+  if (t->pdeathsig) arm_lifeline(lifeline_r, parent, main_thread);
+  if (lifeline_r >= 0) close(lifeline_r);
+  if (t->stdio & IP_STDIO_PURGE_INHERITED) {
+    __fpurge(stdout);
+    __fpurge(stderr);
+  }
+  for (int i = 0; i < t->n_rlimits; i++) {
+    if (setrlimit(t->rlimits[i].resource, &t->rlimits[i].lim) < 0) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "setrlimit(%d, %llu, %llu) failed in the child: %s",
+               t->rlimits[i].resource, (unsigned long long)t->rlimits[i].lim.rlim_cur,
+               (unsigned long long)t->rlimits[i].lim.rlim_max, strerror(errno));
+      send_error(IP_EINVAL, errno, "EINVAL", msg, NULL);
+    }
+  }
+  if (t->crash_report) arm_crash_report();
+
+  void *value = t->fn(arg);
+
+  finish_stdio();
+  size_t len;
+  int memfd = ip__is_raw(t->ser) ? ip__bytes_memfd(value, &len) : -1;
+  if (memfd >= 0) {
+    if (len > me.max_result) {
+      send_error(IP_E2BIG, 0, "E2BIG", "the result is larger than the task's max_result", NULL);
+    }
+    send_memfd(memfd, len);
+    _exit(0);
+  }
+  int rc = t->ser->encode(t->ser, value, out_write, NULL);
+  if (rc != 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "the %s serializer could not encode the result (%d: %s)",
+             t->ser->name, rc, ip_strerror(rc));
+    me.n = 0;
+    send_error(rc == IP_E2BIG ? IP_E2BIG : IP_EENCODE, rc, NULL, msg, NULL);
+  }
+  flush_out(true);
+  _exit(0);
+}

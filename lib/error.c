@@ -1,0 +1,76 @@
+/* Error codes, their names and messages, the version, and small shared utilities. */
+#include "internal.h"
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *ip_strerror(int code) {
+  switch (code) {
+#define IP__ERR_TEXT(name, value, text) \
+  case IP_##name:                       \
+    return text;
+    IP_ERRNO_MAP(IP__ERR_TEXT)
+#undef IP__ERR_TEXT
+  case 0:
+    return "success";
+  default:
+    return "unknown error";
+  }
+}
+
+const char *ip_err_name(int code) {
+  switch (code) {
+#define IP__ERR_NAME(name, value, text) \
+  case IP_##name:                       \
+    return #name;
+    IP_ERRNO_MAP(IP__ERR_NAME)
+#undef IP__ERR_NAME
+  case 0:
+    return "OK";
+  default:
+    return "UNKNOWN";
+  }
+}
+
+#define IP__STR2(x) #x
+#define IP__STR(x) IP__STR2(x)
+const char *ip_version(void) {
+  return IP__STR(IP_VERSION_MAJOR) "." IP__STR(IP_VERSION_MINOR) "." IP__STR(IP_VERSION_PATCH);
+}
+
+int ip__errno_code(int err) {
+  switch (err) {
+  case EAGAIN:
+    return IP_EAGAIN;
+  case EMFILE:
+  case ENFILE:
+    return IP_EMFILE;
+  case ENOMEM:
+    return IP_ENOMEM;
+  case ENOSYS:
+    return IP_ENOSYS;
+  case EINTR:
+    return IP_EINTR;
+  default:
+    return IP_EINVAL;
+  }
+}
+
+void ip__close(int *fd) {
+  if (*fd >= 0) {
+    close(*fd);
+    *fd = -1;
+  }
+}
+
+int64_t ip__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ip__format_rusage(char *buf, size_t n, const struct rusage *ru) {
+  double cpu = (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) +
+               (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e6;
+  snprintf(buf, n, "peak RSS %.1f MiB, CPU %.3f s", (double)ru->ru_maxrss / 1024.0, cpu);
+}

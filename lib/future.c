@@ -1,0 +1,97 @@
+/* Futures: waiting on one, reading its outcome, decoding its value, canceling, freeing. */
+#include "internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static bool is_done(const ip_future *f) {
+  return atomic_load_explicit(&((ip_future *)f)->state, memory_order_acquire) == IP__DONE;
+}
+
+static bool done_pred(void *f) { return is_done(f); }
+
+int ip_future_wait(ip_future *f, int timeout_ms) {
+  if (!f) return IP_EINVAL;
+  if (is_done(f)) return 0;
+  return ip__wait(done_pred, f, timeout_ms, true);
+}
+
+int ip_future_done(const ip_future *f) { return f && is_done(f); }
+
+int ip_future_status(const ip_future *f) {
+  if (!f) return IP_EINVAL;
+  return is_done(f) ? f->status : IP_EAGAIN;
+}
+
+const ip_error *ip_future_error(const ip_future *f) {
+  if (!f || !is_done(f) || f->status == 0) return NULL;
+  return &f->err;
+}
+
+pid_t ip_future_pid(const ip_future *f) { return f ? f->pid : 0; }
+void *ip_future_arg(const ip_future *f) { return f ? f->arg : NULL; }
+
+int ip_future_rusage(const ip_future *f, struct rusage *out) {
+  if (!f || !out) return IP_EINVAL;
+  if (!is_done(f)) return IP_EAGAIN;
+  *out = f->rusage;
+  return 0;
+}
+
+const void *ip_future_value(ip_future *f) {
+  if (!f) return NULL;
+  while (!is_done(f)) ip__wait(done_pred, f, -1, true); /* signals: just keep waiting */
+  pthread_mutex_lock(&f->dec_lock);
+  if (f->status == 0 && !f->decoded) {
+    f->decoded = true;
+    int rc = f->ser->decode(f->ser, f->rx.payload, f->rx.len, &f->value);
+    if (rc != 0) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "the %s serializer could not decode the %zu-byte result of child "
+               "%d (%d)", f->ser->name, f->rx.len, (int)f->pid, rc);
+      free(f->err_strings);
+      f->err_strings = strdup(msg);
+      f->value = NULL;
+      f->err.code = f->status = IP_EDECODE;
+      f->err.kind = ip_err_name(IP_EDECODE);
+      f->err.message = f->err_strings ? f->err_strings : ip_strerror(IP_EDECODE);
+      f->err.raised_code = rc;
+    }
+  }
+  const void *v = f->status == 0 ? f->value : NULL;
+  pthread_mutex_unlock(&f->dec_lock);
+  return v;
+}
+
+int ip_future_cancel(ip_future *f) {
+  if (!f) return IP_EINVAL;
+  pthread_mutex_lock(&ip__g.lock);
+  if (is_done(f)) {
+    pthread_mutex_unlock(&ip__g.lock);
+    return IP_EALREADY;
+  }
+  f->cancel_req = true;
+  if (!f->killed) {
+    f->killed = true;
+    syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
+  }
+  /* SIGKILL cannot be ignored: the supervisor reaps the child promptly. */
+  while (!is_done(f)) pthread_cond_wait(&ip__g.cond, &ip__g.lock);
+  pthread_mutex_unlock(&ip__g.lock);
+  return 0;
+}
+
+void ip_future_free(ip_future *f) {
+  if (!f) return;
+  if (!is_done(f)) ip_future_cancel(f);
+  if (f->orphan) { /* see ip__orphan */
+    free(f);
+    return;
+  }
+  if (f->decoded && f->value && f->ser->free_value) f->ser->free_value(f->ser, f->value);
+  ip__outcome_free(f);
+  pthread_mutex_destroy(&f->dec_lock);
+  free(f);
+}

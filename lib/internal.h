@@ -1,0 +1,184 @@
+/* Private to libinparallel: the shapes every lib/ file shares. Names are ip__*. */
+#ifndef IP_INTERNAL_H
+#define IP_INTERNAL_H
+
+#include "config.h"
+#include <inparallel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <signal.h>
+
+#include "frame.h"
+
+#define IP__MAX_RLIMITS 8
+#define IP__DEFAULT_MAX_RESULT (UINT64_C(4) << 30)
+/* At or above this size ip_bytes_alloc() in a child builds the result in a memfd. Below it the
+ * memfd set-up (create, truncate, map, seal, pass, map again) costs more than a copy. */
+#define IP__INPLACE_MIN ((size_t)1 << 20)
+
+/* ---- tasks ---------------------------------------------------------------------------- */
+
+struct ip__rlimit {
+  int resource;
+  struct rlimit lim;
+};
+
+struct ip_task {
+  ip_fn fn;
+  const ip_serializer *ser;
+  uint32_t ser_id;
+  int timeout_ms;
+  int pdeathsig;
+  int stdio;
+  int crash_report;
+  uint64_t max_result;
+  ip_fork_fn fork_fn;
+  void *fork_ud;
+  int n_rlimits;
+  struct ip__rlimit rlimits[IP__MAX_RLIMITS];
+};
+
+/* ---- futures -------------------------------------------------------------------------- */
+
+enum { IP__RUNNING = 0, IP__DONE = 1 };
+
+/* What the supervisor has read from one child so far. Touched only by the supervisor while
+ * the call is in flight, and only by the owner after it completed. */
+struct ip__rx {
+  unsigned char hdr[IP__FRAME_HDR_SIZE];
+  size_t hdr_have;
+  struct ip__frame_hdr cur;
+  bool in_body;
+  uint64_t body_left;
+  unsigned char *payload; /* value bytes: heap, or a read-only memfd mapping */
+  size_t len, cap;
+  bool mapped;
+  unsigned char *aux; /* body of an error or crash frame */
+  size_t aux_len;
+  int final_kind; /* IP__FRAME_END, _MEMFD or _ERROR once the child's answer is complete */
+  int memfd;      /* descriptor received with SCM_RIGHTS, -1 if none */
+  int proto_code; /* IP_EPROTO / IP_E2BIG / IP_ENOMEM once the stream went wrong */
+  const char *proto_msg;
+  bool sock_open;
+};
+
+struct ip_future {
+  /* Set by ip_call, read-only afterwards. */
+  const ip_serializer *ser;
+  uint32_t ser_id;
+  uint64_t max_result;
+  void *arg;
+  pid_t pid;
+  int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+  int timeout_ms;
+
+  /* Supervisor-owned while in flight. */
+  int sock, pidfd;
+  struct ip__rx rx;
+  int wstatus; /* from wait4; -1 when someone else reaped the child */
+  bool reaped;
+
+  /* Under ip__g.lock. */
+  _Atomic int state;
+  bool cancel_req, timed_out, killed, orphan;
+  uint64_t done_seq;
+  ip_future *prev, *next; /* in-flight list */
+
+  /* Outcome, written before state becomes DONE, then read-only (except decoding). */
+  int status;
+  ip_error err;
+  char *err_strings; /* owns err.kind/message/backtrace text unless they are static */
+  struct rusage rusage;
+
+  /* Lazy decoding in the caller's thread. */
+  pthread_mutex_t dec_lock;
+  bool decoded;
+  void *value;
+};
+
+/* ---- process-wide state ----------------------------------------------------------------- */
+
+struct ip__waiter {
+  int efd;
+  bool armed;
+  struct ip__waiter *next, *prev;
+};
+
+struct ip__global {
+  pthread_mutex_t lock; /* guards everything below, the handle registry and the serializers */
+  pthread_cond_t cond;  /* broadcast on every completion, for waits that ignore signals */
+  pid_t owner;          /* process this state belongs to; reset after fork */
+  bool started;         /* supervisor thread running */
+  bool stopping;
+  pthread_t thread;
+  int epfd, wake_fd, ready_fd;
+  int lifeline[2];      /* [0] reopened by each child; [1] held by this process only */
+  ip_future *inflight;  /* doubly linked */
+  size_t n_inflight, n_timed;
+  uint64_t seq;         /* completion counter */
+  struct ip__waiter *waiters;
+};
+
+extern struct ip__global ip__g;
+/* True in the thread that is inside ip_call's fork(), and so in that call's child. */
+extern __thread bool ip__forking_call;
+
+/* One-time and per-process set-up (atfork handlers, backtrace warm-up). */
+void ip__init(void);
+/* Starts the supervisor in this process if needed. Call without the lock. 0 or a code. */
+int ip__supervisor_ensure(void);
+/* Takes f off the in-flight list (no-op when it is not on it). */
+void ip__unlink_locked(ip_future *f);
+/* Wakes the supervisor so it re-reads deadlines. */
+void ip__supervisor_kick(void);
+/* Watches a started call: links it in flight and registers its descriptors. */
+int ip__supervisor_add(ip_future *f);
+/* Stops the supervisor thread and closes its descriptors (library unload). */
+void ip__supervisor_shutdown(void);
+
+/* Completion, under the lock: marks f done and wakes waiters. */
+void ip__complete_locked(ip_future *f);
+/* After fork, in the child: a future of the parent's completes as canceled. Its buffers may
+ * have been mid-update by the parent's supervisor, so the child never frees them. */
+void ip__orphan(ip_future *f);
+/* Fails a future that never got a child. */
+void ip__fail_early(ip_future *f, int code, const char *message);
+/* Builds f->err from the rx state and wait status (supervisor thread, no lock). */
+void ip__outcome(ip_future *f);
+/* Frees the bytes of f's value. */
+void ip__outcome_free_payload(ip_future *f);
+/* Frees the outcome strings and buffers of f. */
+void ip__outcome_free(ip_future *f);
+
+/* Waiting: block the calling thread until done(ctx) holds, both evaluated under the lock.
+ * Returns 0, IP_ETIMEDOUT, or IP_EINTR (only when interruptible). */
+typedef bool (*ip__pred)(void *ctx);
+int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible);
+void ip__wake_waiters_locked(void);
+void ip__waiter_forget(void); /* after fork: drop this thread's waiter without touching fds */
+
+/* Child side. */
+_Noreturn void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent,
+                              bool main_thread, void *arg);
+
+/* Handle registry: catches double frees of tasks and lists. Call with the lock held. */
+int ip__handle_add_locked(const void *p);
+bool ip__handle_del_locked(const void *p);
+void ip__handles_reset(void);
+
+/* Serializers. */
+uint32_t ip__ser_id(const char *name);
+int ip__serializer_check(const ip_serializer *s);
+void ip__serializers_reset(void);
+bool ip__is_raw(const ip_serializer *s);
+/* Child side: if v is an in-place buffer from ip_bytes_alloc, its memfd and length. */
+int ip__bytes_memfd(const void *v, size_t *len);
+
+/* Small utilities. */
+int64_t ip__now_ns(void);
+int ip__errno_code(int err); /* errno -> IP_E* */
+void ip__close(int *fd);
+void ip__format_rusage(char *buf, size_t n, const struct rusage *ru);
+
+#endif

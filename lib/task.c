@@ -1,0 +1,94 @@
+/* Tasks: the function, its serializer and the options every call of it uses. */
+#include "internal.h"
+#include <stdlib.h>
+
+ip_task *ip_task_new(ip_fn fn, const ip_serializer *s) {
+  if (!s) s = ip_serializer_raw();
+  if (!fn || ip__serializer_check(s) < 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  ip__init();
+  ip_task *t = calloc(1, sizeof *t);
+  if (!t) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  t->fn = fn;
+  t->ser = s;
+  t->ser_id = ip__ser_id(s->name);
+  t->pdeathsig = 1;
+  t->stdio = IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD;
+  t->crash_report = 1;
+  t->max_result = IP__DEFAULT_MAX_RESULT;
+  pthread_mutex_lock(&ip__g.lock);
+  int rc = ip__handle_add_locked(t);
+  pthread_mutex_unlock(&ip__g.lock);
+  if (rc < 0) {
+    free(t);
+    errno = ENOMEM;
+    return NULL;
+  }
+  return t;
+}
+
+void ip_task_free(ip_task *t) {
+  if (!t) return;
+  pthread_mutex_lock(&ip__g.lock);
+  bool live = ip__handle_del_locked(t);
+  pthread_mutex_unlock(&ip__g.lock);
+  if (live) free(t);
+}
+
+int ip_task_set_timeout(ip_task *t, int timeout_ms) {
+  if (!t) return IP_EINVAL;
+  t->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+  return 0;
+}
+
+int ip_task_set_pdeathsig(ip_task *t, int on) {
+  if (!t) return IP_EINVAL;
+  t->pdeathsig = on != 0;
+  return 0;
+}
+
+int ip_task_set_stdio(ip_task *t, int flags) {
+  const int all = IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD | IP_STDIO_FLUSH_ALL;
+  if (!t || (flags & ~all)) return IP_EINVAL;
+  t->stdio = flags;
+  return 0;
+}
+
+int ip_task_set_rlimit(ip_task *t, int resource, rlim_t soft, rlim_t hard) {
+  if (!t || resource < 0 || resource >= RLIM_NLIMITS) return IP_EINVAL;
+  if (soft > hard) return IP_EINVAL; /* RLIM_INFINITY is the largest rlim_t */
+  int i = 0;
+  while (i < t->n_rlimits && t->rlimits[i].resource != resource) i++;
+  if (i == t->n_rlimits) {
+    if (t->n_rlimits == IP__MAX_RLIMITS) return IP_ENOMEM;
+    t->n_rlimits++;
+  }
+  t->rlimits[i].resource = resource;
+  t->rlimits[i].lim.rlim_cur = soft;
+  t->rlimits[i].lim.rlim_max = hard;
+  return 0;
+}
+
+int ip_task_set_max_result(ip_task *t, uint64_t bytes) {
+  if (!t || bytes == 0) return IP_EINVAL;
+  t->max_result = bytes;
+  return 0;
+}
+
+int ip_task_set_crash_report(ip_task *t, int on) {
+  if (!t) return IP_EINVAL;
+  t->crash_report = on != 0;
+  return 0;
+}
+
+int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud) {
+  if (!t) return IP_EINVAL;
+  t->fork_fn = fork_fn;
+  t->fork_ud = ud;
+  return 0;
+}
