@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Configures (once) and builds the tree in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x configure ] || autoreconf -fi >/dev/null
+[ -f Makefile ] || ./configure -q --enable-werror
+make -s -j"$(nproc)"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing inparallel needs on Debian 12, if anything is missing.
+# Idempotent and non-interactive: it only calls apt-get when a package is absent.
+set -euo pipefail
+
+pkgs=(build-essential autoconf automake libtool pkg-config
+      libcriterion-dev valgrind)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
+# (Criterion, via make check), the same suites under ASan+UBSan, and under valgrind.
+# Ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh || exit 1
+bash scripts/build.sh || exit 1
+
+passed=0 failed=0
+step() { # name command...
+  local name=$1; shift
+  echo "==> $name"
+  if "$@"; then passed=$((passed + 1)); echo "--> $name: ok"
+  else failed=$((failed + 1)); echo "--> $name: FAILED"; fi
+}
+c_suites() {
+  make -s -j"$(nproc)" check >/dev/null 2>&1
+  local rc=$?
+  # Criterion's own summary lines, one per suite, then automake's totals.
+  for log in tests/test-*.log; do
+    printf '%-28s %s\n' "$(basename "$log" .log)" "$(grep -h 'Synthesis' "$log" | tail -1)"
+  done
+  grep -hE '^# (TOTAL|PASS|FAIL|ERROR|XPASS|SKIP)' tests/test-suite.log 2>/dev/null ||
+    sed -n '/^# TOTAL/,/^# ERROR/p' test-suite.log
+  if [ $rc -ne 0 ]; then cat test-suite.log; fi
+  return $rc
+}
+step "C tests (Criterion)" c_suites
+step "C tests under ASan+UBSan" bash tests/sanitize.sh
+step "C tests under valgrind" bash tests/valgrind.sh
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
