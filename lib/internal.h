@@ -137,6 +137,11 @@ int ip__supervisor_add(ip_future *f);
 /* Stops the supervisor thread and closes its descriptors (library unload). */
 void ip__supervisor_shutdown(void);
 
+/* Frame parsing (rx.c), supervisor thread only. ip__rx_feed parses bytes already read;
+ * ip__rx_drain reads the socket (up to `budget` bytes) and returns false at end of stream. */
+void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n);
+bool ip__rx_drain(ip_future *f, size_t budget);
+
 /* Completion, under the lock: marks f done and wakes waiters. */
 void ip__complete_locked(ip_future *f);
 /* After fork, in the child: a future of the parent's completes as canceled. Its buffers may
