@@ -163,7 +163,10 @@ struct ip_serializer {
   int (*decode)(const ip_serializer *s, const void *buf, size_t len, void **value);
   /* Frees what decode() stored. May be NULL when decode allocates nothing. */
   void (*free_value)(const ip_serializer *s, void *value);
-  void *reserved[4];
+  /* Frees a serializer made at run time (e.g. ip_serializer_protobuf_new); NULL for static
+   * ones. Called by ip_serializer_free(). */
+  void (*destroy)(ip_serializer *s);
+  void *reserved[3];
 };
 
 /* The built-in raw serializer: fn returns `const ip_bytes *` (NULL = empty); the parent gets a
@@ -178,6 +181,10 @@ IP_EXTERN const ip_serializer *ip_serializer_raw(void);
 IP_EXTERN int ip_serializer_register(const ip_serializer *s);
 /* The serializer registered as `name` ("raw" is always there), or NULL. */
 IP_EXTERN const ip_serializer *ip_serializer_lookup(const char *name);
+/* Frees a serializer made at run time by a plugin's _new function (through its destroy
+ * member), unregistering it first if it was registered. Tasks and futures using it must be
+ * gone. NULL and static serializers (destroy == NULL) are ignored. */
+IP_EXTERN void ip_serializer_free(ip_serializer *s);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Tasks                                                                                     */

@@ -54,6 +54,19 @@ const ip_serializer *ip_serializer_lookup(const char *name) {
   return s;
 }
 
+void ip_serializer_free(ip_serializer *s) {
+  if (!s || !s->destroy) return;
+  pthread_mutex_lock(&ip__g.lock);
+  for (size_t i = 0; i < reg_len; i++) {
+    if (reg[i] == s) {
+      reg[i] = reg[--reg_len];
+      break;
+    }
+  }
+  pthread_mutex_unlock(&ip__g.lock);
+  s->destroy(s);
+}
+
 void ip__serializers_reset(void) {
   free(reg);
   reg = NULL;

@@ -1,0 +1,40 @@
+/* inparallel + msgpack-c: tasks whose results travel as MessagePack.
+ *
+ *     #include <inparallel/msgpack.h>          // link: pkg-config inparallel-msgpack
+ *
+ *     static void *fn(void *arg) {              // in the child
+ *       msgpack_sbuffer *sb = msgpack_sbuffer_new();
+ *       msgpack_packer pk;
+ *       msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+ *       msgpack_pack_map(&pk, 1); ...           // exactly one object
+ *       return sb;                              // freed when the child exits
+ *     }
+ *     ip_task *t = ip_task_new(fn, ip_serializer_msgpack());
+ *     const msgpack_object *o = ip_future_value(ip_call(t, NULL));
+ *
+ * Child side: fn returns a `msgpack_sbuffer *` holding exactly one packed object. NULL, an
+ * empty buffer, a truncated object or trailing bytes fail the call with IP_EENCODE.
+ * Parent side: the value is a `const msgpack_object *`, owned by the future together with the
+ * zone and the received bytes it points into, valid until ip_future_free(). Strings, bins and
+ * exts are not NUL-terminated (use their size). Bytes that are not exactly one well-formed
+ * object, or nest deeper than msgpack-c's limit of 32 levels, fail with IP_EDECODE.
+ *
+ * Loading this library registers the serializer under the name "msgpack".
+ */
+#ifndef INPARALLEL_MSGPACK_H
+#define INPARALLEL_MSGPACK_H
+
+#include <inparallel.h>
+#include <msgpack.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The msgpack serializer (static storage; never free it). */
+IP_EXTERN const ip_serializer *ip_serializer_msgpack(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
