@@ -32,6 +32,72 @@ static int above_stdio(int fd) {
   return nfd;
 }
 
+/* Without pidfd_open (Linux < 5.3, or valgrind, which does not know the call) a thread per
+ * call stands in for the pidfd: it blocks in wait4 and then closes a pipe that the supervisor
+ * watches. Costly, but only where the kernel leaves no better way. */
+static atomic_bool no_pidfd;
+
+struct reaper {
+  ip_future *f;
+  int wfd;
+};
+
+static void *reaper_main(void *p) {
+  struct reaper r = *(struct reaper *)p;
+  free(p);
+  int st;
+  struct rusage ru;
+  pid_t x;
+  while ((x = wait4(r.f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
+  }
+  pthread_mutex_lock(&ip__g.lock);
+  r.f->wstatus = x < 0 ? -1 : st;
+  if (x > 0) r.f->rusage = ru;
+  r.f->reaped = true;
+  pthread_mutex_unlock(&ip__g.lock);
+  close(r.wfd); /* the supervisor sees the hang-up */
+  return NULL;
+}
+
+static int exit_pipe(ip_future *f) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) return -1;
+  struct reaper *r = malloc(sizeof *r);
+  pthread_attr_t a;
+  pthread_t th;
+  sigset_t all, old;
+  int e = ENOMEM;
+  if (r) {
+    *r = (struct reaper){f, p[1]};
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 64 << 10);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    e = pthread_create(&th, &a, reaper_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&a);
+  }
+  if (e) {
+    free(r);
+    close(p[0]);
+    close(p[1]);
+    errno = e;
+    return -1;
+  }
+  f->exit_pipe = true;
+  return p[0];
+}
+
+static int watch_exit(ip_future *f) {
+  if (!atomic_load(&no_pidfd)) {
+    int fd = (int)syscall(SYS_pidfd_open, f->pid, 0);
+    if (fd >= 0 || errno != ENOSYS) return fd;
+    atomic_store(&no_pidfd, true);
+  }
+  return exit_pipe(f);
+}
+
 static void reap_now(pid_t pid) {
   kill(pid, SIGKILL);
   while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -90,7 +156,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
   f->pid = pid;
   f->err.pid = pid;
   f->sock = sv[0];
-  f->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  f->pidfd = watch_exit(f);
   if (f->pidfd < 0) {
     /* ESRCH: the host reaped our child (a waitpid(-1) loop); it may still have sent a
      * result, but we can no longer tell how it ended. Anything else is a resource limit. */
@@ -100,7 +166,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
     f->sock = -1;
     ip__fail_early(f, e == ESRCH ? IP_EEXITED : ip__errno_code(e),
                    e == ESRCH ? "ip_call: the child was reaped by someone else"
-                              : "ip_call: pidfd_open failed");
+                              : "ip_call: no pidfd or reaper thread for the child");
     return f;
   }
   fcntl(f->sock, F_SETFL, O_NONBLOCK);
@@ -108,7 +174,15 @@ ip_future *ip_call(ip_task *t, void *arg) {
 
   rc = ip__supervisor_add(f);
   if (rc < 0) {
-    reap_now(pid);
+    if (f->exit_pipe) { /* the reaper thread reaps; wait until it let go of f */
+      kill(pid, SIGKILL);
+      char c;
+      fcntl(f->pidfd, F_SETFL, 0);
+      while (read(f->pidfd, &c, 1) < 0 && errno == EINTR) {
+      }
+    } else {
+      reap_now(pid);
+    }
     ip__close(&f->sock);
     ip__close(&f->pidfd);
     ip__fail_early(f, rc, "ip_call: could not watch the child");

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static bool is_done(const ip_future *f) {
@@ -73,10 +72,7 @@ int ip_future_cancel(ip_future *f) {
     return IP_EALREADY;
   }
   f->cancel_req = true;
-  if (!f->killed) {
-    f->killed = true;
-    syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
-  }
+  ip__kill_locked(f);
   /* SIGKILL cannot be ignored: the supervisor reaps the child promptly. */
   while (!is_done(f)) pthread_cond_wait(&ip__g.cond, &ip__g.lock);
   pthread_mutex_unlock(&ip__g.lock);

@@ -78,6 +78,8 @@ struct ip_future {
   struct ip__rx rx;
   int wstatus; /* from wait4; -1 when someone else reaped the child */
   bool reaped;
+  bool exit_pipe; /* no pidfd (old kernel, valgrind): `pidfd` is a pipe that a reaper thread
+                     closes once it has reaped the child and filled wstatus and rusage */
 
   /* Under ip__g.lock. */
   _Atomic int state;
@@ -128,6 +130,8 @@ extern __thread bool ip__forking_call;
 void ip__init(void);
 /* Starts the supervisor in this process if needed. Call without the lock. 0 or a code. */
 int ip__supervisor_ensure(void);
+/* SIGKILLs f's child once (pidfd, or pid while it is not reaped). Under the lock. */
+void ip__kill_locked(ip_future *f);
 /* Takes f off the in-flight list (no-op when it is not on it). */
 void ip__unlink_locked(ip_future *f);
 /* Wakes the supervisor so it re-reads deadlines. */

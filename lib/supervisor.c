@@ -16,11 +16,11 @@
 #define TAG_PIDFD ((uintptr_t)1)
 #define SKIP ((void *)2)
 
-static void kill_child(ip_future *f) {
-  if (!f->killed && f->pidfd >= 0) {
-    f->killed = true;
-    syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
-  }
+void ip__kill_locked(ip_future *f) {
+  if (f->killed || f->pidfd < 0) return;
+  f->killed = true;
+  if (!f->exit_pipe) syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
+  else if (!f->reaped) kill(f->pid, SIGKILL); /* not reaped yet, so the pid is still ours */
 }
 
 static void stop_reading(ip_future *f) {
@@ -36,7 +36,7 @@ static void on_readable(ip_future *f) {
     /* A child that sends garbage gets no more attention: stop reading and end it. */
     stop_reading(f);
     pthread_mutex_lock(&ip__g.lock);
-    kill_child(f);
+    ip__kill_locked(f);
     pthread_mutex_unlock(&ip__g.lock);
   } else if (!open) {
     stop_reading(f);
@@ -46,13 +46,15 @@ static void on_readable(ip_future *f) {
 /* The child exited: reap it, take whatever it left in the socket, and complete the future.
  * Returns false when the wake-up was spurious. */
 static bool on_child_exit(ip_future *f) {
-  int st;
-  pid_t r;
-  while ((r = wait4(f->pid, &st, WNOHANG, &f->rusage)) < 0 && errno == EINTR) {
+  if (!f->exit_pipe) {
+    int st;
+    pid_t r;
+    while ((r = wait4(f->pid, &st, WNOHANG, &f->rusage)) < 0 && errno == EINTR) {
+    }
+    if (r == 0) return false;
+    f->reaped = true;
+    f->wstatus = r < 0 ? -1 : st; /* ECHILD: the host's waitpid(-1) took it */
   }
-  if (r == 0) return false;
-  f->reaped = true;
-  f->wstatus = r < 0 ? -1 : st; /* ECHILD: the host's waitpid(-1) took it */
   if (f->rx.sock_open) {
     /* Everything the child wrote is in the socket now; a grandchild that inherited the
      * channel could keep writing, so read what is there and no more. */
@@ -78,7 +80,7 @@ static int next_timeout_locked(int64_t now) {
     if (!f->deadline_ns || f->killed) continue;
     if (f->deadline_ns <= now) {
       f->timed_out = true;
-      kill_child(f);
+      ip__kill_locked(f);
     } else if (f->deadline_ns < first) {
       first = f->deadline_ns;
     }
