@@ -9,14 +9,14 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-/* Set around fork() so the at-fork child handler knows the new process is ours and keeps
- * the lifeline descriptor it needs. */
-__thread bool ip__forking_call;
+/* Set around fork() so the at-fork child handler knows which call the new process is for,
+ * and keeps the descriptors that call's child needs. */
+__thread ip_future *ip__forking;
 
 static ip_future *future_new(void) {
   ip_future *f = calloc(1, sizeof *f);
   if (!f) return NULL;
-  f->sock = f->pidfd = f->rx.memfd = -1;
+  f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
   f->wstatus = -1;
   f->err.exit_status = -1;
   pthread_mutex_init(&f->dec_lock, NULL);
@@ -37,71 +37,87 @@ static int above_stdio(int fd) {
  * watches. Costly, but only where the kernel leaves no better way. */
 static atomic_bool no_pidfd;
 
-struct reaper {
-  ip_future *f;
-  int wfd;
-};
-
 static void *reaper_main(void *p) {
-  struct reaper r = *(struct reaper *)p;
-  free(p);
+  ip_future *f = p;
   int st;
   struct rusage ru;
   pid_t x;
-  while ((x = wait4(r.f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
+  while ((x = wait4(f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
   }
   pthread_mutex_lock(&ip__g.lock);
-  r.f->wstatus = x < 0 ? -1 : st;
-  if (x > 0) r.f->rusage = ru;
-  r.f->reaped = true;
+  f->wstatus = x < 0 ? -1 : st;
+  if (x > 0) f->rusage = ru;
+  f->reaped = true;
+  int wfd = f->reaper_wfd;
+  f->reaper_wfd = -1; /* before close: a fork now must not close a reused number */
   pthread_mutex_unlock(&ip__g.lock);
-  close(r.wfd); /* the supervisor sees the hang-up */
+  close(wfd); /* the supervisor sees the hang-up; f may be gone from here on */
   return NULL;
 }
 
-static int exit_pipe(ip_future *f) {
+/* Under the lock, so no fork sees the pipe before at_child can find it in f. */
+static int exit_pipe_locked(ip_future *f) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) return -1;
-  struct reaper *r = malloc(sizeof *r);
+  f->pidfd = p[0];
+  f->reaper_wfd = p[1];
+  f->exit_pipe = true;
+  return 0;
+}
+
+static int start_reaper(ip_future *f) {
   pthread_attr_t a;
   pthread_t th;
   sigset_t all, old;
-  int e = ENOMEM;
-  if (r) {
-    *r = (struct reaper){f, p[1]};
-    pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&a, 64 << 10);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    e = pthread_create(&th, &a, reaper_main, r);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&a);
-  }
-  if (e) {
-    free(r);
-    close(p[0]);
-    close(p[1]);
-    errno = e;
-    return -1;
-  }
-  f->exit_pipe = true;
-  return p[0];
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 64 << 10);
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int e = pthread_create(&th, &a, reaper_main, f);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&a);
+  return e;
 }
 
-static int watch_exit(ip_future *f) {
+/* A descriptor that becomes readable when the child exits. Under the lock, like every
+ * descriptor the library creates, for the same reason. */
+static int watch_exit_locked(ip_future *f) {
   if (!atomic_load(&no_pidfd)) {
-    int fd = (int)syscall(SYS_pidfd_open, f->pid, 0);
-    if (fd >= 0 || errno != ENOSYS) return fd;
+    f->pidfd = (int)syscall(SYS_pidfd_open, f->pid, 0);
+    if (f->pidfd >= 0 || errno != ENOSYS) return f->pidfd;
     atomic_store(&no_pidfd, true);
   }
-  return exit_pipe(f);
+  return exit_pipe_locked(f);
 }
 
 static void reap_now(pid_t pid) {
   kill(pid, SIGKILL);
   while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
   }
+}
+
+/* Undoes a call that could not be started: closes what it holds and fails it. */
+static ip_future *abandon(ip_future *f, int code, const char *why) {
+  pthread_mutex_lock(&ip__g.lock);
+  ip__unlink_locked(f);
+  ip__close(&f->sock);
+  ip__close(&f->child_sock);
+  ip__close(&f->pidfd);
+  pthread_mutex_unlock(&ip__g.lock);
+  ip__fail_early(f, code, why);
+  return f;
+}
+
+/* The channel, created under the lock and put on the in-flight list at once: a fork by
+ * another thread from here on closes it in its child (see at_child in state.c). */
+static int open_channel_locked(ip_future *f) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return ip__errno_code(errno);
+  f->sock = above_stdio(sv[0]);
+  f->child_sock = above_stdio(sv[1]);
+  ip__link_locked(f);
+  return f->sock < 0 || f->child_sock < 0 ? IP_EMFILE : 0;
 }
 
 ip_future *ip_call(ip_task *t, void *arg) {
@@ -122,55 +138,47 @@ ip_future *ip_call(ip_task *t, void *arg) {
     ip__fail_early(f, rc, "ip_call: could not start the supervisor thread");
     return f;
   }
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-    ip__fail_early(f, ip__errno_code(errno), "ip_call: socketpair failed");
-    return f;
-  }
-  sv[0] = above_stdio(sv[0]);
-  sv[1] = above_stdio(sv[1]);
-  if (sv[0] < 0 || sv[1] < 0) {
-    ip__close(&sv[0]);
-    ip__close(&sv[1]);
-    ip__fail_early(f, IP_EMFILE, "ip_call: no descriptor for the channel");
-    return f;
-  }
+  if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;
+  pthread_mutex_lock(&ip__g.lock);
+  rc = open_channel_locked(f);
+  pthread_mutex_unlock(&ip__g.lock);
+  if (rc < 0) return abandon(f, rc, "ip_call: no socketpair for the channel");
 
   pid_t parent = getpid();
   bool main_thread = syscall(SYS_gettid) == parent;
-  int lifeline = ip__g.lifeline[0];
-  ip__forking_call = true;
+  int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
+  ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
   int fork_errno = errno;
-  ip__forking_call = false;
-  if (pid == 0) {
-    close(sv[0]);
-    ip__child_main(t, sv[1], lifeline, parent, main_thread, arg);
+  ip__forking = NULL;
+  if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg);
+
+  int watch_errno = 0;
+  pthread_mutex_lock(&ip__g.lock);
+  ip__close(&f->child_sock);
+  if (pid > 0) {
+    f->pid = f->err.pid = pid;
+    if (watch_exit_locked(f) < 0) watch_errno = errno;
   }
-  close(sv[1]);
-  if (pid < 0) {
-    close(sv[0]);
-    ip__fail_early(f, ip__errno_code(fork_errno), "ip_call: fork failed");
-    return f;
-  }
-  f->pid = pid;
-  f->err.pid = pid;
-  f->sock = sv[0];
-  f->pidfd = watch_exit(f);
-  if (f->pidfd < 0) {
-    /* ESRCH: the host reaped our child (a waitpid(-1) loop); it may still have sent a
-     * result, but we can no longer tell how it ended. Anything else is a resource limit. */
-    int e = errno;
+  pthread_mutex_unlock(&ip__g.lock);
+  if (pid < 0) return abandon(f, ip__errno_code(fork_errno), "ip_call: fork failed");
+  if (watch_errno) {
+    /* ESRCH: the host reaped our child (a waitpid(-1) loop); it may have sent a result, but
+     * how it ended is lost. Anything else is a resource limit. */
+    int e = watch_errno;
     if (e != ESRCH) reap_now(pid);
-    close(sv[0]);
-    f->sock = -1;
-    ip__fail_early(f, e == ESRCH ? IP_EEXITED : ip__errno_code(e),
+    return abandon(f, e == ESRCH ? IP_EEXITED : ip__errno_code(e),
                    e == ESRCH ? "ip_call: the child was reaped by someone else"
-                              : "ip_call: no pidfd or reaper thread for the child");
-    return f;
+                              : "ip_call: no pidfd for the child");
+  }
+  if (f->exit_pipe && (errno = start_reaper(f)) != 0) {
+    reap_now(pid);
+    pthread_mutex_lock(&ip__g.lock);
+    ip__close(&f->reaper_wfd);
+    pthread_mutex_unlock(&ip__g.lock);
+    return abandon(f, ip__errno_code(errno), "ip_call: no reaper thread for the child");
   }
   fcntl(f->sock, F_SETFL, O_NONBLOCK);
-  if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;
 
   rc = ip__supervisor_add(f);
   if (rc < 0) {
@@ -183,9 +191,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
     } else {
       reap_now(pid);
     }
-    ip__close(&f->sock);
-    ip__close(&f->pidfd);
-    ip__fail_early(f, rc, "ip_call: could not watch the child");
+    return abandon(f, rc, "ip_call: could not watch the child");
   }
   return f;
 }

@@ -28,6 +28,7 @@ static struct {
   volatile sig_atomic_t sending; /* a frame is half written: the crash handler keeps out */
   pthread_mutex_t raise_lock;
   uint64_t total;
+  int refused; /* a write was refused: the value is incomplete whatever encode() says */
   size_t n;
   unsigned char buf[OUT_BUF];
 } me = {.raise_lock = PTHREAD_MUTEX_INITIALIZER};
@@ -86,7 +87,8 @@ static void flush_out(bool end) {
 }
 
 static int out_write(void *ctx, const void *buf, size_t len) {
-  if (len > me.max_result - me.total) return IP_E2BIG;
+  if (me.refused) return me.refused;
+  if (len > me.max_result - me.total) return me.refused = IP_E2BIG;
   me.total += len;
   if (len >= OUT_DIRECT) {
     if (me.total > (8u << 20)) {
@@ -138,9 +140,17 @@ static void finish_stdio(void) {
 
 /* ---- failures ------------------------------------------------------------------------------- */
 
-static char *backtrace_text(void) {
-  void *addrs[IP__CRASH_FRAMES_MAX];
-  int n = backtrace(addrs, IP__CRASH_FRAMES_MAX);
+/* The stack as text, without the `skip` innermost frames (the library's own). Not inlined,
+ * and neither are its callers, so the frame count is what the source says. */
+__attribute__((noinline)) static char *backtrace_text(int skip) {
+  void *all[IP__CRASH_FRAMES_MAX + 4];
+  int n = backtrace(all, IP__CRASH_FRAMES_MAX + 4) - skip;
+  if (n <= 0) return NULL;
+  void **addrs = all + skip;
+  /* These are return addresses: the instruction after each call. After a call to a
+   * noreturn function (ip_raise is one) that is past the caller's end, where no symbol
+   * covers it; one byte back is inside the call. */
+  for (int i = 0; i < n; i++) addrs[i] = (char *)addrs[i] - 1;
   char **syms = backtrace_symbols(addrs, n);
   if (!syms) return NULL;
   size_t len = 1;
@@ -190,22 +200,27 @@ void ip_raise_error(int code, int raised_code, const char *kind, const char *mes
              backtrace);
 }
 
-void ip_vraise(int code, const char *fmt, va_list ap) {
-  if (!ip_in_child()) not_in_child("ip_raise");
+__attribute__((noinline)) static _Noreturn void raise_v(int code, const char *fmt, va_list ap) {
   char *msg = NULL;
   if (!fmt || vasprintf(&msg, fmt, ap) < 0) msg = NULL;
   const char *kind = NULL;
 #ifdef HAVE_STRERRORNAME_NP
   if (code > 0) kind = strerrorname_np(code);
 #endif
-  char *bt = backtrace_text();
+  char *bt = backtrace_text(3); /* backtrace_text, raise_v, ip_raise or ip_vraise */
   ip_raise_error(IP_ERAISED, code, kind ? kind : "ERAISED", msg ? msg : "", bt);
 }
 
-void ip_raise(int code, const char *fmt, ...) {
+__attribute__((noinline)) void ip_vraise(int code, const char *fmt, va_list ap) {
+  if (!ip_in_child()) not_in_child("ip_vraise");
+  raise_v(code, fmt, ap);
+}
+
+__attribute__((noinline)) void ip_raise(int code, const char *fmt, ...) {
+  if (!ip_in_child()) not_in_child("ip_raise");
   va_list ap;
   va_start(ap, fmt);
-  ip_vraise(code, fmt, ap);
+  raise_v(code, fmt, ap);
 }
 
 /* ---- crashes ------------------------------------------------------------------------------- */
@@ -213,8 +228,10 @@ void ip_raise(int code, const char *fmt, ...) {
 static void on_crash(int sig, siginfo_t *si, void *uc) {
   if (!me.sending) {
     unsigned char frame[IP__FRAME_HDR_SIZE + IP__CRASH_BODY_MAX];
-    void *addrs[IP__CRASH_FRAMES_MAX];
-    int n = backtrace(addrs, IP__CRASH_FRAMES_MAX); /* warmed up in the parent: no dlopen */
+    void *all[IP__CRASH_FRAMES_MAX + 1];
+    int n = backtrace(all, IP__CRASH_FRAMES_MAX + 1) - 1; /* warmed up: no dlopen here */
+    void **addrs = all + 1;                                 /* without on_crash itself */
+    if (n < 0) n = 0;
     int32_t s = sig;
     uint32_t un = (uint32_t)n;
     size_t body = 8 + 8 * (size_t)n;
@@ -279,6 +296,7 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.stdio = t->stdio;
   me.max_result = t->max_result;
   me.total = 0;
+  me.refused = 0;
   me.n = 0;
   me.sending = 0;
   pthread_mutex_init(&me.raise_lock, NULL);
@@ -313,12 +331,19 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
     _exit(0);
   }
   int rc = t->ser->encode(t->ser, value, out_write, NULL);
+  if (me.refused) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "the result is larger than the task's max_result (%llu bytes)",
+             (unsigned long long)me.max_result);
+    me.n = 0;
+    send_error(IP_E2BIG, 0, NULL, msg, NULL);
+  }
   if (rc != 0) {
     char msg[200];
-    snprintf(msg, sizeof msg, "the %s serializer could not encode the result (%d: %s)",
-             t->ser->name, rc, ip_strerror(rc));
+    snprintf(msg, sizeof msg, "the %s serializer could not encode the result (it returned %d)",
+             t->ser->name, rc);
     me.n = 0;
-    send_error(rc == IP_E2BIG ? IP_E2BIG : IP_EENCODE, rc, NULL, msg, NULL);
+    send_error(IP_EENCODE, rc, NULL, msg, NULL);
   }
   flush_out(true);
   _exit(0);

@@ -73,8 +73,11 @@ struct ip_future {
   int64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
   int timeout_ms;
 
-  /* Supervisor-owned while in flight. */
+  /* Supervisor-owned while in flight. Every descriptor of a call is created, stored and
+   * closed under ip__g.lock, so a fork by any thread knows exactly which ones to close. */
   int sock, pidfd;
+  int child_sock; /* the child's end, until the fork is done */
+  int reaper_wfd; /* see exit_pipe */
   struct ip__rx rx;
   int wstatus; /* from wait4; -1 when someone else reaped the child */
   bool reaped;
@@ -123,8 +126,8 @@ struct ip__global {
 };
 
 extern struct ip__global ip__g;
-/* True in the thread that is inside ip_call's fork(), and so in that call's child. */
-extern __thread bool ip__forking_call;
+/* The call whose fork() this thread is in (and so, in that call's child, its own call). */
+extern __thread ip_future *ip__forking;
 
 /* One-time and per-process set-up (atfork handlers, backtrace warm-up). */
 void ip__init(void);
@@ -132,6 +135,8 @@ void ip__init(void);
 int ip__supervisor_ensure(void);
 /* SIGKILLs f's child once (pidfd, or pid while it is not reaped). Under the lock. */
 void ip__kill_locked(ip_future *f);
+/* Puts f on the in-flight list. */
+void ip__link_locked(ip_future *f);
 /* Takes f off the in-flight list (no-op when it is not on it). */
 void ip__unlink_locked(ip_future *f);
 /* Wakes the supervisor so it re-reads deadlines. */

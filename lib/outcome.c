@@ -64,7 +64,9 @@ static char *crash_backtrace(const unsigned char *body, size_t len, int *sig) {
   for (uint32_t i = 0; i < n; i++) {
     uint64_t a;
     memcpy(&a, body + 8 + 8 * i, 8);
-    addrs[i] = (void *)(uintptr_t)a;
+    /* Frames 0 and 1 are the signal trampoline and the interrupted instruction; the rest are
+     * return addresses, one byte back of which lies inside the calling function. */
+    addrs[i] = (void *)(uintptr_t)(i >= 2 ? a - 1 : a);
   }
   char **syms = backtrace_symbols(addrs, (int)n);
   if (!syms) return NULL;

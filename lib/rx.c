@@ -58,7 +58,9 @@ static void take_memfd(ip_future *f, uint64_t len) {
     rx->mapped = true;
     rx->len = rx->cap = len;
   }
+  pthread_mutex_lock(&ip__g.lock);
   ip__close(&rx->memfd);
+  pthread_mutex_unlock(&ip__g.lock);
   rx->final_kind = IP__FRAME_MEMFD;
 }
 
@@ -160,8 +162,12 @@ bool ip__rx_drain(ip_future *f, size_t budget) {
       struct iovec iov = {staging, sizeof staging};
       struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
                          .msg_controllen = sizeof u.b};
+      /* Under the lock: a descriptor that arrives must be in f (where a fork finds and
+       * closes it) before any fork can copy it. */
+      pthread_mutex_lock(&ip__g.lock);
       r = recvmsg(f->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (r >= 0 && m.msg_controllen) take_fds(f, &m);
+      pthread_mutex_unlock(&ip__g.lock);
       if (r > 0) ip__rx_feed(f, staging, (size_t)r);
     }
     if (r == 0) return false;

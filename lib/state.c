@@ -29,7 +29,9 @@ static void at_child(void) {
     next = f->next;
     ip__close(&f->sock);
     ip__close(&f->pidfd);
+    ip__close(&f->reaper_wfd);
     ip__close(&f->rx.memfd);
+    if (f != ip__forking) ip__close(&f->child_sock); /* ip_call's child keeps its own end */
     ip__orphan(f);
   }
   ip__g.inflight = NULL;
@@ -42,7 +44,7 @@ static void at_child(void) {
   ip__close(&ip__g.ready_fd);
   ip__close(&ip__g.lifeline[1]);
   /* ip_call's own child still needs the read end to arm its lifeline; it closes it. */
-  if (!ip__forking_call) ip__close(&ip__g.lifeline[0]);
+  if (!ip__forking) ip__close(&ip__g.lifeline[0]);
   else ip__g.lifeline[0] = -1;
   ip__g.started = false;
   ip__g.stopping = false;

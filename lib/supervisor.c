@@ -153,29 +153,23 @@ out:
   return rc;
 }
 
-int ip__supervisor_add(ip_future *f) {
-  pthread_mutex_lock(&ip__g.lock);
+void ip__link_locked(ip_future *f) {
+  f->prev = NULL;
   f->next = ip__g.inflight;
   if (f->next) f->next->prev = f;
   ip__g.inflight = f;
   ip__g.n_inflight++;
   if (f->deadline_ns) ip__g.n_timed++;
-  f->rx.sock_open = true;
-  pthread_mutex_unlock(&ip__g.lock);
+}
 
+int ip__supervisor_add(ip_future *f) {
+  f->rx.sock_open = true;
   struct epoll_event es = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = f};
   struct epoll_event ep = {.events = EPOLLIN, .data.ptr = (void *)((uintptr_t)f | TAG_PIDFD)};
-  int rc = 0;
-  if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, f->sock, &es) < 0) {
-    rc = fd_error();
-  } else if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, f->pidfd, &ep) < 0) {
-    rc = fd_error();
+  if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, f->sock, &es) < 0) return fd_error();
+  if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, f->pidfd, &ep) < 0) {
+    int rc = fd_error();
     epoll_ctl(ip__g.epfd, EPOLL_CTL_DEL, f->sock, NULL);
-  }
-  if (rc < 0) {
-    pthread_mutex_lock(&ip__g.lock);
-    ip__unlink_locked(f);
-    pthread_mutex_unlock(&ip__g.lock);
     return rc;
   }
   if (f->deadline_ns) ip__supervisor_kick();

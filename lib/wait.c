@@ -35,11 +35,12 @@ static struct ip__waiter *waiter(void) {
   pthread_once(&key_once, make_key);
   struct ip__waiter *w = calloc(1, sizeof *w);
   if (!w) return NULL;
+  pthread_mutex_lock(&ip__g.lock); /* a fork must find the eventfd on the list to close it */
   if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    pthread_mutex_unlock(&ip__g.lock);
     free(w);
     return NULL;
   }
-  pthread_mutex_lock(&ip__g.lock);
   w->next = ip__g.waiters;
   if (w->next) w->next->prev = w;
   ip__g.waiters = w;
