@@ -1,0 +1,788 @@
+/* Descriptor, thread and zombie hygiene: nothing of a call outlives it, a child sees nothing
+ * of the library's other calls, every library descriptor is close-on-exec, and the host's own
+ * children and SIGCHLD handler are left alone. */
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+#define MAX_FDS 256
+
+/* ---- descriptor inventory ------------------------------------------------------------------ */
+
+struct fdinfo {
+  int fd;
+  int cloexec;
+  int accmode;
+  mode_t type; /* S_IFMT bits */
+  dev_t dev;
+  ino_t ino;
+};
+
+/* The descriptors of this process (without the DIR's own), sorted by number. */
+static int inventory(struct fdinfo *out, int max) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int n = 0, self = dirfd(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    int fd = atoi(e->d_name);
+    if (fd == self || n == max) continue;
+    struct stat st;
+    int fl = fcntl(fd, F_GETFD), ac = fcntl(fd, F_GETFL);
+    if (fl < 0 || fstat(fd, &st) < 0) continue;
+    out[n++] = (struct fdinfo){fd, (fl & FD_CLOEXEC) != 0, ac < 0 ? -1 : ac & O_ACCMODE,
+                               st.st_mode & S_IFMT, st.st_dev, st.st_ino};
+  }
+  closedir(d);
+  for (int i = 1; i < n; i++) /* insertion sort: n is small */
+    for (int j = i; j > 0 && out[j - 1].fd > out[j].fd; j--) {
+      struct fdinfo tmp = out[j];
+      out[j] = out[j - 1];
+      out[j - 1] = tmp;
+    }
+  return n;
+}
+
+static int has_fd(const struct fdinfo *v, int n, int fd) {
+  for (int i = 0; i < n; i++)
+    if (v[i].fd == fd) return 1;
+  return 0;
+}
+
+/* 1 when an exec'ed program should have `fd`: stdio, or a descriptor of the baseline that
+ * is not close-on-exec. */
+static int inheritable(const struct fdinfo *v, int n, int fd) {
+  if (fd <= 2) return 1;
+  for (int i = 0; i < n; i++)
+    if (v[i].fd == fd) return !v[i].cloexec;
+  return 0;
+}
+
+/* The snapshot taken before the library did anything in this process. */
+static struct fdinfo base[MAX_FDS];
+static int n_base;
+
+static void take_baseline(void) {
+  n_base = inventory(base, MAX_FDS);
+  cr_assert_gt(n_base, 0);
+}
+
+/* Runs `ls -1 /proc/self/fd` through posix_spawn (no fork handlers run, so only close-on-exec
+ * keeps descriptors out) and returns the descriptor numbers it printed. */
+static int exec_listing(int *out, int max) {
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) < 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+  char *argv[] = {"ls", "-1", "/proc/self/fd", NULL};
+  pid_t pid;
+  int rc = posix_spawnp(&pid, "ls", &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pfd[1]);
+  if (rc != 0) {
+    close(pfd[0]);
+    return -1;
+  }
+  char buf[4096];
+  size_t len = 0;
+  ssize_t r;
+  while (len < sizeof buf - 1 && (r = read(pfd[0], buf + len, sizeof buf - 1 - len)) != 0) {
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    len += (size_t)r;
+  }
+  buf[len] = '\0';
+  close(pfd[0]);
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  int n = 0;
+  for (char *s = strtok(buf, "\n"); s && n < max; s = strtok(NULL, "\n")) out[n++] = atoi(s);
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? n : -1;
+}
+
+/* What changed between two inventories, for failure messages ("+fd 7 anon_inode:[eventfd]"). */
+static const char *fd_changes(const struct fdinfo *a, int na, const struct fdinfo *b, int nb) {
+  static char out[1024];
+  out[0] = '\0';
+  for (int pass = 0; pass < 2; pass++) {
+    const struct fdinfo *x = pass ? b : a, *y = pass ? a : b;
+    int nx = pass ? nb : na, ny = pass ? na : nb;
+    for (int i = 0; i < nx; i++) {
+      int same = 0;
+      for (int j = 0; j < ny; j++)
+        if (y[j].fd == x[i].fd && y[j].ino == x[i].ino && y[j].dev == x[i].dev) same = 1;
+      if (same) continue;
+      char path[64], target[128] = "?";
+      snprintf(path, sizeof path, "/proc/self/fd/%d", x[i].fd);
+      ssize_t r = readlink(path, target, sizeof target - 1);
+      if (r >= 0) target[r] = '\0';
+      if (pass == 0) snprintf(target, sizeof target, "(closed)");
+      size_t len = strlen(out);
+      snprintf(out + len, sizeof out - len, " %cfd %d %s", pass ? '+' : '-', x[i].fd, target);
+    }
+  }
+  return out;
+}
+
+/* Takes a snapshot of this process's descriptors into `snap` (MAX_FDS entries). */
+#define SNAPSHOT(snap, n) struct fdinfo snap[MAX_FDS]; int n = inventory(snap, MAX_FDS)
+/* Expects the same number of descriptors as in the snapshot, saying which changed if not. */
+#define EXPECT_SAME_FDS(snap, n)                                                                \
+  do {                                                                                          \
+    struct fdinfo now_[MAX_FDS];                                                                \
+    int nn_ = inventory(now_, MAX_FDS);                                                         \
+    cr_expect_eq(nn_, n, "%d descriptors, %d before:%s", nn_, n, fd_changes(snap, n, now_, nn_)); \
+  } while (0)
+
+/* ---- task functions -------------------------------------------------------------------------- */
+
+static void *fn_hello(void *arg) { return bytes_of("hello"); }
+
+/* Blocks until a byte arrives on the pipe read end `*arg` (or it is closed). */
+static void *fn_gate(void *arg) {
+  char c;
+  while (read(*(int *)arg, &c, 1) < 0 && errno == EINTR) {
+  }
+  return bytes_of("opened");
+}
+
+static void *fn_inventory(void *arg) {
+  static struct fdinfo v[MAX_FDS];
+  int n = inventory(v, MAX_FDS);
+  if (n < 0) ip_raise(errno, "cannot list /proc/self/fd");
+  return ip_bytes_copy(v, (size_t)n * sizeof *v);
+}
+
+static void *fn_exec_listing(void *arg) {
+  static int v[MAX_FDS];
+  int n = exec_listing(v, MAX_FDS);
+  if (n < 0) ip_raise(EIO, "could not run ls");
+  return ip_bytes_copy(v, (size_t)n * sizeof *v);
+}
+
+static void *fn_raise(void *arg) { ip_raise(EPERM, "raised on purpose"); }
+static void *fn_exit3(void *arg) { _exit(3); }
+static void *fn_abort(void *arg) { abort(); }
+static void *fn_big_inplace(void *arg) {
+  ip_bytes *b = ip_bytes_alloc((size_t)4 << 20);
+  memset(b->data, 1, b->len);
+  return b;
+}
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static const char *why(ip_future *f) {
+  const ip_error *e = ip_future_error(f);
+  return e ? e->message : "(no error)";
+}
+
+/* One complete call of fn_hello, waited on by this thread. */
+static void one_call(ip_task *t) {
+  ip_future *f = ip_call(t, NULL);
+  cr_assert_not_null(f);
+  cr_assert_str_eq(str_of(f), "hello", "%s", why(f));
+  ip_future_free(f);
+}
+
+struct gate {
+  int fd[2];
+};
+
+static void gate_open(struct gate *g) { cr_assert_eq(pipe2(g->fd, O_CLOEXEC), 0); }
+static void gate_release(struct gate *g, int n) {
+  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
+}
+static void gate_close(struct gate *g) {
+  close(g->fd[0]);
+  close(g->fd[1]);
+}
+
+/* Warm-up: the first call starts the supervisor (and its descriptors), and a wait that
+ * really blocks gives this thread its waiter eventfd, which it keeps while it lives. */
+static void warm_up(void) {
+  struct gate g;
+  gate_open(&g);
+  ip_task *t = ip_task_new(fn_gate, NULL);
+  cr_assert_not_null(t);
+  ip_future *f = ip_call(t, &g.fd[0]);
+  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
+  gate_release(&g, 1);
+  cr_assert_str_eq(str_of(f), "opened", "%s", why(f));
+  ip_future_free(f);
+  ip_task_free(t);
+  gate_close(&g);
+}
+
+/* Waits for f through IP_EINTR (a host SIGCHLD handler interrupts waits, by design). */
+static int wait_through_eintr(ip_future *f) {
+  int rc;
+  while ((rc = ip_future_wait(f, -1)) == IP_EINTR) {
+  }
+  return rc;
+}
+
+/* ---- counts come back to the baseline -------------------------------------------------------- */
+
+Test(hygiene, first_call_adds_exactly_one_supervisor_thread) {
+  int threads0 = count_threads();
+  ip_task *t = ip_task_new(fn_hello, NULL);
+  cr_assert_not_null(t);
+  cr_expect_eq(count_threads(), threads0, "ip_task_new started a thread");
+  one_call(t);
+  cr_expect_eq(count_threads(), threads0 + 1);
+  for (int i = 0; i < 20; i++) one_call(t);
+  cr_expect_eq(count_threads(), threads0 + 1);
+  ip_task_free(t);
+}
+
+Test(hygiene, many_calls_leave_no_descriptor_thread_or_child) {
+  ip_task *t = ip_task_new(fn_hello, NULL);
+  cr_assert_not_null(t);
+  warm_up();
+  int fds0 = count_fds(), threads0 = count_threads();
+  SNAPSHOT(snap0, nsnap0);
+  cr_assert_eq(nsnap0, fds0);
+  enum { ROUNDS = 10, BATCH = 10 };
+  for (int r = 0; r < ROUNDS; r++) {
+    ip_future *f[BATCH];
+    for (int i = 0; i < BATCH; i++) f[i] = ip_call(t, NULL);
+    for (int i = 0; i < BATCH; i++) {
+      cr_assert_str_eq(str_of(f[i]), "hello", "%s", why(f[i]));
+      ip_future_free(f[i]);
+    }
+  }
+  cr_expect_eq(count_fds(), fds0);
+  EXPECT_SAME_FDS(snap0, nsnap0);
+  cr_expect_eq(count_threads(), threads0);
+  cr_expect(no_children());
+  ip_task_free(t);
+}
+
+Test(hygiene, a_completed_futures_child_is_already_reaped) {
+  ip_task *t = ip_task_new(fn_hello, NULL);
+  cr_assert_not_null(t);
+  for (int i = 0; i < 10; i++) {
+    ip_future *f = ip_call(t, NULL);
+    cr_assert_eq(ip_future_wait(f, -1), 0);
+    pid_t pid = ip_future_pid(f);
+    cr_assert_gt(pid, 0);
+    cr_expect(pid_gone(pid), "child %d of a completed future still exists", (int)pid);
+    ip_future_free(f);
+  }
+  cr_expect(no_children());
+  ip_task_free(t);
+}
+
+Test(hygiene, failed_canceled_and_unread_calls_leave_nothing_behind) {
+  ip_task *hello = ip_task_new(fn_hello, NULL);
+  ip_task *raise_ = ip_task_new(fn_raise, NULL), *exit3 = ip_task_new(fn_exit3, NULL);
+  ip_task *abort_ = ip_task_new(fn_abort, NULL), *gate = ip_task_new(fn_gate, NULL);
+  ip_task *timed = ip_task_new(fn_gate, NULL), *big = ip_task_new(fn_big_inplace, NULL);
+  cr_assert(hello && raise_ && exit3 && abort_ && gate && timed && big);
+  cr_assert_eq(ip_task_set_timeout(timed, 50), 0);
+  struct gate g;
+  gate_open(&g);
+  warm_up();
+  int fds0 = count_fds(), threads0 = count_threads();
+  SNAPSHOT(snap0, nsnap0);
+  cr_assert_eq(nsnap0, fds0);
+
+  for (int round = 0; round < 3; round++) {
+    ip_future *f[8];
+    f[0] = ip_call(raise_, NULL);
+    f[1] = ip_call(exit3, NULL);
+    f[2] = ip_call(abort_, NULL);
+    f[3] = ip_call(gate, &g.fd[0]); /* canceled */
+    f[4] = ip_call(gate, &g.fd[0]); /* freed while running */
+    f[5] = ip_call(timed, &g.fd[0]); /* times out */
+    f[6] = ip_call(big, NULL);        /* in-place result never read */
+    f[7] = ip_call(big, NULL);        /* in-place result read */
+    cr_expect_eq(wait_through_eintr(f[0]), 0);
+    cr_expect_eq(ip_future_status(f[0]), IP_ERAISED);
+    cr_expect_eq(wait_through_eintr(f[1]), 0);
+    cr_expect_eq(ip_future_status(f[1]), IP_EEXITED);
+    cr_expect_eq(wait_through_eintr(f[2]), 0);
+    cr_expect_eq(ip_future_status(f[2]), IP_ESIGNALED);
+    cr_expect_eq(ip_future_cancel(f[3]), 0);
+    cr_expect_eq(ip_future_status(f[3]), IP_ECANCELED);
+    ip_future_free(f[4]);
+    f[4] = NULL;
+    cr_expect_eq(wait_through_eintr(f[5]), 0);
+    cr_expect_eq(ip_future_status(f[5]), IP_ETIMEDOUT);
+    cr_expect_eq(wait_through_eintr(f[6]), 0);
+    cr_expect_not_null(ip_future_value(f[7]), "%s", why(f[7]));
+    for (int i = 0; i < 8; i++) ip_future_free(f[i]);
+    cr_expect(no_children(), "round %d left a child", round);
+  }
+  cr_expect_eq(count_fds(), fds0);
+  EXPECT_SAME_FDS(snap0, nsnap0);
+  cr_expect_eq(count_threads(), threads0);
+  gate_close(&g);
+  ip_task_free(hello), ip_task_free(raise_), ip_task_free(exit3), ip_task_free(abort_);
+  ip_task_free(gate), ip_task_free(timed), ip_task_free(big);
+}
+
+/* Each thread really blocks in a wait (so it gets a waiter eventfd), then exits. */
+static void *wait_in_thread(void *t) {
+  int gate[2];
+  if (pipe2(gate, O_CLOEXEC) < 0) return NULL;
+  ip_future *f = ip_call(t, &gate[0]);
+  int ok = ip_future_wait(f, 0) == IP_ETIMEDOUT;
+  ok &= write(gate[1], "x", 1) == 1;
+  const char *s = str_of(f);
+  ok &= s && strcmp(s, "opened") == 0;
+  ip_future_free(f);
+  close(gate[0]);
+  close(gate[1]);
+  return (void *)(intptr_t)ok;
+}
+
+Test(hygiene, threads_that_waited_leave_no_descriptor_behind) {
+  ip_task *t = ip_task_new(fn_gate, NULL);
+  cr_assert_not_null(t);
+  warm_up();
+  int fds0 = count_fds(), threads0 = count_threads();
+  SNAPSHOT(snap0, nsnap0);
+  cr_assert_eq(nsnap0, fds0);
+  for (int i = 0; i < 8; i++) {
+    pthread_t th[4];
+    void *ok;
+    for (int k = 0; k < 4; k++) cr_assert_eq(pthread_create(&th[k], NULL, wait_in_thread, t), 0);
+    for (int k = 0; k < 4; k++) {
+      cr_assert_eq(pthread_join(th[k], &ok), 0);
+      cr_expect(ok);
+    }
+  }
+  cr_expect_eq(count_fds(), fds0);
+  EXPECT_SAME_FDS(snap0, nsnap0);
+  cr_expect_eq(count_threads(), threads0);
+  cr_expect(no_children());
+  ip_task_free(t);
+}
+
+/* ---- what a child sees ------------------------------------------------------------------------ */
+
+/* Starts 10 calls that block, then runs `inv` (pdeathsig as given) and returns the child's
+ * descriptors that the parent did not have before the library started. */
+static int child_extras(int pdeathsig, struct fdinfo *extra, int max) {
+  struct gate g;
+  gate_open(&g); /* the gate is the test's, not the library's */
+  take_baseline();
+  ip_task *blocked = ip_task_new(fn_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
+  cr_assert(blocked && inv);
+  cr_assert_eq(ip_task_set_pdeathsig(inv, pdeathsig), 0);
+  ip_future *others[10];
+  for (int i = 0; i < 10; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  ip_future *f = ip_call(inv, NULL);
+  const ip_bytes *b = ip_future_value(f);
+  cr_assert_not_null(b, "%s", why(f));
+  const struct fdinfo *v = b->data;
+  int n = (int)(b->len / sizeof *v), k = 0;
+  for (int i = 0; i < n; i++) {
+    if (has_fd(base, n_base, v[i].fd)) continue;
+    cr_assert_lt(k, max);
+    extra[k++] = v[i];
+  }
+  /* The parent's own descriptors are all still there in the child. */
+  for (int i = 0; i < n_base; i++) {
+    int found = 0;
+    for (int j = 0; j < n; j++)
+      if (v[j].fd == base[i].fd && v[j].ino == base[i].ino && v[j].dev == base[i].dev) found = 1;
+    cr_expect(found, "the parent's fd %d is missing in the child", base[i].fd);
+  }
+  ip_future_free(f);
+  gate_release(&g, 10);
+  for (int i = 0; i < 10; i++) {
+    cr_expect_str_eq(str_of(others[i]), "opened", "%s", why(others[i]));
+    ip_future_free(others[i]);
+  }
+  gate_close(&g);
+  ip_task_free(blocked);
+  ip_task_free(inv);
+  return k;
+}
+
+Test(hygiene, child_has_only_its_own_channel_beyond_the_parents_descriptors) {
+  struct fdinfo extra[MAX_FDS];
+  int k = child_extras(0, extra, MAX_FDS);
+  cr_expect_eq(k, 1, "the child has %d descriptors the parent did not have before any call", k);
+  for (int i = 0; i < k; i++)
+    cr_expect_eq(extra[i].type, S_IFSOCK, "extra fd %d is not a socket (mode 0%o)", extra[i].fd,
+                 (unsigned)extra[i].type);
+}
+
+/* With parent-death protection on (the default) the child also holds its lifeline: one
+ * read-only pipe end. Nothing else. */
+Test(hygiene, child_has_only_its_channel_and_lifeline_with_pdeathsig) {
+  struct fdinfo extra[MAX_FDS];
+  int k = child_extras(1, extra, MAX_FDS);
+  int socks = 0, fifos = 0;
+  for (int i = 0; i < k; i++) {
+    if (extra[i].type == S_IFSOCK) socks++;
+    else if (extra[i].type == S_IFIFO && extra[i].accmode == O_RDONLY) fifos++;
+    else cr_expect_fail("extra fd %d of mode 0%o", extra[i].fd, (unsigned)extra[i].type);
+  }
+  cr_expect_eq(socks, 1, "%d sockets beyond the parent's", socks);
+  cr_expect_leq(fifos, 1, "%d pipes beyond the parent's", fifos);
+}
+
+/* The same with calls started at once from several threads: a call's fork must not copy the
+ * channel or pidfd of another call that a second thread is starting at that moment. */
+static ip_task *inv_task;
+
+struct leak_report {
+  int calls, leaky, failed;
+  struct fdinfo first[4]; /* the first leaky call's extra descriptors */
+  int n_first;
+};
+
+static void *inventory_from_thread(void *arg) {
+  struct leak_report *r = arg;
+  for (int i = 0; i < 50; i++) {
+    ip_future *f = ip_call(inv_task, NULL);
+    const ip_bytes *b = ip_future_value(f);
+    r->calls++;
+    if (!b) {
+      r->failed++;
+      ip_future_free(f);
+      continue;
+    }
+    const struct fdinfo *v = b->data;
+    int n = (int)(b->len / sizeof *v), socks = 0, fifos = 0, other = 0;
+    struct fdinfo extra[4];
+    int k = 0;
+    for (int j = 0; j < n; j++) {
+      if (has_fd(base, n_base, v[j].fd)) continue;
+      if (k < 4) extra[k++] = v[j];
+      if (v[j].type == S_IFSOCK) socks++;
+      else if (v[j].type == S_IFIFO && v[j].accmode == O_RDONLY) fifos++;
+      else other++;
+    }
+    if (socks > 1 || fifos > 1 || other > 0) {
+      if (r->leaky++ == 0) {
+        memcpy(r->first, extra, sizeof extra);
+        r->n_first = k;
+      }
+    }
+    ip_future_free(f);
+  }
+  return NULL;
+}
+
+Test(hygiene, child_sees_no_descriptor_of_calls_other_threads_are_starting) {
+  take_baseline();
+  inv_task = ip_task_new(fn_inventory, NULL);
+  cr_assert_not_null(inv_task);
+  enum { THREADS = 4 };
+  pthread_t th[THREADS];
+  struct leak_report r[THREADS];
+  memset(r, 0, sizeof r);
+  for (int i = 0; i < THREADS; i++)
+    cr_assert_eq(pthread_create(&th[i], NULL, inventory_from_thread, &r[i]), 0);
+  for (int i = 0; i < THREADS; i++) cr_assert_eq(pthread_join(th[i], NULL), 0);
+  int calls = 0, leaky = 0, failed = 0;
+  char desc[256] = "";
+  for (int i = 0; i < THREADS; i++) {
+    calls += r[i].calls, leaky += r[i].leaky, failed += r[i].failed;
+    if (r[i].leaky && !desc[0])
+      for (int j = 0; j < r[i].n_first; j++)
+        snprintf(desc + strlen(desc), sizeof desc - strlen(desc), " fd %d (mode 0%o)",
+                 r[i].first[j].fd, (unsigned)r[i].first[j].type);
+  }
+  cr_expect_eq(failed, 0);
+  cr_expect_eq(leaky, 0,
+               "%d of %d children held descriptors of other calls; the first had, beyond the "
+               "parent's own:%s",
+               leaky, calls, desc);
+  cr_expect(no_children());
+  ip_task_free(inv_task);
+}
+
+/* ---- close-on-exec ------------------------------------------------------------------------- */
+
+Test(hygiene, library_descriptors_in_the_parent_are_close_on_exec) {
+  struct gate g;
+  gate_open(&g);
+  take_baseline();
+  ip_task *t = ip_task_new(fn_gate, NULL);
+  cr_assert_not_null(t);
+  cr_assert_geq(ip_ready_fd(), 0);
+  ip_future *f[10];
+  for (int i = 0; i < 10; i++) f[i] = ip_call(t, &g.fd[0]);
+  cr_expect_eq(ip_future_wait(f[0], 0), IP_ETIMEDOUT); /* makes this thread's waiter */
+  struct fdinfo now[MAX_FDS];
+  int n = inventory(now, MAX_FDS), lib = 0;
+  for (int i = 0; i < n; i++) {
+    if (has_fd(base, n_base, now[i].fd)) continue;
+    lib++;
+    cr_expect(now[i].cloexec, "library fd %d (mode 0%o) is not close-on-exec", now[i].fd,
+              (unsigned)now[i].type);
+  }
+  cr_expect_geq(lib, 20, "only %d library descriptors with 10 calls in flight", lib);
+  /* And for real: a program exec'ed now sees none of them (ls adds its own directory fd). */
+  int listed[MAX_FDS];
+  int m = exec_listing(listed, MAX_FDS), unknown = 0;
+  cr_assert_geq(m, 0, "could not run ls");
+  for (int i = 0; i < m; i++)
+    if (!inheritable(base, n_base, listed[i])) unknown++;
+  /* One of them is the directory ls reads. */
+  cr_expect_eq(unknown, 1, "an exec'ed program had %d unexpected descriptors", unknown - 1);
+  gate_release(&g, 10);
+  for (int i = 0; i < 10; i++) ip_future_free(f[i]);
+  gate_close(&g);
+  ip_task_free(t);
+}
+
+Test(hygiene, library_descriptors_in_the_child_are_close_on_exec) {
+  struct gate g;
+  gate_open(&g);
+  take_baseline();
+  ip_task *blocked = ip_task_new(fn_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
+  cr_assert(blocked && inv);
+  ip_future *others[5];
+  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  ip_future *f = ip_call(inv, NULL);
+  const ip_bytes *b = ip_future_value(f);
+  cr_assert_not_null(b, "%s", why(f));
+  const struct fdinfo *v = b->data;
+  int n = (int)(b->len / sizeof *v);
+  for (int i = 0; i < n; i++)
+    if (!has_fd(base, n_base, v[i].fd))
+      cr_expect(v[i].cloexec, "fd %d (mode 0%o) in the child is not close-on-exec", v[i].fd,
+                (unsigned)v[i].type);
+  ip_future_free(f);
+  gate_release(&g, 5);
+  for (int i = 0; i < 5; i++) ip_future_free(others[i]);
+  gate_close(&g);
+  ip_task_free(blocked);
+  ip_task_free(inv);
+}
+
+Test(hygiene, program_exec_ed_by_a_child_inherits_no_library_descriptor) {
+  struct gate g;
+  gate_open(&g);
+  take_baseline();
+  ip_task *blocked = ip_task_new(fn_gate, NULL), *ls = ip_task_new(fn_exec_listing, NULL);
+  cr_assert(blocked && ls);
+  ip_future *others[5];
+  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  ip_future *f = ip_call(ls, NULL);
+  const ip_bytes *b = ip_future_value(f);
+  cr_assert_not_null(b, "%s", why(f));
+  const int *v = b->data;
+  int n = (int)(b->len / sizeof *v), unknown = 0;
+  cr_assert_gt(n, 0);
+  for (int i = 0; i < n; i++)
+    if (!inheritable(base, n_base, v[i])) unknown++;
+  /* One of them is the directory ls reads. */
+  cr_expect_eq(unknown, 1, "ls run by a child had %d unexpected descriptors", unknown - 1);
+  ip_future_free(f);
+  gate_release(&g, 5);
+  for (int i = 0; i < 5; i++) ip_future_free(others[i]);
+  gate_close(&g);
+  ip_task_free(blocked);
+  ip_task_free(ls);
+}
+
+/* ---- the host's own descriptors ------------------------------------------------------------- */
+
+static int file_fds[2];
+
+static void *fn_read_files(void *arg) {
+  static char buf[2][64];
+  static ip_bytes b;
+  for (int i = 0; i < 2; i++) {
+    ssize_t r = pread(file_fds[i], buf[i], sizeof buf[i] - 1, 0);
+    if (r < 0) ip_raise(errno, "pread of fd %d failed", file_fds[i]);
+    buf[i][r] = '\0';
+  }
+  static char out[160];
+  snprintf(out, sizeof out, "%s|%s", buf[0], buf[1]);
+  b.data = out;
+  b.len = strlen(out);
+  return &b;
+}
+
+Test(hygiene, files_the_host_opened_stay_open_in_the_child) {
+  char p0[] = "/tmp/ip-hygiene-XXXXXX", p1[] = "/tmp/ip-hygiene-XXXXXX";
+  file_fds[0] = mkstemp(p0);                   /* inheritable */
+  file_fds[1] = mkostemp(p1, O_CLOEXEC);       /* close-on-exec, but a fork keeps it */
+  cr_assert(file_fds[0] >= 0 && file_fds[1] >= 0);
+  unlink(p0);
+  unlink(p1);
+  cr_assert_eq(write(file_fds[0], "first file", 10), 10);
+  cr_assert_eq(write(file_fds[1], "second file", 11), 11);
+  ip_task *t = ip_task_new(fn_read_files, NULL);
+  cr_assert_not_null(t);
+  for (int i = 0; i < 3; i++) {
+    ip_future *f = ip_call(t, NULL);
+    cr_expect_str_eq(str_of(f), "first file|second file", "%s", why(f));
+    ip_future_free(f);
+  }
+  /* Still open and intact in the parent. */
+  char buf[16] = {0};
+  cr_expect_eq(pread(file_fds[0], buf, 10, 0), 10);
+  cr_expect_str_eq(buf, "first file");
+  cr_expect_geq(fcntl(file_fds[1], F_GETFD), 0);
+  close(file_fds[0]);
+  close(file_fds[1]);
+  ip_task_free(t);
+}
+
+/* ---- the host's own children ---------------------------------------------------------------- */
+
+Test(hygiene, host_child_is_never_reaped_by_the_library) {
+  ip_task *t = ip_task_new(fn_hello, NULL);
+  cr_assert_not_null(t);
+  one_call(t); /* the supervisor is running */
+  struct gate g;
+  gate_open(&g);
+  /* One host child that is already a zombie during the calls, one that ends after them. */
+  pid_t zombie = fork();
+  cr_assert_geq(zombie, 0);
+  if (zombie == 0) _exit(42);
+  pid_t later = fork();
+  cr_assert_geq(later, 0);
+  if (later == 0) {
+    char c;
+    close(g.fd[1]);
+    while (read(g.fd[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    _exit(43);
+  }
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  cr_assert_eq(waitid(P_PID, (id_t)zombie, &si, WEXITED | WNOWAIT), 0); /* it is a zombie */
+  for (int i = 0; i < 50; i++) one_call(t);
+  ip_future *f[10];
+  for (int i = 0; i < 10; i++) f[i] = ip_call(t, NULL);
+  gate_release(&g, 1); /* `later` exits while these run */
+  for (int i = 0; i < 10; i++) {
+    cr_expect_str_eq(str_of(f[i]), "hello", "%s", why(f[i]));
+    ip_future_free(f[i]);
+  }
+  int st;
+  cr_assert_eq(waitpid(zombie, &st, 0), zombie, "the library reaped the host's child");
+  cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  cr_assert_eq(waitpid(later, &st, 0), later, "the library reaped the host's child");
+  cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 43);
+  cr_expect(no_children());
+  gate_close(&g);
+  ip_task_free(t);
+}
+
+/* ---- the host's SIGCHLD handler ------------------------------------------------------------- */
+
+static int sig_pipe[2];
+static atomic_int sigchld_count;
+
+static void on_sigchld(int sig, siginfo_t *si, void *uc) {
+  int e = errno;
+  atomic_fetch_add(&sigchld_count, 1);
+  pid_t p = si->si_pid;
+  ssize_t r = write(sig_pipe[1], &p, sizeof p);
+  (void)r;
+  errno = e;
+}
+
+static void on_sigchld_reaping(int sig) {
+  int e = errno;
+  atomic_fetch_add(&sigchld_count, 1);
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+  errno = e;
+}
+
+/* Reads pids from the signal pipe until `want` shows up; 0 when it did. 10 s is a hang
+ * guard: the signal either came or never will. */
+static int await_sigchld_for(pid_t want) {
+  for (;;) {
+    struct pollfd p = {sig_pipe[0], POLLIN, 0};
+    int r = poll(&p, 1, 10000);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    pid_t got;
+    while (read(sig_pipe[0], &got, sizeof got) == (ssize_t)sizeof got)
+      if (got == want) return 0;
+  }
+}
+
+Test(hygiene, host_sigchld_handler_keeps_working_and_futures_complete) {
+  cr_assert_eq(pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK), 0);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigchld;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  cr_assert_eq(sigaction(SIGCHLD, &sa, NULL), 0);
+
+  ip_task *t = ip_task_new(fn_hello, NULL);
+  cr_assert_not_null(t);
+  ip_future *f[20];
+  for (int i = 0; i < 20; i++) f[i] = ip_call(t, NULL);
+  for (int i = 0; i < 20; i++) {
+    cr_expect_eq(wait_through_eintr(f[i]), 0);
+    cr_expect_str_eq(str_of(f[i]), "hello", "%s", why(f[i]));
+    ip_future_free(f[i]);
+  }
+  cr_expect_gt(atomic_load(&sigchld_count), 0, "the handler never saw a child of ours end");
+  cr_assert_eq(sigaction(SIGCHLD, NULL, &old), 0);
+  cr_expect(old.sa_sigaction == on_sigchld, "the library replaced the host's SIGCHLD handler");
+
+  /* The handler still sees the host's own child, which the library leaves for us to reap. */
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(7);
+  cr_expect_eq(await_sigchld_for(pid), 0, "no SIGCHLD for the host's child");
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 7);
+  cr_expect(no_children());
+  ip_task_free(t);
+}
+
+/* A host that reaps every child in its SIGCHLD handler (waitpid(-1)) takes the library's
+ * children too; futures must still complete, with the value the child sent. */
+Test(hygiene, futures_complete_under_a_reaping_sigchld_handler) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigchld_reaping;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  cr_assert_eq(sigaction(SIGCHLD, &sa, NULL), 0);
+  struct gate g;
+  gate_open(&g);
+  ip_task *t = ip_task_new(fn_gate, NULL);
+  cr_assert_not_null(t);
+  ip_future *f[20];
+  /* The children wait at the gate, so each has a pidfd before it can end and be reaped. */
+  for (int i = 0; i < 20; i++) f[i] = ip_call(t, &g.fd[0]);
+  gate_release(&g, 20);
+  for (int i = 0; i < 20; i++) {
+    /* A future whose child someone else reaped is the likely hang: guard the wait (60 s, far
+     * beyond need; not a timing threshold). */
+    int rc;
+    while ((rc = ip_future_wait(f[i], 60000)) == IP_EINTR) {
+    }
+    cr_assert_eq(rc, 0, "future %d never completed", i);
+    cr_expect_str_eq(str_of(f[i]), "opened", "%s", why(f[i]));
+    ip_future_free(f[i]);
+  }
+  cr_expect(no_children());
+  gate_close(&g);
+  ip_task_free(t);
+}
