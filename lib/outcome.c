@@ -96,8 +96,11 @@ void ip__outcome(ip_future *f) {
     snprintf(msg, sizeof msg, "call canceled; child %d was killed (%s)", (int)f->pid, ru);
     set_error(f, IP_ECANCELED, NULL, 0, msg, -1, NULL, 0);
   } else if (rx->proto_code) {
-    snprintf(msg, sizeof msg, "%s from child %d: %s", ip_strerror(rx->proto_code), (int)f->pid,
-             rx->proto_msg);
+    static const char *const what[] = {"malformed frame", "result too large", "out of memory",
+                                       "wrong serializer"};
+    int k = rx->proto_code == IP_E2BIG ? 1 : rx->proto_code == IP_ENOMEM ? 2
+            : rx->proto_code == IP_EDECODE ? 3 : 0;
+    snprintf(msg, sizeof msg, "%s from child %d: %s", what[k], (int)f->pid, rx->proto_msg);
     set_error(f, rx->proto_code, NULL, 0, msg, -1, NULL, 0);
   } else if (rx->final_kind == IP__FRAME_END || rx->final_kind == IP__FRAME_MEMFD) {
     f->status = 0;

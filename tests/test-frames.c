@@ -626,7 +626,15 @@ Test(frames, descriptor_after_the_final_frame_is_refused_and_closed) {
   sc.memfd_mode = 1;
   sc.memfd_len = sc.memfd_size = 1;
   sc_value("x"); /* a complete value first, then the MEMFD frame after it */
-  expect(IP_EPROTO, "after the final frame");
+  /* One recvmsg may bring the value's frames and the descriptor together: the parser then
+   * refuses the descriptor as it reads END, else the MEMFD frame as bytes after END. */
+  ip_task *t;
+  ip_future *f;
+  const ip_error *e = expect_x(&t, &f, 0, IP_EPROTO, NULL);
+  cr_assert(strstr(e->message, "after the final frame") || strstr(e->message, "descriptor"),
+            "message \"%s\" names neither the late frame nor the descriptor", e->message);
+  ip_future_free(f);
+  ip_task_free(t);
   cr_assert_eq(count_fds(), base, "the received descriptor was closed");
 }
 

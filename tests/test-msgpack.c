@@ -808,6 +808,36 @@ Test(msgpack, decoder_refuses_anything_but_exactly_one_object) {
   ip_serializer_msgpack()->free_value(ip_serializer_msgpack(), v);
 }
 
+/* The high-water mark of this process's virtual memory, in KiB. */
+static long vm_peak_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmPeak: %ld kB", &kib) == 1) break;
+  if (f) fclose(f);
+  return kib;
+}
+
+/* A child controls these bytes. msgpack-c sizes an array's storage from its declared count
+ * before reading any element, so 5 bytes declaring 2^26 elements make the decoder allocate
+ * 2 GiB (and 0xffffffff elements ask for 128 GiB, which fails only because it is more than
+ * the machine has; under ASan that failure aborts the parent). A decoder facing untrusted
+ * bytes should refuse a count the remaining bytes cannot hold (each element takes at least
+ * one byte) before allocating for it. Fails until the msgpack plugin bounds counts. */
+Test(msgpack, decoder_does_not_reserve_gigabytes_for_a_5_byte_input) {
+  static const unsigned char arr[] = {0xdd, 0x04, 0x00, 0x00, 0x00}; /* array32, 2^26 items */
+  static const unsigned char map[] = {0xdf, 0x02, 0x00, 0x00, 0x00}; /* map32, 2^25 pairs */
+  long before = vm_peak_kib();
+  cr_assert_gt(before, 0);
+  void *v;
+  cr_assert_eq(decode_bytes(arr, sizeof arr, &v), IP_EDECODE);
+  cr_assert_eq(decode_bytes(map, sizeof map, &v), IP_EDECODE);
+  long grew = vm_peak_kib() - before;
+  cr_assert_lt(grew, 256L << 10, "decoding 5 bytes raised peak virtual memory by %ld MiB",
+               grew >> 10);
+}
+
 /* ---- registration ---------------------------------------------------------------------------- */
 
 static int enc_never(const ip_serializer *s, const void *v, ip_write_fn w, void *c) { return 1; }

@@ -13,11 +13,12 @@
  *     const msgpack_object *o = ip_future_value(ip_call(t, NULL));
  *
  * Child side: fn returns a `msgpack_sbuffer *` holding exactly one packed object. NULL, an
- * empty buffer, a truncated object or trailing bytes fail the call with IP_EENCODE.
+ * empty buffer, a truncated object, trailing bytes, or nesting deeper than msgpack-c's limit
+ * of 32 levels fail the call with IP_EENCODE (checked in the child, where the mistake is).
  * Parent side: the value is a `const msgpack_object *`, owned by the future together with the
  * zone and the received bytes it points into, valid until ip_future_free(). Strings, bins and
  * exts are not NUL-terminated (use their size). Bytes that are not exactly one well-formed
- * object, or nest deeper than msgpack-c's limit of 32 levels, fail with IP_EDECODE.
+ * object (or that declare more elements than they hold) fail with IP_EDECODE.
  *
  * Loading this library registers the serializer under the name "msgpack".
  */

@@ -9,8 +9,72 @@ struct box {
   msgpack_zone *zone;
 };
 
+static uint64_t be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++) v = v << 8 | p[i];
+  return v;
+}
+
+/* msgpack-c allocates a container's elements from its declared count before reading any,
+ * so five hostile bytes could make it reserve gigabytes. Every element takes at least one
+ * byte: walk the encoding once, without allocating, and refuse bytes that declare more
+ * elements than they could hold, or that are not exactly one object. */
+static int plausible(const unsigned char *p, size_t len) {
+  size_t i = 0;
+  uint64_t pending = 1; /* objects still to read */
+  while (pending) {
+    if (i >= len) return 0;
+    pending--;
+    unsigned b = p[i++];
+    uint64_t skip = 0, add = 0;
+    int w = 0; /* width of a length field */
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+    } else if (b <= 0x8f) {
+      add = 2u * (b & 0x0f);
+    } else if (b <= 0x9f) {
+      add = b & 0x0f;
+    } else if (b <= 0xbf) {
+      skip = b & 0x1f;
+    } else if (b >= 0xca && b <= 0xd3) {
+      static const unsigned char fixed[] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8};
+      skip = fixed[b - 0xca];
+    } else if (b >= 0xd4 && b <= 0xd8) {
+      skip = 1u + (1u << (b - 0xd4)); /* fixext: type byte + 1..16 */
+    } else {
+      switch (b) {
+      case 0xc4: case 0xd9: w = 1; break; /* bin8, str8 */
+      case 0xc5: case 0xda: w = 2; break;
+      case 0xc6: case 0xdb: w = 4; break;
+      case 0xc7: w = 1; skip = 1; break; /* ext: + type byte */
+      case 0xc8: w = 2; skip = 1; break;
+      case 0xc9: w = 4; skip = 1; break;
+      case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+        int cw = b & 1 ? 4 : 2;
+        if ((size_t)cw > len - i) return 0;
+        add = be(p + i, cw) * (b >= 0xde ? 2 : 1);
+        i += (size_t)cw;
+        break;
+      }
+      default: /* 0xc1 is never used */
+        return 0;
+      }
+      if (w) {
+        if ((size_t)w > len - i) return 0;
+        skip += be(p + i, w);
+        i += (size_t)w;
+      }
+    }
+    if (skip > len - i) return 0;
+    i += (size_t)skip;
+    if (add > len - i || pending + add > len - i) return 0;
+    pending += add;
+  }
+  return i == len;
+}
+
 /* True when buf holds exactly one complete object. */
 static int one_object(const char *buf, size_t len, msgpack_unpacked *u) {
+  if (!plausible((const unsigned char *)buf, len)) return 0;
   size_t off = 0;
   msgpack_unpack_return r = msgpack_unpack_next(u, buf, len, &off);
   return r == MSGPACK_UNPACK_SUCCESS && off == len;
