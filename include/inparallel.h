@@ -100,9 +100,11 @@ typedef enum {
 #undef IP__ERR_ENUM
 } ip_errno;
 
-/* A sentence describing `code` (static storage). Unknown codes give "unknown error". */
+/* A sentence describing `code` (static storage). 0 gives "success", unknown codes
+ * "unknown error". */
 IP_EXTERN const char *ip_strerror(int code);
-/* The code's name without the IP_ prefix, e.g. "ETIMEDOUT" (static storage; "UNKNOWN"). */
+/* The code's name without the IP_ prefix, e.g. "ETIMEDOUT" (static storage); 0 gives "OK",
+ * unknown codes "UNKNOWN". */
 IP_EXTERN const char *ip_err_name(int code);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -245,7 +247,9 @@ IP_EXTERN int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud);
 IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
 
 /* Blocks until f completes or timeout_ms passes (negative = forever, 0 = poll).
- * Returns 0 when done, IP_ETIMEDOUT, IP_EINTR when a signal handler ran, IP_EINVAL. */
+ * Returns 0 when done, IP_ETIMEDOUT, IP_EINTR when a signal handler ran, IP_EINVAL.
+ * The first wait that blocks in a thread gives that thread an eventfd to sleep on (this and
+ * ip_waitfor_next share it); it is closed when the thread exits. */
 IP_EXTERN int ip_future_wait(ip_future *f, int timeout_ms);
 /* 1 when f has completed (successfully or not), 0 while running or for NULL. Never blocks. */
 IP_EXTERN int ip_future_done(const ip_future *f);
@@ -333,8 +337,9 @@ IP_EXTERN int ip_ready_fd(void);
 IP_EXTERN IP_NORETURN void ip_raise(int code, const char *fmt, ...) IP_PRINTF(2, 3);
 IP_EXTERN IP_NORETURN void ip_vraise(int code, const char *fmt, va_list ap) IP_PRINTF(2, 0);
 /* For bindings: fail the call with an explicit kind (e.g. an exception class name), message
- * and backtrace text (any may be NULL). `code` is the error code the future reports
- * (IP_ERAISED or IP_EENCODE); strings longer than 1 MiB are cut. Same rules as ip_raise. */
+ * and backtrace text (any may be NULL). `code` is the error code the future reports:
+ * IP_ERAISED, IP_EENCODE, IP_EINVAL, IP_E2BIG or IP_ENOMEM; any other becomes IP_ERAISED.
+ * Strings longer than 1 MiB are cut. Same rules as ip_raise. */
 IP_EXTERN IP_NORETURN void ip_raise_error(int code, int raised_code, const char *kind,
                                           const char *message, const char *backtrace);
 /* 1 in the child of a task call (the only place ip_raise may run), else 0. */

@@ -8,7 +8,7 @@
  * no test depends on how long anything takes. */
 TestSuite(cancel, .timeout = 120);
 
-/* ---- helpers ------------------------------------------------------------------------------ */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static void *return_hello(void *arg) { return bytes_of("hello"); }
 
@@ -45,7 +45,7 @@ static int warm_baseline(void) {
   return count_fds();
 }
 
-/* ---- ip_future_cancel ----------------------------------------------------------------------- */
+/* ---- ip_future_cancel ------------------------------------------------------------------------ */
 
 Test(cancel, cancel_kills_a_blocked_child_and_reaps_it_at_once) {
   int base = warm_baseline();
@@ -189,7 +189,7 @@ Test(cancel, a_canceled_future_in_a_waitfor_list_comes_back_canceled) {
   cr_assert(no_children());
 }
 
-/* ---- freeing running futures ---------------------------------------------------------------- */
+/* ---- freeing running futures ----------------------------------------------------------------- */
 
 Test(cancel, freeing_a_running_future_leaves_no_child) {
   int base = warm_baseline();
@@ -229,7 +229,7 @@ Test(cancel, freeing_many_running_futures_leaves_no_child) {
   cr_assert_eq(count_fds(), base);
 }
 
-/* ---- task timeout ----------------------------------------------------------------------------- */
+/* ---- task timeout ---------------------------------------------------------------------------- */
 
 Test(cancel, task_timeout_kills_a_child_blocked_forever) {
   struct gate g;
@@ -316,7 +316,7 @@ Test(cancel, cancel_before_the_timeout_reports_ecanceled) {
 
 Test(cancel, timeout_setter_rejects_null) { cr_assert_eq(ip_task_set_timeout(NULL, 5), IP_EINVAL); }
 
-/* ---- concurrency ---------------------------------------------------------------------------- */
+/* ---- concurrency ----------------------------------------------------------------------------- */
 
 struct cancel_job {
   ip_future **fs;

@@ -11,7 +11,7 @@
  * no test depends on how long anything takes. */
 TestSuite(errors, .timeout = 120);
 
-/* ---- helpers ------------------------------------------------------------------------------ */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 struct gate {
   int fd[2];
@@ -63,7 +63,7 @@ static const ip_error *failed_with(ip_future *f, int code) {
   return e;
 }
 
-/* ---- ip_raise ------------------------------------------------------------------------------ */
+/* ---- ip_raise -------------------------------------------------------------------------------- */
 
 void *raise_econnrefused(void *arg);
 void *raise_econnrefused(void *arg) {
@@ -80,6 +80,23 @@ Test(errors, raise_with_an_errno_code) {
   cr_assert_not_null(e->backtrace);
   cr_assert_not_null(strstr(e->backtrace, "raise_econnrefused"), "backtrace:\n%s", e->backtrace);
   cr_assert_eq(e->signal, 0);
+  finish(f, t);
+}
+
+Test(errors, raise_backtrace_starts_at_the_raising_function) {
+  ip_task *t;
+  ip_future *f = run(raise_econnrefused, NULL, &t);
+  const ip_error *e = failed_with(f, IP_ERAISED);
+  cr_assert_not_null(e->backtrace);
+  const char *nl = strchr(e->backtrace, '\n');
+  cr_assert_not_null(nl, "one frame per line:\n%s", e->backtrace);
+  char first[512];
+  size_t n = (size_t)(nl - e->backtrace) < sizeof first - 1 ? (size_t)(nl - e->backtrace)
+                                                             : sizeof first - 1;
+  memcpy(first, e->backtrace, n);
+  first[n] = '\0';
+  cr_assert_not_null(strstr(first, "raise_econnrefused"),
+                     "the library's own frames come first:\n%s", e->backtrace);
   finish(f, t);
 }
 
@@ -244,7 +261,7 @@ Test(errors, raise_in_a_plain_fork_after_calls_still_aborts) {
   expect_abort_outside_child(raise_in_plain_child_after_calls, "ip_raise");
 }
 
-/* ---- crashes and signals ------------------------------------------------------------------- */
+/* ---- crashes and signals --------------------------------------------------------------------- */
 
 void *segfault_here(void *arg);
 void *segfault_here(void *arg) {
@@ -337,7 +354,7 @@ Test(errors, sigkill_from_outside_is_a_value) {
   gate_close(&g);
 }
 
-/* ---- exits without a result ----------------------------------------------------------------- */
+/* ---- exits without a result ------------------------------------------------------------------ */
 
 static void *exit_three(void *arg) { exit(3); }
 static void *underscore_exit_zero(void *arg) { _exit(0); }
@@ -362,7 +379,7 @@ Test(errors, underscore_exit_zero_without_a_result_is_eexited) {
   finish(f, t);
 }
 
-/* ---- serializer failures -------------------------------------------------------------------- */
+/* ---- serializer failures --------------------------------------------------------------------- */
 
 static int enc_fail(const ip_serializer *s, const void *v, ip_write_fn w, void *ctx) { return -1; }
 static int enc_text(const ip_serializer *s, const void *v, ip_write_fn w, void *ctx) {
@@ -479,7 +496,7 @@ Test(errors, encode_raising_after_partial_output_reports_the_raised_error) {
   finish(f, t);
 }
 
-/* ---- resources and isolation ---------------------------------------------------------------- */
+/* ---- resources and isolation ----------------------------------------------------------------- */
 
 Test(errors, rusage_is_filled_for_each_kind_of_failure) {
   ip_fn fns[] = {raise_econnrefused, segfault_here, exit_three};

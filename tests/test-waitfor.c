@@ -10,7 +10,7 @@
 TestSuite(waitfor, .timeout = 120);
 TestSuite(list, .timeout = 120);
 
-/* ---- helpers ------------------------------------------------------------------------------ */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static void *return_int_as_text(void *arg) {
   char buf[32];
@@ -69,7 +69,7 @@ static char now(ip_waitfor *w, ip_list *l, int cf, ip_future **out) {
   return step_in(w, l, cf, 0, out);
 }
 
-/* ---- the checked cases of section 4 ------------------------------------------------------- */
+/* ---- the checked cases of section 4 ---------------------------------------------------------- */
 
 Test(waitfor, empty_list_with_factor_asks_exactly_once_then_ends) {
   ip_list *l = ip_list_new();
@@ -252,7 +252,7 @@ Test(waitfor, declined_then_growing_again_after_a_completion_keeps_filling) {
   cr_assert(no_children());
 }
 
-/* ---- completion order ----------------------------------------------------------------------- */
+/* ---- completion order ------------------------------------------------------------------------ */
 
 Test(waitfor, futures_come_back_in_completion_order_not_list_order) {
   enum { N = 4 };
@@ -520,7 +520,7 @@ Test(waitfor, eintr_with_a_factor_from_a_signal_sent_by_another_thread) {
   cr_assert(no_children());
 }
 
-/* ---- ip_list ----------------------------------------------------------------------------- */
+/* ---- ip_list --------------------------------------------------------------------------------- */
 
 Test(list, push_at_remove_keep_order) {
   int args[4];
