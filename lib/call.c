@@ -48,10 +48,10 @@ static void *reaper_main(void *p) {
   f->wstatus = x < 0 ? -1 : st;
   if (x > 0) f->rusage = ru;
   f->reaped = true;
-  int wfd = f->reaper_wfd;
-  f->reaper_wfd = -1; /* before close: a fork now must not close a reused number */
-  pthread_mutex_unlock(&ip__g.lock);
-  close(wfd); /* the supervisor sees the hang-up; f may be gone from here on */
+  /* Closed under the lock like every call descriptor: a fork in between would otherwise copy
+   * it unseen, and the hang-up would wait for that unrelated child to exit. */
+  ip__close(&f->reaper_wfd);
+  pthread_mutex_unlock(&ip__g.lock); /* the supervisor sees the hang-up; f may go from here */
   return NULL;
 }
 

@@ -67,7 +67,7 @@ static void take_memfd(ip_future *f, uint64_t len) {
 static void start_frame(ip_future *f) {
   struct ip__rx *rx = &f->rx;
   const struct ip__frame_hdr *h = &rx->cur;
-  if (h->kind != IP__FRAME_MEMFD && rx->memfd >= 0)
+  if ((h->kind == IP__FRAME_END || h->kind == IP__FRAME_ERROR) && rx->memfd >= 0)
     return proto(f, IP_EPROTO, "a descriptor came with a frame that carries none");
   if (h->kind <= IP__FRAME_MEMFD && h->ser_id != f->ser_id)
     return proto(f, IP_EDECODE, "the result was encoded by another serializer");

@@ -66,6 +66,7 @@ static bool on_child_exit(ip_future *f) {
   ip__outcome(f);
   ip__close(&f->sock);
   ip__close(&f->pidfd);
+  ip__close(&f->rx.memfd); /* one that came with a refused frame */
   ip__complete_locked(f);
   pthread_mutex_unlock(&ip__g.lock);
   return true;
