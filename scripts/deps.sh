@@ -4,7 +4,9 @@
 set -euo pipefail
 
 pkgs=(build-essential autoconf automake libtool pkg-config
-      libcriterion-dev valgrind)
+      libcriterion-dev valgrind git
+      libmsgpack-dev libprotobuf-c-dev protobuf-c-compiler
+      ruby ruby-dev rake ruby-minitest ruby-msgpack ruby-google-protobuf ruby-parallel)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
-# (Criterion, via make check), the same suites under ASan+UBSan, and under valgrind.
+# (Criterion, via make check), the Ruby binding's minitest suite, and the C suites again
+# under ASan+UBSan and under valgrind.
 # Ends with one line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ c_suites() {
   return $rc
 }
 step "C tests (Criterion)" c_suites
+ruby_suite() { (cd bindings/ruby && rake test); }
+step "Ruby binding (minitest)" ruby_suite
 step "C tests under ASan+UBSan" bash tests/sanitize.sh
 step "C tests under valgrind" bash tests/valgrind.sh
 

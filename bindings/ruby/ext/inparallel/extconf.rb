@@ -1,0 +1,62 @@
+# Builds inparallel/inparallel.so. The core comes from, in this order:
+#   1. pkg-config `inparallel` (an installed libinparallel; `inparallel-msgpack` too if there),
+#      unless INPARALLEL_IN_TREE=1;
+#   2. the core's sources compiled into the extension, from $INPARALLEL_SRC, from core/ beside
+#      this file (copied there by `rake vendor`, so a built .gem carries them), or from the
+#      source tree this binding lives in (../../../..).
+# The in-tree route compiles the C sources rather than linking lib/.libs/libinparallel.a,
+# because libtool builds that archive from non-PIC objects.
+require "mkmf"
+
+def core_root
+  [ENV["INPARALLEL_SRC"], File.join(__dir__, "core"), File.expand_path("../../../..", __dir__)]
+    .compact.find { |d| File.file?(File.join(d, "include", "inparallel.h")) && File.file?(File.join(d, "lib", "call.c")) }
+end
+
+# A minimal config.h for a tree that was never configured (the vendored copy normally
+# carries the configured one).
+def write_config_h(path)
+  defs = { "HAVE_MEMFD_CREATE" => "memfd_create", "HAVE_CLOSE_RANGE" => "close_range",
+           "HAVE_STRERRORNAME_NP" => "strerrorname_np", "HAVE_SIGABBREV_NP" => "sigabbrev_np" }
+  lines = ["#define _GNU_SOURCE 1", "#define HAVE_EXECINFO_H 1", "#define HAVE_STDIO_EXT_H 1",
+           "#define HAVE_SYS_EPOLL_H 1", "#define HAVE_SYS_EVENTFD_H 1"]
+  defs.each do |macro, fn|
+    lines << "#define #{macro} 1" if try_link("#define _GNU_SOURCE 1\n#include <string.h>\n#include <signal.h>\n#include <unistd.h>\n#include <sys/mman.h>\nint main(void) { void *p = (void *)#{fn}; return p == 0; }")
+  end
+  File.write(path, "/* written by extconf.rb */\n" + lines.join("\n") + "\n")
+end
+
+$CFLAGS << " -std=gnu11 -fvisibility=hidden -Wno-declaration-after-statement"
+have_library("pthread") or abort "inparallel needs pthreads"
+have_func("rb_thread_call_without_gvl", "ruby/thread.h") or abort "ruby/thread.h is missing"
+
+msgpack = false
+if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
+   have_func("ip_task_set_fork", "inparallel.h")
+  message "inparallel: using the installed core (pkg-config inparallel)\n"
+  msgpack = pkg_config("inparallel-msgpack") && have_header("inparallel/msgpack.h")
+else
+  root = core_root or abort <<~MSG
+    inparallel: the C core was found neither by pkg-config (`make install` it) nor as sources
+    (set INPARALLEL_SRC to a checkout of the inparallel repository).
+  MSG
+  message "inparallel: compiling the core from #{root}\n"
+  config_dir = File.file?(File.join(root, "config.h")) ? root : Dir.pwd
+  write_config_h(File.join(Dir.pwd, "config.h")) if config_dir == Dir.pwd
+  $INCFLAGS << " -I#{File.join(root, 'include')} -I#{File.join(root, 'lib')} -I#{config_dir}"
+  $VPATH << File.join(root, "lib")
+  core_srcs = Dir[File.join(root, "lib", "*.c")].sort
+  $srcs = Dir[File.join(__dir__, "*.c")].map { |f| File.basename(f) } + core_srcs.map { |f| File.basename(f) }
+  if ENV["INPARALLEL_NO_MSGPACK"] != "1" && File.file?(File.join(root, "serializers", "msgpack", "msgpack.c")) &&
+     (pkg_config("msgpack") || pkg_config("msgpack-c") || true) &&
+     have_header("msgpack.h") && (have_library("msgpackc") || have_library("msgpack-c"))
+    $VPATH << File.join(root, "serializers", "msgpack")
+    $srcs << "msgpack.c"
+    msgpack = true
+  end
+  $objs = $srcs.map { |s| s.sub(/\.c\z/, ".o") }
+end
+
+$defs << "-DRBIP_HAVE_MSGPACK" if msgpack
+message "inparallel: msgpack serializer #{msgpack ? 'enabled' : 'disabled (msgpack-c not found)'}\n"
+create_makefile("inparallel/inparallel")

@@ -1,0 +1,32 @@
+/* Entry point of the extension: the InParallel module, the core's error codes and version. */
+#include "ruby_inparallel.h"
+
+VALUE rbip_mInParallel;
+
+/* InParallel.__strerror(code) */
+static VALUE m_strerror(VALUE self, VALUE code) {
+  return rb_str_new_cstr(ip_strerror(NUM2INT(code)));
+}
+
+RUBY_FUNC_EXPORTED void Init_inparallel(void) {
+  rbip_mInParallel = rb_define_module("InParallel");
+
+  /* The core's failure codes by name, e.g. CODES["ETIMEDOUT"] (negative integers). */
+  VALUE codes = rb_hash_new();
+#define RBIP_CODE(name, value, text) rb_hash_aset(codes, rb_str_new_cstr(#name), INT2NUM(value));
+  IP_ERRNO_MAP(RBIP_CODE)
+#undef RBIP_CODE
+  rb_obj_freeze(codes);
+  rb_define_const(rbip_mInParallel, "CODES", codes);
+  rb_define_const(rbip_mInParallel, "CORE_VERSION", rb_obj_freeze(rb_str_new_cstr(ip_version())));
+#ifdef RBIP_HAVE_MSGPACK
+  rb_define_const(rbip_mInParallel, "MSGPACK_WIRE", Qtrue);
+#else
+  rb_define_const(rbip_mInParallel, "MSGPACK_WIRE", Qfalse);
+#endif
+  rb_define_module_function(rbip_mInParallel, "__strerror", m_strerror, 1);
+
+  rbip_init_task();
+  rbip_init_future();
+  rbip_init_waitfor();
+}

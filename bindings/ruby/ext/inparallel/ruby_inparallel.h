@@ -1,0 +1,47 @@
+/* The C half of the inparallel gem: the handles (Task, Future, Waiter) and the few steps that
+ * must be C (forking through the VM, the child's entry point, waits without the GVL). Anything
+ * that can be Ruby lives in lib/inparallel/. */
+#ifndef RUBY_INPARALLEL_H
+#define RUBY_INPARALLEL_H
+
+#include <ruby.h>
+#include <ruby/thread.h>
+#include <inparallel.h>
+
+extern VALUE rbip_mInParallel, rbip_cTask, rbip_cFuture, rbip_cWaiter;
+
+/* How a task's values travel. The child always produces bytes in Ruby; msgpack bytes go
+ * through the core's msgpack serializer (checked in the child, decoded by msgpack-c in the
+ * parent), everything else through the raw serializer. */
+enum rbip_wire { RBIP_WIRE_RAW = 0, RBIP_WIRE_MSGPACK = 1 };
+
+typedef struct rbip_task {
+  ip_task *task;
+  int wire;
+} rbip_task;
+
+typedef struct rbip_future {
+  ip_future *future;
+  VALUE task; /* the Task: decodes the value */
+  VALUE args; /* the call's arguments, for Future#args */
+  int wire;
+} rbip_future;
+
+rbip_future *rbip_future_get(VALUE obj); /* TypeError for anything but a Future */
+VALUE rbip_future_new(ip_future *f, VALUE task, VALUE args, int wire);
+
+/* Waits for f with the GVL released; Ruby's interrupts (Ctrl-C, Thread#raise, Timeout) are
+ * checked while waiting and raise from here. timeout_ms < 0: forever. 0 or IP_ETIMEDOUT. */
+int rbip_wait(ip_future *f, long timeout_ms);
+
+#ifdef RBIP_HAVE_MSGPACK
+const ip_serializer *rbip_msgpack_serializer(void);
+void *rbip_msgpack_sbuffer(const char *data, size_t len); /* child side; NULL on ENOMEM */
+VALUE rbip_msgpack_to_ruby(const void *msgpack_object);
+#endif
+
+void rbip_init_task(void);
+void rbip_init_future(void);
+void rbip_init_waitfor(void);
+
+#endif

@@ -1,0 +1,208 @@
+/* InParallel::Task: an ip_task whose fork goes through Process.fork and whose child runs a
+ * Ruby block. The block's value is turned into bytes by Task#__child (Ruby, in the child);
+ * this file only carries those bytes, or the failure it reports, to the core. */
+#include "ruby_inparallel.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+VALUE rbip_cTask;
+static ID id_fork, id_child, id_errno;
+
+static void task_free(void *p) {
+  rbip_task *t = p;
+  ip_task_free(t->task); /* futures already made stay valid */
+  xfree(t);
+}
+
+static size_t task_size(const void *p) { return sizeof(rbip_task); }
+
+static const rb_data_type_t task_type = {
+    "InParallel::Task",
+    {NULL, task_free, task_size},
+    NULL, NULL, RUBY_TYPED_FREE_IMMEDIATELY};
+
+static VALUE task_alloc(VALUE klass) {
+  rbip_task *t;
+  VALUE obj = TypedData_Make_Struct(klass, rbip_task, &task_type, t);
+  t->task = NULL;
+  t->wire = RBIP_WIRE_RAW;
+  return obj;
+}
+
+static rbip_task *task_get(VALUE obj) {
+  rbip_task *t = rb_check_typeddata(obj, &task_type);
+  if (!t->task) rb_raise(rb_eRuntimeError, "InParallel::Task was not set up");
+  return t;
+}
+
+/* ---- forking through the VM ------------------------------------------------------------- */
+
+/* What went wrong in Process.fork, for the thread that called ip_call. A SystemCallError
+ * (EAGAIN, ENOMEM) becomes the failed future the core makes; anything else (an Interrupt
+ * that arrived during the fork, a throw from a Process._fork override) is re-raised once
+ * ip_call has returned, never longjmp'd across the core's frames. */
+static __thread int fork_state;
+
+static VALUE do_fork(VALUE unused) { return rb_funcall(rb_mProcess, id_fork, 0); }
+
+static pid_t fork_hook(void *ud) {
+  int state = 0;
+  VALUE r = rb_protect(do_fork, Qnil, &state);
+  if (state) {
+    VALUE e = rb_errinfo();
+    int err = EAGAIN;
+    if (!NIL_P(e) && rb_obj_is_kind_of(e, rb_eSystemCallError)) {
+      VALUE n = rb_funcall(e, id_errno, 0);
+      if (FIXNUM_P(n) && FIX2INT(n) > 0) err = FIX2INT(n);
+      rb_set_errinfo(Qnil);
+    } else {
+      fork_state = state;
+    }
+    errno = err;
+    return -1;
+  }
+  /* Process.fork without a block: the pid in the parent, nil in the child. */
+  return NIL_P(r) ? 0 : NUM2PIDT(r);
+}
+
+/* ---- the child -------------------------------------------------------------------------- */
+
+struct call {
+  VALUE task;
+  VALUE job; /* the Proc to run in the child */
+  int wire;
+};
+
+/* What Task#__child produced, copied out of Ruby so that nothing after it can raise. */
+struct outcome {
+  struct call *call;
+  void *value;
+  int failed;
+  int code;
+  char *kind, *message, *backtrace;
+};
+
+static char *dup_field(VALUE ary, long i) {
+  VALUE s = rb_ary_entry(ary, i);
+  if (NIL_P(s)) return NULL;
+  s = rb_obj_as_string(s);
+  long n = RSTRING_LEN(s);
+  char *c = malloc((size_t)n + 1);
+  if (!c) return NULL;
+  memcpy(c, RSTRING_PTR(s), (size_t)n);
+  c[n] = '\0';
+  for (long j = 0; j < n; j++)
+    if (!c[j]) c[j] = ' '; /* the core's strings are C strings */
+  return c;
+}
+
+static VALUE child_body(VALUE p) {
+  struct outcome *o = (struct outcome *)p;
+  VALUE r = rb_funcall(o->call->task, id_child, 1, o->call->job);
+  if (RB_TYPE_P(r, T_STRING)) {
+#ifdef RBIP_HAVE_MSGPACK
+    if (o->call->wire == RBIP_WIRE_MSGPACK) {
+      o->value = rbip_msgpack_sbuffer(RSTRING_PTR(r), (size_t)RSTRING_LEN(r));
+    } else
+#endif
+    if (RSTRING_LEN(r) < (1 << 20)) {
+      /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
+       * between here and the child's exit, and a copy would only fault in more pages. */
+      static ip_bytes small;
+      small.data = RSTRING_PTR(r);
+      small.len = (size_t)RSTRING_LEN(r);
+      o->value = &small;
+    } else {
+      o->value = ip_bytes_copy(RSTRING_PTR(r), (size_t)RSTRING_LEN(r)); /* memfd, no copy */
+    }
+    if (!o->value) rb_raise(rb_eNoMemError, "no memory for a %ld-byte result", RSTRING_LEN(r));
+    RB_GC_GUARD(r);
+    return Qnil;
+  }
+  Check_Type(r, T_ARRAY); /* [code, class name, message, backtrace text] */
+  o->failed = 1;
+  o->code = NUM2INT(rb_ary_entry(r, 0));
+  o->kind = dup_field(r, 1);
+  o->message = dup_field(r, 2);
+  o->backtrace = dup_field(r, 3);
+  return Qnil;
+}
+
+static void *child_fn(void *arg) {
+  struct outcome o = {.call = arg};
+  int state = 0;
+  rb_protect(child_body, (VALUE)&o, &state);
+  if (state) {
+    /* Task#__child rescues every exception: this is a failure while reporting one, or a
+     * non-local exit (break, throw, return) out of the task, whose errinfo is no exception. */
+    VALUE e = rb_errinfo();
+    char msg[300];
+    if (!NIL_P(e) && RB_TYPE_P(e, T_OBJECT) && rb_obj_is_kind_of(e, rb_eException))
+      snprintf(msg, sizeof msg, "the child failed and could not report why (%s)",
+               rb_obj_classname(e));
+    else
+      snprintf(msg, sizeof msg, "the task left its child with break, throw or return");
+    ip_raise_error(IP_ERAISED, 0, "InParallel::RemoteError", msg, NULL);
+  }
+  if (o.failed) ip_raise_error(o.code, 0, o.kind, o.message, o.backtrace);
+  return o.value;
+}
+
+/* ---- methods ---------------------------------------------------------------------------- */
+
+/* Task#__setup(wire, timeout_ms): wire 0 = raw bytes, 1 = msgpack. */
+static VALUE task_setup(VALUE self, VALUE wire, VALUE timeout_ms) {
+  rbip_task *t = rb_check_typeddata(self, &task_type);
+  if (t->task) rb_raise(rb_eRuntimeError, "InParallel::Task is already set up");
+  int w = NUM2INT(wire);
+  const ip_serializer *s = NULL;
+  if (w == RBIP_WIRE_MSGPACK) {
+#ifdef RBIP_HAVE_MSGPACK
+    s = rbip_msgpack_serializer();
+#else
+    rb_raise(rb_eArgError, "serializer :msgpack is not available: the extension was built "
+                           "without msgpack-c");
+#endif
+  } else if (w != RBIP_WIRE_RAW) {
+    rb_raise(rb_eArgError, "unknown wire format %d", w);
+  }
+  long ms = NUM2LONG(timeout_ms);
+  if (ms < 0 || ms > INT32_MAX) rb_raise(rb_eArgError, "timeout out of range");
+  ip_task *task = ip_task_new(child_fn, s);
+  if (!task) rb_sys_fail("ip_task_new");
+  ip_task_set_fork(task, fork_hook, NULL);
+  ip_task_set_crash_report(task, 0); /* the VM reports its own crashes */
+  if (ms > 0) ip_task_set_timeout(task, (int)ms);
+  t->task = task;
+  t->wire = w;
+  return self;
+}
+
+/* Task#__spawn(args) { job }: forks; the child runs job through Task#__child. */
+static VALUE task_spawn(VALUE self, VALUE args) {
+  rbip_task *t = task_get(self);
+  VALUE job = rb_block_proc();
+  struct call c = {self, job, t->wire};
+  fork_state = 0;
+  ip_future *f = ip_call(t->task, &c); /* in the child this never returns */
+  int state = fork_state;
+  fork_state = 0;
+  RB_GC_GUARD(job);
+  if (!f) rb_raise(rb_eNoMemError, "ip_call: no memory for a future");
+  if (state) {
+    ip_future_free(f);
+    rb_jump_tag(state);
+  }
+  return rbip_future_new(f, self, args, t->wire);
+}
+
+void rbip_init_task(void) {
+  id_fork = rb_intern("fork");
+  id_child = rb_intern("__child");
+  id_errno = rb_intern("errno");
+  rbip_cTask = rb_define_class_under(rbip_mInParallel, "Task", rb_cObject);
+  rb_define_alloc_func(rbip_cTask, task_alloc);
+  rb_define_private_method(rbip_cTask, "__setup", task_setup, 2);
+  rb_define_private_method(rbip_cTask, "__spawn", task_spawn, 1);
+}

@@ -1,0 +1,198 @@
+# frozen_string_literal: true
+
+# inparallel: run a method or a block in a forked child process and get a future for its
+# result.
+#
+#   class Fleet
+#     include InParallel
+#     task def get_os(server) = `uname -a`    # each call forks and returns a Future
+#   end
+#   active = servers.map { |s| fleet.get_os(s) }
+#   InParallel.waitfor(active) { |f| puts f.value }
+#
+# See the README in bindings/ruby for the whole API.
+require "inparallel/version"
+require "inparallel/inparallel" # the C extension: Task, Future, Waiter
+require "inparallel/errors"
+require "inparallel/serializers"
+require "inparallel/task"
+require "inparallel/future"
+
+module InParallel
+  # The child's backtrace as text, one frame per line; for exceptions that Marshal can dump, a
+  # last line carries the marshaled exception so the parent can rebuild it with its state.
+  MARSHAL_LINE = "inparallel-marshal:"
+  MARSHAL_MAX = 256 * 1024
+
+  # `include InParallel` gives the class `task`, the method decorator.
+  module Decorator
+    # task def name(...) ... end, serializer: :marshal, timeout: nil
+    #
+    # Makes each call of the method fork a child that runs the original method (self, its
+    # instance variables, blocks and keyword arguments all work: the child has a copy of the
+    # caller's memory) and return an InParallel::Future at once.
+    def task(name, serializer: :marshal, timeout: nil)
+      unless name.is_a?(Symbol) || name.is_a?(String)
+        raise TypeError, "task expects a method name (task def name(...) ... end), got #{name.class}"
+      end
+
+      name = name.to_sym
+      owner = if method_defined?(name) || private_method_defined?(name) then self
+              elsif singleton_class.method_defined?(name) then singleton_class
+              else raise ArgumentError, "task: #{self} has no method #{name.inspect} (write `task def #{name}(...) ... end`)"
+              end
+      original = owner.instance_method(name)
+      runner = Task.new(serializer: serializer, timeout: timeout)
+      visibility = if owner.private_method_defined?(name) then :private
+                   elsif owner.protected_method_defined?(name) then :protected
+                   else :public
+                   end
+      owner.define_method(name) do |*args, **kwargs, &block|
+        runner.send(:__spawn, kwargs.empty? ? args : args + [kwargs]) do
+          original.bind_call(self, *args, **kwargs, &block)
+        end
+      end
+      owner.send(visibility, name)
+      name
+    end
+  end
+
+  def self.included(base)
+    base.extend(Decorator)
+    super
+  end
+
+  # InParallel.task(serializer: :marshal, timeout: nil) { |x| ... } => a Task: call it with
+  # `call`, `.()` or `[]`; each call forks and returns a Future. A Proc or Method may be given
+  # instead of the block.
+  def self.task(callable = nil, serializer: :marshal, timeout: nil, &block)
+    raise ArgumentError, "InParallel.task needs a block or a callable" unless callable || block
+
+    Task.new(callable, serializer: serializer, timeout: timeout, &block)
+  end
+
+  # Hands back the futures of `list` (an Array, changed in place) as they complete. With a
+  # concurrency factor it yields nil whenever fewer than that many are in the list, asking
+  # for another task to be appended; when the list is empty it asks one last time and ends if
+  # nothing was added. Without a block, returns an Enumerator.
+  def self.waitfor(list, concurrency_factor: nil, &block)
+    unless list.is_a?(Array)
+      raise TypeError, "InParallel.waitfor expects an Array of futures, got #{list.class}"
+    end
+    raise FrozenError.new("InParallel.waitfor changes the list in place; it is frozen", receiver: list) if list.frozen?
+
+    cf = case concurrency_factor
+         when nil then 0
+         when Integer
+           if concurrency_factor <= 0
+             raise ArgumentError, "concurrency_factor must be a positive Integer or nil, got #{concurrency_factor}"
+           end
+           raise ArgumentError, "concurrency_factor #{concurrency_factor} is too large" if concurrency_factor > 2**31 - 1
+
+           concurrency_factor
+         else
+           raise TypeError, "concurrency_factor must be a positive Integer or nil, got #{concurrency_factor.class}"
+         end
+    return enum_for(:waitfor, list, concurrency_factor: concurrency_factor) unless block
+
+    waiter = Waiter.new
+    while (f = waiter.step(list, cf)) != false
+      yield f
+    end
+    nil
+  end
+
+  class << self
+    # --- helpers for the rest of the gem; not API ---------------------------------------
+
+    def __seconds(value, what, allow_zero: false)
+      return nil if value.nil?
+      raise TypeError, "#{what} must be a number of seconds or nil, got #{value.class}" unless value.is_a?(Numeric) && value.real?
+
+      value = value.to_f
+      if value.nan? || value.negative? || (value.zero? && !allow_zero)
+        raise ArgumentError, "#{what} must be #{allow_zero ? 'zero or positive' : 'positive'} (seconds), got #{value}"
+      end
+
+      value.infinite? ? nil : value
+    end
+
+    # In the child, before it ends; allocates nothing (every page a child writes is copied).
+    def __flush_stdio
+      __flush($stdout)
+      __flush($stderr)
+      __flush(STDOUT) unless STDOUT.equal?($stdout)
+      __flush(STDERR) unless STDERR.equal?($stderr)
+    end
+
+    def __flush(io)
+      io.flush if io.respond_to?(:flush)
+    rescue StandardError
+      nil
+    end
+
+    def __backtrace_text(exc, marshal)
+      lines = (exc.backtrace || []).map { |l| l.tr("\n\0", "  ") }
+      if marshal
+        blob = begin
+          [Marshal.dump(marshal)].pack("m0")
+        rescue StandardError
+          nil
+        end
+        lines << "#{MARSHAL_LINE}#{blob}" if blob && blob.bytesize <= MARSHAL_MAX
+      end
+      lines.join("\n")
+    end
+
+    def __error_from(info)
+      code = info[:code_name]
+      opts = { code: code, pid: info[:pid] }
+      msg = info[:message]
+      case code
+      when "ERAISED", "EENCODE"
+        __remote_exception(info[:kind], msg, info[:backtrace], opts)
+      when "EDECODE" then DecodeError.new(msg, **opts)
+      else
+        popts = opts.merge(signal: info[:signal], exit_status: info[:exit_status], core_dumped: info[:core_dumped])
+        klass = { "ETIMEDOUT" => TimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)
+        klass.new(msg, **popts)
+      end
+    end
+
+    def __remote_exception(kind, message, backtrace, opts)
+      lines = backtrace ? backtrace.split("\n") : []
+      exc = nil
+      if lines.last&.start_with?(MARSHAL_LINE)
+        blob = lines.pop.delete_prefix(MARSHAL_LINE)
+        exc = begin
+          Marshal.load(blob.unpack1("m0"))
+        rescue StandardError
+          nil
+        end
+        exc = nil unless exc.is_a?(Exception)
+      end
+      unless exc
+        klass = __resolve_class(kind)
+        if klass
+          exc = klass.allocate
+          Exception.instance_method(:initialize).bind_call(exc, message)
+          exc.instance_variable_set(:@code, opts[:code]) if klass <= Error
+          exc.instance_variable_set(:@pid, opts[:pid]) if klass <= Error
+        else
+          exc = RemoteError.new(message, remote_class: kind, **opts)
+        end
+      end
+      exc.set_backtrace(lines) unless lines.empty?
+      exc
+    end
+
+    def __resolve_class(name)
+      return nil unless name.is_a?(String) && name.match?(/\A[A-Z]\w*(::[A-Z]\w*)*\z/)
+
+      klass = Object.const_get(name)
+      klass.is_a?(Class) && klass <= Exception ? klass : nil
+    rescue NameError
+      nil
+    end
+  end
+end

@@ -1,0 +1,57 @@
+# frozen_string_literal: true
+
+module InParallel
+  # Base of every failure this gem reports. #code is the core's failure code name
+  # ("ERAISED", "ESIGNALED", "EEXITED", "ETIMEDOUT", ...) and #pid the child's pid, where known.
+  class Error < StandardError
+    attr_reader :code, :pid
+
+    def initialize(message = nil, code: nil, pid: nil)
+      super(message)
+      @code = code
+      @pid = pid
+    end
+  end
+
+  # The child ended without a result: killed by a signal (#signal), exited (#exit_status, e.g.
+  # `exit 3` in the task), or could not be started at all (code "EAGAIN", "EMFILE": #pid nil).
+  class ProcessError < Error
+    attr_reader :signal, :exit_status
+
+    def initialize(message = nil, code: nil, pid: nil, signal: nil, exit_status: nil, core_dumped: false)
+      super(message, code: code, pid: pid)
+      @signal = signal
+      @exit_status = exit_status
+      @core_dumped = core_dumped
+    end
+
+    def core_dumped? = @core_dumped
+  end
+
+  # The task ran longer than its `timeout:` and was killed (SIGKILL).
+  class TimeoutError < ProcessError; end
+
+  # Future#cancel killed the child before it sent a result.
+  class CanceledError < ProcessError; end
+
+  # The child raised an exception whose class does not exist in the parent. #message is the
+  # child's message, #remote_class the class name, #backtrace the child's backtrace.
+  class RemoteError < Error
+    attr_reader :remote_class
+
+    def initialize(message = nil, remote_class: nil, code: "ERAISED", pid: nil)
+      super(message, code: code, pid: pid)
+      @remote_class = remote_class
+    end
+
+    def inspect = "#<#{self.class} #{remote_class}: #{message}>"
+  end
+
+  # The child's result could not be serialized (e.g. a Proc under :marshal, a non-String
+  # under :raw). Raised in the parent; the message names the result's class.
+  class EncodeError < Error; end
+
+  # The parent could not turn the child's bytes back into an object (e.g. the result's class
+  # is not loaded in the parent). The message names the class.
+  class DecodeError < Error; end
+end

@@ -1,0 +1,60 @@
+# frozen_string_literal: true
+
+module InParallel
+  # One call of a task, running in its own child process. Futures are made by calling a task;
+  # dropping the last reference to one that still runs kills and reaps its child (at GC).
+  class Future
+    # The call's result. Waits for the child (other threads run meanwhile; Ctrl-C interrupts
+    # the wait), then returns what the task returned, or raises why there is nothing:
+    # the child's own exception (same class, the child's backtrace) or InParallel::RemoteError,
+    # ProcessError (crash, exit, timeout, cancel), EncodeError or DecodeError.
+    def value
+      __resolve
+      raise @__error if @__error
+
+      @__value
+    end
+
+    # Waits up to `timeout` seconds (nil: forever). true once the call completed, false if it
+    # still runs.
+    def wait(timeout = nil)
+      secs = InParallel.__seconds(timeout, "timeout", allow_zero: true)
+      __wait(secs && (secs * 1000).ceil)
+    end
+
+    # Waits, then returns the exception #value would raise, or nil when the call succeeded.
+    def error
+      __resolve
+      @__error
+    end
+
+    def inspect
+      state = if !done? then "running"
+              elsif __status.zero? then "done"
+              else "failed #{__error_info[:code_name]}"
+              end
+      "#<InParallel::Future pid=#{pid.inspect} #{state} args=#{args.inspect[0, 60]}>"
+    end
+    alias to_s inspect
+
+    private
+
+    def __resolve
+      return if @__resolved
+
+      payload = __payload # waits
+      if __status.zero?
+        begin
+          @__value = __task.serializer.decode(payload)
+        rescue DecodeError => e
+          @__error = DecodeError.new(e.message, code: "EDECODE", pid: pid)
+        rescue StandardError => e
+          @__error = DecodeError.new("cannot decode the result: #{e.class}: #{e.message}", code: "EDECODE", pid: pid)
+        end
+      else
+        @__error = InParallel.__error_from(__error_info)
+      end
+      @__resolved = true
+    end
+  end
+end

@@ -1,0 +1,93 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+require "open3"
+require "rbconfig"
+
+class TestHygiene < InParallelTest
+  def test_no_zombies_or_descriptors_left
+    InParallel.task { 1 }.().value # start the supervisor and the waiter's descriptor
+    base = fd_count
+    t = InParallel.task { |x| x }
+    list = 20.times.map { |i| t.(i) }
+    InParallel.waitfor(list).map(&:value)
+    list = 5.times.map { InParallel.task { exit 1 }.() }
+    InParallel.waitfor(list).each(&:error)
+    assert_no_children
+    assert eventually { fd_count <= base }, "fds: #{fd_count} > #{base}"
+  end
+
+  def test_gc_of_unreferenced_running_futures_reaps_their_children
+    t = InParallel.task { sleep 30 }
+    pids = []
+    # In a method frame of its own, so no stack slot keeps a future alive.
+    spawn_some = ->(n) { n.times { pids << t.().pid }; nil }
+    spawn_some.(4)
+    assert_equal 4, (children & pids).size
+    assert eventually(10) { GC.start(full_mark: true, immediate_sweep: true); (children & pids).empty? },
+           "children still there: #{children & pids}"
+  end
+
+  def test_a_failed_fork_is_a_value_not_an_exception
+    skip "needs a non-root user to limit processes" if Process.uid.zero? && !system("which setpriv > /dev/null")
+    code = <<~RUBY
+      $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+      require "inparallel"
+      Process.setrlimit(:NPROC, 0, 0)
+      f = InParallel.task { 1 }.()
+      e = f.error
+      puts [e.class, e.code].inspect
+    RUBY
+    out, status = Open3.capture2e("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  RbConfig.ruby, "-e", code)
+    assert status.success?, out
+    assert_match(/ProcessError.*EAGAIN/, out)
+  end
+
+  def test_ctrl_c_interrupts_value_and_waitfor
+    %w[value waitfor].each do |how|
+      code = <<~RUBY
+        $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+        require "inparallel"
+        f = InParallel.task { sleep 30 }.()
+        $stdout.puts f.pid; $stdout.flush
+        begin
+          #{how == 'value' ? 'f.value' : 'InParallel.waitfor([f]) { }'}
+        rescue Interrupt
+          f.cancel
+          puts "interrupted"
+        end
+      RUBY
+      Open3.popen2(RbConfig.ruby, "-e", code) do |_in, out, thr|
+        child = out.gets.to_i
+        assert_operator child, :>, 0
+        sleep 0.3
+        t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        Process.kill(:INT, thr.pid)
+        assert_equal "interrupted", out.gets&.chomp, how
+        assert thr.value.success?
+        assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0, :<, 5
+        refute File.exist?("/proc/#{child}"), "child #{child} of the #{how} run is still there"
+      end
+    end
+  end
+
+  def test_futures_inherited_by_a_users_fork_do_not_hang
+    f = InParallel.task { sleep 30 }.()
+    r, w = IO.pipe
+    pid = fork do
+      r.close
+      w.puts(f.error.class)
+      exit!(0)
+    end
+    w.close
+    assert_equal "InParallel::CanceledError", r.read.chomp
+    Process.wait(pid)
+    f.cancel
+  end
+
+  def test_a_user_fork_in_a_task_child
+    v = InParallel.task { IO.popen(%w[echo hi], &:read) }.().value
+    assert_equal "hi\n", v
+  end
+end

@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+require "json"
+
+Point = Struct.new(:x, :y)
+
+class TestSerializers < InParallelTest
+  def test_marshal_is_the_default_and_carries_any_object
+    v = InParallel.task { [Point.new(1, 2), { a: :sym, "s" => 1.5 }, 2**100, nil, "é"] }.().value
+    assert_equal [Point.new(1, 2), { a: :sym, "s" => 1.5 }, 2**100, nil, "é"], v
+    assert_equal Encoding::UTF_8, v.last.encoding
+  end
+
+  def test_raw_carries_a_binary_string
+    bytes = (0..255).map(&:chr).join.b * 3
+    v = InParallel.task(serializer: :raw) { bytes }.().value
+    assert_equal bytes, v
+    assert_equal Encoding::BINARY, v.encoding
+    assert_equal "", InParallel.task(serializer: :raw) { +"" }.().value
+  end
+
+  def test_raw_large_result
+    v = InParallel.task(serializer: :raw) { "x" * (8 << 20) }.().value
+    assert_equal 8 << 20, v.bytesize
+  end
+
+  def test_raw_rejects_a_non_string
+    err = assert_raises(InParallel::EncodeError) { InParallel.task(serializer: :raw) { 1 }.().value }
+    assert_match(/String.*Integer|Integer/, err.message)
+  end
+
+  def test_msgpack
+    t = InParallel.task(serializer: :msgpack) do
+      { "int" => -3, "big" => 2**64 - 1, "f" => 1.25, "s" => "text", "b" => "\xff".b, "a" => [nil, true, false],
+        sym: :value }
+    end
+    v = t.().value
+    assert_equal({ "int" => -3, "big" => 2**64 - 1, "f" => 1.25, "s" => "text", "b" => "\xff".b,
+                   "a" => [nil, true, false], "sym" => "value" }, v)
+    assert_nil InParallel.task(serializer: :msgpack) { nil }.().value
+    err = assert_raises(InParallel::EncodeError) { InParallel.task(serializer: :msgpack) { Object.new }.().value }
+    assert_match(/Object/, err.message)
+  end
+
+  def test_protobuf_message_class
+    require "google/protobuf"
+    pool = Google::Protobuf::DescriptorPool.generated_pool
+    unless pool.lookup("inparallel.test.Uname")
+      pool.build do
+        add_message "inparallel.test.Uname" do
+          optional :host, :string, 1
+          optional :text, :string, 2
+        end
+      end
+    end
+    uname = pool.lookup("inparallel.test.Uname").msgclass
+    t = InParallel.task(serializer: uname) { |h| uname.new(host: h, text: "Linux") }
+    v = t.("alpha").value
+    assert_instance_of uname, v
+    assert_equal %w[alpha Linux], [v.host, v.text]
+    err = assert_raises(InParallel::EncodeError) { InParallel.task(serializer: uname) { "no" }.().value }
+    assert_match(/String/, err.message)
+  end
+
+  def test_dump_and_load_objects
+    assert_equal({ "a" => [1, 2] }, InParallel.task(serializer: JSON) { { a: [1, 2] } }.().value)
+  end
+
+  def test_unknown_serializers
+    err = assert_raises(ArgumentError) { InParallel.task(serializer: :yaml) { 1 } }
+    assert_match(/:marshal, :msgpack, :raw/, err.message)
+    assert_raises(TypeError) { InParallel.task(serializer: Object.new) { 1 } }
+  end
+end

@@ -1,0 +1,150 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+class TestWaitfor < InParallelTest
+  DOUBLE = InParallel.task { |x| x * 2 }
+  SLEEP = InParallel.task { |s| sleep s; s }
+
+  def seq_of(list, cf, &on_ask)
+    seq = +""
+    InParallel.waitfor(list, concurrency_factor: cf) do |f|
+      seq << (f ? "F" : "N")
+      on_ask&.call(f)
+    end
+    seq
+  end
+
+  def test_empty_list_with_factor_asks_exactly_once
+    assert_equal "N", seq_of([], 3)
+  end
+
+  def test_empty_list_without_factor_yields_nothing
+    assert_equal "", seq_of([], nil)
+  end
+
+  def test_factor_one_over_twelve_tasks_asks_thirteen_times
+    todo = (1..12).to_a
+    active = []
+    got = []
+    seq = seq_of(active, 1) { |f| f ? got << f.value : (active << DOUBLE.(todo.shift) unless todo.empty?) }
+    assert_equal 13, seq.count("N")
+    assert_equal "NF" * 12 + "N", seq
+    assert_equal (1..12).map { |x| x * 2 }, got.sort
+    assert_empty active
+  end
+
+  def test_five_added_on_one_ask_with_factor_three_gives_N_F_F_F_F_F_N
+    active = []
+    added = false
+    seq = seq_of(active, 3) do |f|
+      next if f || added
+
+      added = true
+      5.times { |i| active << DOUBLE.(i) }
+      active.each(&:wait) # all complete before the next step, as in the core's test
+    end
+    assert_equal "NFFFFFN", seq
+  end
+
+  def test_factor_fills_every_slot_at_once
+    active = []
+    todo = (1..10).to_a
+    max = 0
+    InParallel.waitfor(active, concurrency_factor: 4) do |f|
+      active << SLEEP.(0.05) if f.nil? && todo.shift
+      max = [max, active.size].max
+    end
+    assert_equal 4, max
+  end
+
+  def test_without_a_factor_hands_back_in_completion_order_and_mutates_the_list
+    active = [0.6, 0.05, 0.3].map { |s| SLEEP.(s) }
+    orig = active
+    order = []
+    InParallel.waitfor(active) do |f|
+      order << f.value
+      assert_same orig, active
+      refute_includes active, f
+    end
+    assert_equal [0.05, 0.3, 0.6], order
+    assert_empty active
+  end
+
+  def test_enumerator_without_a_block
+    active = 4.times.map { |i| DOUBLE.(i) }
+    e = InParallel.waitfor(active)
+    assert_kind_of Enumerator, e
+    assert_equal [0, 2, 4, 6], e.map(&:value).sort
+    assert_empty active
+    assert_equal [nil], InParallel.waitfor([], concurrency_factor: 2).to_a
+  end
+
+  def test_futures_may_be_added_and_removed_between_steps
+    a = SLEEP.(0.05)
+    b = SLEEP.(5)
+    active = [a, b]
+    seen = []
+    InParallel.waitfor(active) do |f|
+      seen << f
+      if f.equal?(a)
+        active.delete(b) # no longer waited for
+        b.cancel
+        active << DOUBLE.(21)
+      end
+    end
+    assert_equal 2, seen.size
+    assert_equal 42, seen.last.value
+  end
+
+  def test_failed_futures_are_handed_back_too
+    active = [InParallel.task { raise "x" }.(), InParallel.task { exit 2 }.()]
+    errs = InParallel.waitfor(active).map(&:error)
+    assert_equal 2, errs.compact.size
+  end
+
+  def test_threads_waiting_at_once_and_other_threads_keep_running
+    ticks = 0
+    ticker = Thread.new { loop { sleep 0.01; ticks += 1 } }
+    results = 3.times.map do |k|
+      Thread.new do
+        active = 3.times.map { SLEEP.(0.4) }
+        InParallel.waitfor(active).map(&:value).size + k * 0
+      end
+    end.map(&:value)
+    ticker.kill
+    assert_equal [3, 3, 3], results
+    assert_operator ticks, :>, 10, "the waits held the GVL"
+  end
+
+  def test_thread_raise_interrupts_a_waitfor_and_a_value
+    f = SLEEP.(10)
+    list = [f]
+    t = Thread.new { InParallel.waitfor(list) {} rescue $! }
+    sleep 0.2
+    t.raise(RuntimeError, "stop")
+    err = nil
+    assert(eventually(2) { err = t.value })
+    assert_equal "stop", err.message
+    assert_equal [f], list
+    t = Thread.new { f.value rescue $! }
+    sleep 0.2
+    t.raise(RuntimeError, "stop2")
+    assert_equal "stop2", t.value.message
+    f.cancel
+  end
+
+  def test_bad_input
+    assert_raises(TypeError) { InParallel.waitfor({}) }
+    assert_raises(TypeError) { InParallel.waitfor(nil) }
+    assert_raises(ArgumentError) { InParallel.waitfor([], concurrency_factor: -1) }
+    assert_raises(ArgumentError) { InParallel.waitfor([], concurrency_factor: 0) }
+    assert_raises(TypeError) { InParallel.waitfor([], concurrency_factor: 2.5) }
+    assert_raises(TypeError) { InParallel.waitfor([], concurrency_factor: "3") }
+    assert_raises(ArgumentError) { InParallel.waitfor([], concurrency_factor: 2**40) }
+    assert_raises(FrozenError) { InParallel.waitfor([].freeze) }
+    err = assert_raises(TypeError) { InParallel.waitfor([DOUBLE.(1), "x"]) {} }
+    assert_match(/element 1 .*String/, err.message)
+    assert_raises(ArgumentError) { InParallel.waitfor([], bogus: 1) }
+  end
+end
