@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
-# (Criterion, via make check), the Ruby binding's minitest suite, and the C suites again
+# (Criterion, via make check), the Ruby and Lua bindings' suites, and the C suites again
 # under ASan+UBSan and under valgrind.
 # Ends with one line "N passed, N failed".
 set -uo pipefail
@@ -30,6 +30,8 @@ c_suites() {
 step "C tests (Criterion)" c_suites
 ruby_suite() { (cd bindings/ruby && rake test); }
 step "Ruby binding (minitest)" ruby_suite
+lua_suite() { bash bindings/lua/build.sh && bash bindings/lua/run-specs.sh; }
+step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
 step "C tests under ASan+UBSan" bash tests/sanitize.sh
 step "C tests under valgrind" bash tests/valgrind.sh
 

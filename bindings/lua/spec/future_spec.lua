@@ -1,0 +1,153 @@
+local ip = require "inparallel"
+local S = require "spec.support"
+
+local spin = ip.task(function() while true do end end)
+local echo = ip.task(function(...) return ... end)
+
+describe("future", function()
+  it("result() returns every value, and the same values again", function()
+    local f = echo(1, "two", {3})
+    local a, b, c = f:result()
+    assert.are.same({1, "two", {3}}, {a, b, c})
+    local _, _, c2 = f:result()
+    assert.are.equal(c, c2) -- cached: the same table
+    assert.are.equal(3, select("#", f:result()))
+  end)
+
+  it("done() is false while running and true after", function()
+    local f = spin()
+    assert.is_false(f:done())
+    f:cancel()
+    assert.is_true(f:done())
+    local g = echo(1)
+    g:wait()
+    assert.is_true(g:done())
+  end)
+
+  it("wait(timeout) returns nil, 'timeout' and true once done", function()
+    local f = spin()
+    local ok, why = f:wait(0.05)
+    assert.is_nil(ok)
+    assert.are.equal("timeout", why)
+    ok, why = f:wait(0)
+    assert.is_nil(ok)
+    assert.are.equal("timeout", why)
+    f:cancel()
+    assert.is_true(f:wait())
+    assert.is_true(f:wait(0))
+    assert.is_true(echo(1):wait(10))
+  end)
+
+  it("wait() rejects a negative or non-number timeout", function()
+    local f = echo(1)
+    assert.matches("timeout must be", S.raised(f.wait, f, -1))
+    assert.matches("number expected", S.raised(f.wait, f, "x"))
+    f:wait()
+  end)
+
+  it("cancel() kills a running call; the future fails with ECANCELED", function()
+    local f = spin()
+    local pid = f:pid()
+    assert.is_true(f:cancel())
+    assert.is_false(f:cancel()) -- already completed
+    assert.is_false(S.exists(pid)) -- killed and reaped
+    local err = f:error()
+    assert.are.equal(ip.ECANCELED, err.code)
+    assert.are.equal(err, S.raised(f.result, f))
+  end)
+
+  it("cancel() after completion is false and keeps the value", function()
+    local f = echo(7)
+    f:wait()
+    assert.is_false(f:cancel())
+    assert.are.equal(7, f:result())
+  end)
+
+  it("pid() is the child's pid", function()
+    local f = ip.task(function() return S.mypid() end)()
+    assert.is_number(f:pid())
+    assert.are.equal(f:pid(), f:result())
+  end)
+
+  it("error() is nil while running or on success, the error table on failure", function()
+    local f = spin()
+    assert.is_nil(f:error())
+    f:cancel()
+    assert.is_table(f:error())
+    assert.are.equal(f:error(), f:error())
+    local g = echo(1)
+    g:wait()
+    assert.is_nil(g:error())
+  end)
+
+  it("args() returns the call's arguments, nils included", function()
+    local f = echo(1, nil, "x", nil)
+    assert.are.equal(4, select("#", f:args()))
+    local a, b, c = f:args()
+    assert.are.equal(1, a)
+    assert.is_nil(b)
+    assert.are.equal("x", c)
+    local tbl = {}
+    assert.are.equal(tbl, (echo(tbl):args()))
+    assert.are.equal(0, select("#", echo():args()))
+  end)
+
+  it("__tostring shows pid and state", function()
+    local f = spin()
+    assert.matches("^inparallel.future %(pid %d+, running%)", tostring(f))
+    f:cancel()
+    assert.matches("ECANCELED", tostring(f))
+    local g = echo(1)
+    g:wait()
+    assert.matches("done", tostring(g))
+  end)
+
+  it("methods check their self", function()
+    local f = echo(1)
+    assert.matches("inparallel.future expected", S.raised(f.result, {}))
+    assert.matches("inparallel.future expected", S.raised(f.done, 5))
+    f:wait()
+  end)
+
+  it("__gc cancels and reaps a running child", function()
+    local pid
+    do
+      local f = spin()
+      pid = f:pid()
+      assert.is_true(S.exists(pid))
+    end
+    S.gc()
+    assert.is_false(S.exists(pid))
+  end)
+
+  it("__gc is idempotent and safe on finished futures", function()
+    local mt_gc
+    do
+      local f = echo(1)
+      f:result()
+      -- reach __gc through the debug library to call it twice
+      mt_gc = debug.getmetatable(f).__gc
+      mt_gc(f)
+      mt_gc(f)
+      assert.matches("collected", tostring(f))
+      assert.matches("already collected", S.raised(f.result, f))
+    end
+    S.gc()
+  end)
+
+  if S.is54 then
+    it("__close cancels a call still running (Lua 5.4)", function()
+      local chunk = assert(load([[
+        local spin, S = ...
+        local pid
+        do
+          local f <close> = spin()
+          pid = f:pid()
+        end
+        return pid
+      ]]))
+      local pid = chunk(spin, S)
+      assert.is_false(S.exists(pid))
+    end)
+  end
+end)

@@ -1,0 +1,156 @@
+-- ip.waitfor: the exact rules of DESIGN.md section 4.
+local ip = require "inparallel"
+local S = require "spec.support"
+
+local echo = ip.task(function(x) return x end)
+local sleepy = ip.task(function(s, x) os.execute("sleep " .. s) return x end)
+
+-- Runs a waitfor loop; `on_ask(list, asks)` adds futures; returns the trace ("N"/"F").
+local function trace(list, cf, on_ask)
+  local out = {}
+  for f in ip.waitfor(list, cf) do
+    if f then
+      out[#out + 1] = "F"
+    else
+      out[#out + 1] = "N"
+      if on_ask then on_ask(list, #out) end
+    end
+  end
+  return table.concat(out, " ")
+end
+
+describe("ip.waitfor", function()
+  it("over {} yields nothing", function()
+    assert.are.equal("", trace({}))
+  end)
+
+  it("over {} with cf = 3 yields exactly one false", function()
+    assert.are.equal("N", trace({}, 3))
+  end)
+
+  it("yields false, not nil, so the loop goes on", function()
+    local got
+    for f in ip.waitfor({}, 1) do got = f end
+    assert.is_false(got)
+  end)
+
+  it("with cf = 1 over 12 tasks started one per ask yields 13 falses", function()
+    local started, done, asks = 0, 0, 0
+    local active = {}
+    for f in ip.waitfor(active, 1) do
+      if f then
+        done = done + 1
+        assert.are.equal(f:args(), f:result())
+      else
+        asks = asks + 1
+        if started < 12 then
+          started = started + 1
+          active[#active + 1] = echo(started)
+        end
+      end
+    end
+    assert.are.equal(12, done)
+    assert.are.equal(13, asks)
+    assert.are.equal(0, #active)
+  end)
+
+  it("appending five on a single ask with cf = 3 gives N F F F F F N", function()
+    local added = false
+    local t = trace({}, 3, function(list)
+      if not added then
+        added = true
+        for i = 1, 5 do list[#list + 1] = echo(i) end
+        for _, f in ipairs(list) do f:wait() end -- all done before the next step: no race
+      end
+    end)
+    assert.are.equal("N F F F F F N", t)
+  end)
+
+  it("asks again at once while the caller keeps adding below cf", function()
+    local active = {}
+    local asks_before_first = 0
+    for f in ip.waitfor(active, 4) do
+      if f then break end
+      asks_before_first = asks_before_first + 1
+      if asks_before_first <= 4 then active[#active + 1] = sleepy(0.2, 1) end
+    end
+    -- four asks in a row, each answered; then the list is full and it waits for a completion
+    assert.are.equal(4, asks_before_first)
+    assert.are.equal(3, #active)
+    for _, f in ipairs(active) do f:cancel() end
+  end)
+
+  it("without cf never asks and ends when the list is empty", function()
+    local list = {echo(1), echo(2), echo(3)}
+    assert.are.equal("F F F", trace(list))
+    assert.are.equal(0, #list)
+  end)
+
+  it("hands futures back in completion order and removes them in place", function()
+    local list = {sleepy(0.6, "slow"), sleepy(0.05, "fast"), sleepy(0.3, "mid")}
+    local keep = list
+    local order = {}
+    for f in ip.waitfor(list) do
+      order[#order + 1] = f:result()
+      assert.are.equal(keep, list)
+      for i, g in ipairs(list) do assert.are_not.equal(f, g, i) end
+    end
+    assert.are.same({"fast", "mid", "slow"}, order)
+  end)
+
+  it("keeps the order of the remaining futures", function()
+    local a, b, c, d = sleepy(0.4, "a"), echo("b"), sleepy(0.4, "c"), sleepy(0.4, "d")
+    local list = {a, b, c, d}
+    local it = ip.waitfor(list)
+    assert.are.equal(b, it())
+    assert.are.same({a, c, d}, list)
+    for f in it do end
+  end)
+
+  it("lets the caller remove futures between steps", function()
+    local s = sleepy(5, "never")
+    local list = {s, echo(1)}
+    local got = {}
+    for f in ip.waitfor(list) do
+      got[#got + 1] = f:result()
+      table.remove(list, 1):cancel()
+    end
+    assert.are.same({1}, got)
+  end)
+
+  it("does not busy-wait", function()
+    local list = {sleepy(0.5, 1)}
+    local c0 = os.clock()
+    for f in ip.waitfor(list) do f:result() end
+    assert.is_true(os.clock() - c0 < 0.1, "CPU time while waiting: " .. (os.clock() - c0))
+  end)
+
+  it("hands back failed futures like the others", function()
+    local boom = ip.task(function() error("x") end)
+    local list = {boom()}
+    for f in ip.waitfor(list) do
+      assert.are.equal(ip.ERAISED, f:error().code)
+    end
+  end)
+
+  describe("misuse raises a clear error", function()
+    it("non-table list", function()
+      assert.matches("table expected", S.raised(ip.waitfor, nil))
+      assert.matches("table expected", S.raised(ip.waitfor, "x"))
+    end)
+    it("bad factor", function()
+      assert.matches("positive integer", S.raised(ip.waitfor, {}, -1))
+      assert.matches("positive integer", S.raised(ip.waitfor, {}, 1.5))
+      assert.matches("positive integer", S.raised(ip.waitfor, {}, "3"))
+    end)
+    it("cf = 0 means none", function()
+      assert.are.equal("", trace({}, 0))
+    end)
+    it("a list holding something else than futures", function()
+      local f = echo(1)
+      local it = ip.waitfor({f, 42})
+      assert.matches("list%[2%] is a number, not a future", S.raised(it))
+      f:wait()
+    end)
+  end)
+end)

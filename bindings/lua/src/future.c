@@ -1,0 +1,294 @@
+/* The future userdata: result, done, wait, cancel, pid, error, args, __gc, __close, and the
+ * error tables a failed call turns into. */
+#include "lip.h"
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
+  lip_future *uf = (lip_future *)lua_newuserdata(L, sizeof *uf);
+  uf->f = NULL;
+  uf->ser = ser;
+  uf->task_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
+  luaL_getmetatable(L, LIP_FUTURE_MT);
+  lua_setmetatable(L, -2);
+  return uf;
+}
+
+lip_future *lip_future_test(lua_State *L, int i) {
+  return (lip_future *)lip_testudata(L, i, LIP_FUTURE_MT);
+}
+
+lip_future *lip_future_check(lua_State *L, int i) {
+  lip_future *uf = (lip_future *)luaL_checkudata(L, i, LIP_FUTURE_MT);
+  if (!uf->f) luaL_error(L, "inparallel: this future was already collected");
+  return uf;
+}
+
+int lip_interrupted(lua_State *L) {
+  return luaL_error(L, "inparallel: interrupted by a signal while waiting (call again to resume)");
+}
+
+/* ---- error tables ------------------------------------------------------------------------- */
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void push_error_fields(lua_State *L, int code, const char *kind, const char *message,
+                              const char *traceback, int pid) {
+  lua_createtable(L, 0, 10);
+  set_str(L, "kind", kind);
+  set_str(L, "message", message);
+  set_str(L, "traceback", traceback);
+  set_int(L, "code", code);
+  set_str(L, "name", ip_err_name(code));
+  if (pid) set_int(L, "pid", pid);
+  luaL_getmetatable(L, LIP_ERROR_MT);
+  lua_setmetatable(L, -2);
+}
+
+void lip_push_error_table(lua_State *L, const ip_error *e) {
+  push_error_fields(L, e->code, e->kind, e->message, e->backtrace, (int)e->pid);
+  if (e->signal) set_int(L, "signal", e->signal);
+  if (e->exit_status >= 0) set_int(L, "exit_status", e->exit_status);
+  if (e->raised_code) set_int(L, "raised_code", e->raised_code);
+  lua_pushboolean(L, e->core_dumped);
+  lua_setfield(L, -2, "core_dumped");
+}
+
+/* message, then the child's stack: Lua's own "stack traceback:" or the core's C frames. */
+static int error_tostring(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "traceback");
+  const char *m = lua_tostring(L, -2), *tb = lua_tostring(L, -1);
+  if (!m) m = "inparallel: unknown error";
+  if (!tb || !*tb) lua_pushstring(L, m);
+  else if (strncmp(tb, "stack traceback:", 16) == 0) lua_pushfstring(L, "%s\n%s", m, tb);
+  else lua_pushfstring(L, "%s\nchild backtrace:\n%s", m, tb);
+  return 1;
+}
+
+/* The cached error table of uf, building it from the core's ip_error on first use. */
+static void push_cached_error(lua_State *L, lip_future *uf) {
+  if (uf->err_ref == LUA_NOREF) {
+    lip_push_error_table(L, ip_future_error(uf->f));
+    uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
+}
+
+/* ---- waiting ------------------------------------------------------------------------------- */
+
+static int ms_arg(lua_State *L, int i) {
+  if (lua_isnoneornil(L, i)) return -1;
+  double s = (double)luaL_checknumber(L, i);
+  if (!(s >= 0)) luaL_argerror(L, i, "timeout must be a number of seconds >= 0 (nil = forever)");
+  double ms = ceil(s * 1000.0);
+  return ms > INT_MAX ? -1 : (int)ms;
+}
+
+/* f:wait([timeout_s]) -> true | nil, "timeout" (nil, "interrupted" if a signal handler ran) */
+static int f_wait(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  int rc = ip_future_wait(uf->f, ms_arg(L, 2));
+  if (rc == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, rc == IP_ETIMEDOUT ? "timeout" : rc == IP_EINTR ? "interrupted" : ip_strerror(rc));
+  return 2;
+}
+
+static int f_done(lua_State *L) {
+  lua_pushboolean(L, ip_future_done(lip_future_check(L, 1)->f));
+  return 1;
+}
+
+static int push_unpacked(lua_State *L, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getfield(L, -1, "n");
+  int n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n + 1, "too many values");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -n - 1);
+  return n;
+}
+
+/* Stores the n values on top of the stack as uf's results, leaving them there. */
+static void cache_values(lua_State *L, lip_future *uf, int n) {
+  lua_createtable(L, n, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, -n - 1 + i - 1);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  uf->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int decode_error(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
+  push_error_fields(L, IP_EDECODE, "EDECODE", msg, tb, (int)ip_future_pid(uf->f));
+  lua_pushvalue(L, -1);
+  uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return lua_error(L);
+}
+
+static int decode_msgh(lua_State *L) {
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 1);
+  lip_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  lua_rawseti(L, -2, 1);
+  lip_traceback(L, 1);
+  lua_rawseti(L, -2, 2);
+  return 1;
+}
+
+/* f:result() -> the values fn returned, or raises the error table. */
+static int f_result(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  if (uf->vals_ref != LUA_NOREF) return push_unpacked(L, uf->vals_ref);
+  if (uf->err_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
+    return lua_error(L);
+  }
+  int rc = ip_future_wait(uf->f, -1);
+  if (rc == IP_EINTR) return lip_interrupted(L);
+  const void *v = ip_future_value(uf->f);
+  if (ip_future_status(uf->f) != 0) {
+    push_cached_error(L, uf);
+    return lua_error(L);
+  }
+  lua_settop(L, 1);
+  int n;
+  switch (uf->ser) {
+  case LIP_SER_MSGPACK:
+    n = lip_msgpack_push(L, v);
+    if (n < 0) return decode_error(L, uf, lua_tostring(L, -1), NULL);
+    break;
+  case LIP_SER_RAW: {
+    const ip_bytes *b = v;
+    lua_pushlstring(L, b->len ? (const char *)b->data : "", b->len);
+    n = 1;
+    break;
+  }
+  case LIP_SER_CUSTOM:
+  default: {
+    const ip_bytes *b = v;
+    lua_pushcfunction(L, decode_msgh);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->task_ref);
+    lip_task *lt = (lip_task *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->dec_ref);
+    lua_pushlstring(L, b->len ? (const char *)b->data : "", b->len);
+    if (lua_pcall(L, 1, LUA_MULTRET, 2) != 0) {
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      const char *m = lua_pushfstring(L, "the serializer's decode function failed: %s", lua_tostring(L, -2));
+      return decode_error(L, uf, m, lua_tostring(L, -2));
+    }
+    lua_remove(L, 2);
+    n = lua_gettop(L) - 1;
+  }
+  }
+  cache_values(L, uf, n);
+  return n;
+}
+
+/* f:error() -> nil (running, or succeeded) or the error table. Never blocks. */
+static int f_error(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  int st = ip_future_status(uf->f);
+  if (uf->err_ref != LUA_NOREF || (st != 0 && st != IP_EAGAIN)) push_cached_error(L, uf);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* f:cancel() -> true if this canceled the call, false if it had already completed. */
+static int f_cancel(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  lua_pushboolean(L, ip_future_cancel(uf->f) == 0);
+  return 1;
+}
+
+static int f_pid(lua_State *L) {
+  pid_t pid = ip_future_pid(lip_future_check(L, 1)->f);
+  if (pid) lua_pushinteger(L, pid);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* f:args() -> the arguments the call was made with. */
+static int f_args(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  return push_unpacked(L, uf->args_ref);
+}
+
+static int f_gc(lua_State *L) {
+  lip_future *uf = (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT);
+  if (uf->f) {
+    ip_future_free(uf->f); /* cancels and reaps a child still running */
+    uf->f = NULL;
+  }
+  int *refs[] = {&uf->task_ref, &uf->args_ref, &uf->vals_ref, &uf->err_ref};
+  for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) {
+    luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
+    *refs[i] = LUA_NOREF;
+  }
+  return 0;
+}
+
+/* `local f <close> = t(x)`: leaving the scope cancels a call still running. */
+static int f_close(lua_State *L) {
+  lip_future *uf = (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT);
+  if (uf->f && !ip_future_done(uf->f)) ip_future_cancel(uf->f);
+  return 0;
+}
+
+static int f_tostring(lua_State *L) {
+  lip_future *uf = (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT);
+  if (!uf->f) {
+    lua_pushfstring(L, "inparallel.future (collected): %p", (void *)uf);
+    return 1;
+  }
+  int st = ip_future_status(uf->f);
+  const char *state = st == IP_EAGAIN ? "running" : st == 0 ? "done" : ip_err_name(st);
+  lua_pushfstring(L, "inparallel.future (pid %d, %s): %p", (int)ip_future_pid(uf->f), state, (void *)uf);
+  return 1;
+}
+
+void lip_future_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"result", f_result}, {"done", f_done},   {"wait", f_wait}, {"cancel", f_cancel},
+      {"pid", f_pid},       {"error", f_error}, {"args", f_args}, {NULL, NULL}};
+  static const luaL_Reg mt[] = {
+      {"__gc", f_gc}, {"__close", f_close}, {"__tostring", f_tostring}, {NULL, NULL}};
+  luaL_newmetatable(L, LIP_FUTURE_MT);
+  lip_setfuncs(L, mt);
+  lua_newtable(L);
+  lip_setfuncs(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "inparallel.future");
+  lua_setfield(L, -2, "__name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, LIP_ERROR_MT);
+  lua_pushcfunction(L, error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "inparallel.error");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,70 @@
+/* What the files of the Lua module share: the userdata layouts and the functions that cross
+ * file boundaries. Everything here has hidden visibility; the module exports only
+ * luaopen_inparallel. */
+#ifndef LIP_H
+#define LIP_H
+
+#include <sys/types.h>
+#include <inparallel.h>
+#include <msgpack.h>
+#include "compat.h"
+
+#define LIP_TASK_MT "inparallel.task"
+#define LIP_FUTURE_MT "inparallel.future"
+#define LIP_ERROR_MT "inparallel.error"
+#define LIP_WAITFOR_MT "inparallel.waitfor"
+
+/* How a task's results travel. */
+enum lip_ser { LIP_SER_MSGPACK, LIP_SER_RAW, LIP_SER_CUSTOM };
+
+typedef struct lip_task {
+  ip_task *t;      /* NULL once collected */
+  int fn_ref;      /* the task function, in the registry */
+  int enc_ref;     /* custom serializer: encode (child) and decode (parent) functions */
+  int dec_ref;
+  enum lip_ser ser;
+} lip_task;
+
+typedef struct lip_future {
+  ip_future *f;    /* NULL once collected */
+  enum lip_ser ser;
+  int task_ref;    /* keeps the task (and a custom decode function) alive */
+  int args_ref;    /* {n = count, ...}: the arguments of the call */
+  int vals_ref;    /* {n = count, ...}: the decoded results, once result() decoded them */
+  int err_ref;     /* the error table, once built */
+} lip_future;
+
+/* The child-side state of one call; lives on the parent's C stack in the task's __call, which
+ * the child inherits intact (it is a fork), so nothing in it needs copying. */
+typedef struct lip_call {
+  lua_State *L;
+  lip_task *task;
+  int first_arg, nargs; /* stack slots of the call's arguments */
+  int first_res, nres;  /* stack slots of the task function's results (in the child) */
+  ip_bytes raw;         /* the string a raw or custom task sends */
+} lip_call;
+
+/* mpack.c */
+const ip_serializer *lip_msgpack_serializer(void);
+/* Pushes the values a msgpack result holds (our envelope: an array of the results);
+ * returns how many, or -1 with an error message pushed. */
+int lip_msgpack_push(lua_State *L, const msgpack_object *o);
+
+/* future.c */
+void lip_future_open(lua_State *L);
+lip_future *lip_future_check(lua_State *L, int i);
+lip_future *lip_future_test(lua_State *L, int i);
+lip_future *lip_future_new(lua_State *L, enum lip_ser ser);
+/* Pushes the error table for a failed call (fields from the core's ip_error). */
+void lip_push_error_table(lua_State *L, const ip_error *e);
+int lip_interrupted(lua_State *L);
+
+/* waitfor.c */
+int lip_waitfor(lua_State *L);
+void lip_waitfor_open(lua_State *L);
+
+/* task.c */
+int lip_task_new(lua_State *L);
+void lip_task_open(lua_State *L);
+
+#endif

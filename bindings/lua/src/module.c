@@ -1,0 +1,45 @@
+/* luaopen_inparallel: the module table. */
+#include "lip.h"
+
+#define LIP_VERSION "0.1.0"
+
+static int l_version(lua_State *L) {
+  lua_pushstring(L, ip_version());
+  return 1;
+}
+
+/* ip.ready_fd() -> a descriptor that becomes readable when any future completes (for event
+ * loops; read 8 bytes to clear it). */
+static int l_ready_fd(lua_State *L) {
+  int fd = ip_ready_fd();
+  if (fd < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, ip_strerror(fd));
+    lua_pushinteger(L, fd);
+    return 3;
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+__attribute__((visibility("default"))) int luaopen_inparallel(lua_State *L) {
+  static const luaL_Reg fns[] = {{"task", lip_task_new},
+                                 {"waitfor", lip_waitfor},
+                                 {"version", l_version},
+                                 {"ready_fd", l_ready_fd},
+                                 {NULL, NULL}};
+  lip_task_open(L);
+  lip_future_open(L);
+  lip_waitfor_open(L);
+  lua_newtable(L);
+  lip_setfuncs(L, fns);
+  lua_pushliteral(L, "inparallel");
+  lua_setfield(L, -2, "_NAME");
+  lua_pushliteral(L, LIP_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  /* The core's error codes, to compare with err.code: ip.ESIGNALED, ip.ETIMEDOUT, ... */
+#define LIP_CODE(name, value, text) lua_pushinteger(L, IP_##name); lua_setfield(L, -2, #name);
+  IP_ERRNO_MAP(LIP_CODE)
+#undef LIP_CODE
+  return 1;
+}

@@ -1,0 +1,240 @@
+/* ip.task(fn [, opts]): the task userdata, its __call (the fork) and what the child does. */
+#include "lip.h"
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- in the child --------------------------------------------------------------------------- */
+
+/* Message handler of the child's pcall: {message, traceback}, taken while the failing stack
+ * still exists. */
+static int child_msgh(lua_State *L) {
+  lua_createtable(L, 2, 0);
+  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+    lua_pushvalue(L, 1);
+    lua_tostring(L, -1);
+  } else if (luaL_getmetafield(L, 1, "__tostring")) {
+    lua_pop(L, 1);
+    lip_tolstring(L, 1, NULL);
+  } else {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_rawseti(L, -2, 1);
+  lip_traceback(L, 1);
+  lua_rawseti(L, -2, 2);
+  return 1;
+}
+
+/* Fails the call with what a pcall left at the top of the stack. Does not return. */
+static _Noreturn void raise_pcall_error(lua_State *L, int code, const char *kind,
+                                        const char *prefix) {
+  const char *msg = NULL, *tb = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    msg = lua_tostring(L, -2);
+    tb = lua_tostring(L, -1);
+  } else { /* LUA_ERRMEM and errors in the handler skip it */
+    msg = lua_tostring(L, -1);
+  }
+  if (!msg) msg = "(no error message)";
+  if (prefix) msg = lua_pushfstring(L, "%s%s", prefix, msg);
+  ip_raise_error(code, 0, kind, msg, tb);
+}
+
+static const char *results_shape(lua_State *L, const lip_call *c) {
+  if (c->nres != 1) return lua_pushfstring(L, "%d values", c->nres);
+  return lua_pushfstring(L, "a %s", luaL_typename(L, c->first_res));
+}
+
+/* The ip_fn of every Lua task: runs in the forked child, on the stack of the __call that
+ * forked (a copy of it). */
+static void *child_main(void *arg) {
+  lip_call *c = arg;
+  lua_State *L = c->L;
+  lip_task *lt = c->task;
+  if (!lua_checkstack(L, c->nargs + 8)) ip_raise_error(IP_ENOMEM, 0, NULL, "no Lua stack for the arguments", NULL);
+  lua_pushcfunction(L, child_msgh);
+  int h = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
+  for (int i = 0; i < c->nargs; i++) lua_pushvalue(L, c->first_arg + i);
+  if (lua_pcall(L, c->nargs, LUA_MULTRET, h) != 0) raise_pcall_error(L, IP_ERAISED, "error", NULL);
+  c->first_res = h + 1;
+  c->nres = lua_gettop(L) - h;
+
+  switch (lt->ser) {
+  case LIP_SER_MSGPACK:
+    return c;
+  case LIP_SER_RAW:
+    if (c->nres != 1 || lua_type(L, c->first_res) != LUA_TSTRING) {
+      const char *got = results_shape(L, c);
+      const char *msg = lua_pushfstring(L, "a task with the raw serializer must return exactly one "
+                                           "string; it returned %s", got);
+      ip_raise_error(IP_EENCODE, 0, "EENCODE", msg, NULL);
+    }
+    c->raw.data = (void *)lua_tolstring(L, c->first_res, &c->raw.len);
+    /* Streamed from Lua's own memory: measured faster than copying into ip_bytes_alloc's
+     * in-place memfd, since the parent has to copy into a Lua string anyway. */
+    return &c->raw;
+  case LIP_SER_CUSTOM:
+  default: {
+    if (!lua_checkstack(L, c->nres + 4)) ip_raise_error(IP_ENOMEM, 0, NULL, "no Lua stack for encode", NULL);
+    lua_pushcfunction(L, child_msgh);
+    int h2 = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lt->enc_ref);
+    for (int i = 0; i < c->nres; i++) lua_pushvalue(L, c->first_res + i);
+    if (lua_pcall(L, c->nres, 1, h2) != 0)
+      raise_pcall_error(L, IP_EENCODE, "EENCODE", "the serializer's encode function failed: ");
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      const char *msg = lua_pushfstring(L, "the serializer's encode function must return a string, "
+                                           "not a %s", luaL_typename(L, -1));
+      ip_raise_error(IP_EENCODE, 0, "EENCODE", msg, NULL);
+    }
+    c->raw.data = (void *)lua_tolstring(L, -1, &c->raw.len);
+    return &c->raw;
+  }
+  }
+}
+
+/* ---- in the parent -------------------------------------------------------------------------- */
+
+static lip_task *check_task(lua_State *L) {
+  return (lip_task *)luaL_checkudata(L, 1, LIP_TASK_MT);
+}
+
+/* task(...): fork, return a future at once. */
+static int task_call(lua_State *L) {
+  lip_task *lt = check_task(L);
+  int nargs = lua_gettop(L) - 1;
+  if (!lt->t) return luaL_error(L, "inparallel: this task was already collected");
+  lip_future *uf = lip_future_new(L, lt->ser);
+  lua_createtable(L, nargs, 1);
+  for (int i = 0; i < nargs; i++) {
+    lua_pushvalue(L, 2 + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, nargs);
+  lua_setfield(L, -2, "n");
+  uf->args_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lip_call c;
+  memset(&c, 0, sizeof c);
+  c.L = L;
+  c.task = lt;
+  c.first_arg = 2;
+  c.nargs = nargs;
+  ip_future *f = ip_call(lt->t, &c); /* the child never comes back from here */
+  if (!f) return luaL_error(L, "inparallel: out of memory for a future");
+  uf->f = f;
+  return 1; /* a call that could not start is a failed future, as in C */
+}
+
+static int task_gc(lua_State *L) {
+  lip_task *lt = check_task(L);
+  if (lt->t) {
+    ip_task_free(lt->t);
+    lt->t = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->enc_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->dec_ref);
+    lt->fn_ref = lt->enc_ref = lt->dec_ref = LUA_NOREF;
+  }
+  return 0;
+}
+
+static const char *const ser_names[] = {"msgpack", "raw", "custom"};
+
+static int task_tostring(lua_State *L) {
+  lip_task *lt = check_task(L);
+  lua_pushfstring(L, "inparallel.task (%s): %p", ser_names[lt->ser], (void *)lt);
+  return 1;
+}
+
+/* Seconds (a float is fine) to milliseconds for the core; 0 means no limit. */
+static int seconds_to_ms(lua_State *L, int idx, const char *what) {
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return luaL_error(L, "inparallel.task: %s must be a number of seconds, not a %s", what,
+                      luaL_typename(L, idx));
+  double s = (double)lua_tonumber(L, idx);
+  if (!(s >= 0) || isinf(s))
+    return luaL_error(L, "inparallel.task: %s must be a finite number of seconds >= 0 (0 = none)", what);
+  double ms = ceil(s * 1000.0);
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static void option_serializer(lua_State *L, int v, lip_task *lt) {
+  if (lua_type(L, v) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, v);
+    if (strcmp(s, "msgpack") == 0) lt->ser = LIP_SER_MSGPACK;
+    else if (strcmp(s, "raw") == 0) lt->ser = LIP_SER_RAW;
+    else luaL_error(L, "inparallel.task: unknown serializer \"%s\" (use \"msgpack\", \"raw\" or "
+                       "{encode = f, decode = g})", s);
+    return;
+  }
+  if (!lua_istable(L, v))
+    luaL_error(L, "inparallel.task: serializer must be \"msgpack\", \"raw\" or {encode = f, "
+                  "decode = g}, not a %s", luaL_typename(L, v));
+  lua_getfield(L, v, "encode");
+  lua_getfield(L, v, "decode");
+  if (!lua_isfunction(L, -2) || !lua_isfunction(L, -1))
+    luaL_error(L, "inparallel.task: a serializer table needs encode and decode functions (got "
+                  "encode = %s, decode = %s)", luaL_typename(L, -2), luaL_typename(L, -1));
+  lt->dec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lt->enc_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lt->ser = LIP_SER_CUSTOM;
+}
+
+/* ip.task(fn [, opts]) -> callable task */
+int lip_task_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lip_task *lt = (lip_task *)lua_newuserdata(L, sizeof *lt);
+  lt->t = NULL;
+  lt->fn_ref = lt->enc_ref = lt->dec_ref = LUA_NOREF;
+  lt->ser = LIP_SER_MSGPACK;
+  luaL_getmetatable(L, LIP_TASK_MT);
+  lua_setmetatable(L, -2); /* from here on __gc releases whatever the options took */
+
+  int timeout_ms = 0;
+  double max_result = -1;
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      int v = lua_gettop(L);
+      if (k && strcmp(k, "serializer") == 0) option_serializer(L, v, lt);
+      else if (k && strcmp(k, "timeout") == 0) timeout_ms = seconds_to_ms(L, v, "timeout");
+      else if (k && strcmp(k, "max_result") == 0) {
+        if (lua_type(L, v) != LUA_TNUMBER || !((max_result = (double)lua_tonumber(L, v)) >= 1))
+          luaL_error(L, "inparallel.task: max_result must be a number of bytes >= 1");
+      } else if (k)
+        luaL_error(L, "inparallel.task: unknown option '%s' (known: serializer, timeout, max_result)", k);
+      else
+        luaL_error(L, "inparallel.task: option names are strings, not %s", luaL_typename(L, -2));
+      lua_settop(L, v - 1);
+    }
+  }
+  const ip_serializer *s = lt->ser == LIP_SER_MSGPACK ? lip_msgpack_serializer() : ip_serializer_raw();
+  lt->t = ip_task_new(child_main, s);
+  if (!lt->t) return luaL_error(L, "inparallel.task: %s", ip_strerror(-errno));
+  if (timeout_ms > 0) ip_task_set_timeout(lt->t, timeout_ms);
+  if (max_result >= 1) ip_task_set_max_result(lt->t, max_result > 1.8e19 ? UINT64_MAX : (uint64_t)max_result);
+  lua_pushvalue(L, 1);
+  lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+void lip_task_open(lua_State *L) {
+  static const luaL_Reg mt[] = {
+      {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
+  luaL_newmetatable(L, LIP_TASK_MT);
+  lip_setfuncs(L, mt);
+  lua_pushliteral(L, "inparallel.task");
+  lua_setfield(L, -2, "__name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+}
