@@ -146,8 +146,10 @@ static void exported_names(struct names *s) {
     add_name(s, name, strlen(name));
   }
   int st = pclose(fp);
-  cr_assert_eq(st, 0, "nm -D failed on %s (status %d)", LIB_PATH, st);
-  cr_assert_gt(lines, 0);
+  /* nm's exit status is not checked: under valgrind --trace-children the traced nm exits
+   * with valgrind's error code over noise in ld.so. Its output is what counts. */
+  cr_assert(lines > 0 && has_name(s, "ip_call"),
+            "nm -D found no ip_call in %s (%d lines, status %d)", LIB_PATH, lines, st);
 }
 
 Test(exports, header_declares_the_documented_api) {
