@@ -140,11 +140,15 @@ static void finish_stdio(void) {
 
 /* ---- failures ------------------------------------------------------------------------------- */
 
-/* The stack as text, without the `skip` innermost frames (the library's own). Not inlined,
- * and neither are its callers, so the frame count is what the source says. */
-__attribute__((noinline)) static char *backtrace_text(int skip) {
-  void *all[IP__CRASH_FRAMES_MAX + 4];
-  int n = backtrace(all, IP__CRASH_FRAMES_MAX + 4) - skip;
+/* The stack as text, from the frame that returns to `caller` outwards: the library's own
+ * frames (and a sanitizer's interceptor, when there is one) are left out. */
+static char *backtrace_text(void *caller) {
+  void *all[IP__CRASH_FRAMES_MAX + 8];
+  int total = backtrace(all, IP__CRASH_FRAMES_MAX + 8), skip = 0;
+  while (skip < total && all[skip] != caller) skip++;
+  if (skip == total) skip = 0;
+  int n = total - skip;
+  if (n > (int)IP__CRASH_FRAMES_MAX) n = IP__CRASH_FRAMES_MAX;
   if (n <= 0) return NULL;
   void **addrs = all + skip;
   /* These are return addresses: the instruction after each call. After a call to a
@@ -200,27 +204,27 @@ void ip_raise_error(int code, int raised_code, const char *kind, const char *mes
              backtrace);
 }
 
-__attribute__((noinline)) static _Noreturn void raise_v(int code, const char *fmt, va_list ap) {
+static _Noreturn void raise_v(int code, const char *fmt, va_list ap, void *caller) {
   char *msg = NULL;
   if (!fmt || vasprintf(&msg, fmt, ap) < 0) msg = NULL;
   const char *kind = NULL;
 #ifdef HAVE_STRERRORNAME_NP
   if (code > 0) kind = strerrorname_np(code);
 #endif
-  char *bt = backtrace_text(3); /* backtrace_text, raise_v, ip_raise or ip_vraise */
+  char *bt = backtrace_text(caller);
   ip_raise_error(IP_ERAISED, code, kind ? kind : "ERAISED", msg ? msg : "", bt);
 }
 
 __attribute__((noinline)) void ip_vraise(int code, const char *fmt, va_list ap) {
   if (!ip_in_child()) not_in_child("ip_vraise");
-  raise_v(code, fmt, ap);
+  raise_v(code, fmt, ap, __builtin_return_address(0));
 }
 
 __attribute__((noinline)) void ip_raise(int code, const char *fmt, ...) {
   if (!ip_in_child()) not_in_child("ip_raise");
   va_list ap;
   va_start(ap, fmt);
-  raise_v(code, fmt, ap);
+  raise_v(code, fmt, ap, __builtin_return_address(0));
 }
 
 /* ---- crashes ------------------------------------------------------------------------------- */

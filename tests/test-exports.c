@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef IP_TOP_BUILDDIR
 #error "the Makefile defines IP_TOP_BUILDDIR for the tests"
@@ -131,6 +132,10 @@ static void declared_names(struct names *s) {
 
 /* Symbols the shared library defines and exports (types T, D, B, R, W). */
 static void exported_names(struct names *s) {
+  /* tests/sanitize.sh builds with --disable-shared: there is no shared library to check. */
+  if (access(LIB_PATH, R_OK) != 0 &&
+      access(IP_TOP_BUILDDIR "/lib/.libs/libinparallel.a", R_OK) == 0)
+    cr_skip_test("built without a shared library (--disable-shared): nothing is exported");
   FILE *fp = popen("nm -D --defined-only '" LIB_PATH "' 2>&1", "r");
   cr_assert_not_null(fp);
   char line[1024];
@@ -169,8 +174,8 @@ Test(exports, header_declares_the_documented_api) {
 
 Test(exports, every_exported_symbol_is_declared_in_the_header) {
   struct names d = {0}, x = {0};
+  exported_names(&x); /* first: it may skip the test */
   declared_names(&d);
-  exported_names(&x);
   cr_assert_gt(x.n, 0u, "no exported symbols in %s", LIB_PATH);
   for (size_t i = 0; i < x.n; i++)
     cr_expect(has_name(&d, x.v[i]), "%s is exported but not declared with IP_EXTERN", x.v[i]);
@@ -180,8 +185,8 @@ Test(exports, every_exported_symbol_is_declared_in_the_header) {
 
 Test(exports, every_declared_function_is_exported) {
   struct names d = {0}, x = {0};
+  exported_names(&x); /* first: it may skip the test */
   declared_names(&d);
-  exported_names(&x);
   for (size_t i = 0; i < d.n; i++)
     cr_expect(has_name(&x, d.v[i]), "%s is declared with IP_EXTERN but not exported", d.v[i]);
   free_names(&d);
