@@ -18,6 +18,7 @@ static ip_future *future_new(void) {
   if (!f) return NULL;
   f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
   f->wstatus = -1;
+  f->gen = ip__g.gen;
   f->err.exit_status = -1;
   pthread_mutex_init(&f->dec_lock, NULL);
   return f;
@@ -149,9 +150,9 @@ ip_future *ip_call(ip_task *t, void *arg) {
   int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
+  if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg);
   int fork_errno = errno;
   ip__forking = NULL;
-  if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg);
 
   int watch_errno = 0;
   pthread_mutex_lock(&ip__g.lock);

@@ -26,12 +26,12 @@ static struct {
   int stdio;
   uint64_t max_result;
   volatile sig_atomic_t sending; /* a frame is half written: the crash handler keeps out */
-  pthread_mutex_t raise_lock;
+  atomic_int raising; /* one failure per call: a second raiser waits for _exit */
   uint64_t total;
   int refused; /* a write was refused: the value is incomplete whatever encode() says */
   size_t n;
   unsigned char buf[OUT_BUF];
-} me = {.raise_lock = PTHREAD_MUTEX_INITIALIZER};
+} me;
 
 static char altstack[64 << 10];
 
@@ -130,11 +130,13 @@ static void send_memfd(int fd, size_t len) {
   me.sending = 0;
 }
 
+/* Only streams with bytes pending are flushed or purged: fflush and __fpurge write to the
+ * FILE (its lock, its pointers), and each such page written costs a copy-on-write fault. */
 static void finish_stdio(void) {
   if (me.stdio & IP_STDIO_FLUSH_ALL) fflush(NULL);
   else if (me.stdio & IP_STDIO_FLUSH_STD) {
-    fflush(stdout);
-    fflush(stderr);
+    if (__fpending(stdout)) fflush(stdout);
+    if (__fpending(stderr)) fflush(stderr);
   }
 }
 
@@ -198,7 +200,8 @@ void ip_raise_error(int code, int raised_code, const char *kind, const char *mes
   if (!ip_in_child()) not_in_child("ip_raise_error");
   if (code != IP_EENCODE && code != IP_EINVAL && code != IP_E2BIG && code != IP_ENOMEM)
     code = IP_ERAISED;
-  pthread_mutex_lock(&me.raise_lock); /* one failure per call; other threads wait for _exit */
+  if (atomic_exchange(&me.raising, 1))
+    for (;;) pause(); /* another thread is failing the call; _exit ends us both */
   if (me.n) me.n = 0;                  /* drop a half-gathered value */
   send_error(code, raised_code, kind ? kind : ip_err_name(code), message ? message : "",
              backtrace);
@@ -278,8 +281,13 @@ static void arm_crash_report(void) {
 static void arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
   bool armed = false;
   if (lifeline_r >= 0) {
-    char path[40];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", lifeline_r);
+    /* Formatted by hand: snprintf here costs every child several copy-on-write faults. */
+    char path[32] = "/proc/self/fd/", digits[12];
+    int nd = 0;
+    for (unsigned v = (unsigned)lifeline_r; v || !nd; v /= 10) digits[nd++] = (char)('0' + v % 10);
+    char *p = path + strlen(path);
+    while (nd) *p++ = digits[--nd];
+    *p = '\0';
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
       armed = fcntl(fd, F_SETOWN, getpid()) == 0 && fcntl(fd, F_SETSIG, SIGKILL) == 0 &&
@@ -303,13 +311,13 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.refused = 0;
   me.n = 0;
   me.sending = 0;
-  pthread_mutex_init(&me.raise_lock, NULL);
+  atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
 
   if (t->pdeathsig) arm_lifeline(lifeline_r, parent, main_thread);
   if (lifeline_r >= 0) close(lifeline_r);
   if (t->stdio & IP_STDIO_PURGE_INHERITED) {
-    __fpurge(stdout);
-    __fpurge(stderr);
+    if (__fpending(stdout)) __fpurge(stdout);
+    if (__fpending(stderr)) __fpurge(stderr);
   }
   for (int i = 0; i < t->n_rlimits; i++) {
     if (setrlimit(t->rlimits[i].resource, &t->rlimits[i].lim) < 0) {

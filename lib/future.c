@@ -13,19 +13,19 @@ static bool done_pred(void *f) { return is_done(f); }
 
 int ip_future_wait(ip_future *f, int timeout_ms) {
   if (!f) return IP_EINVAL;
-  if (is_done(f)) return 0;
+  if (is_done(ip__fresh(f))) return 0;
   return ip__wait(done_pred, f, timeout_ms, true);
 }
 
-int ip_future_done(const ip_future *f) { return f && is_done(f); }
+int ip_future_done(const ip_future *f) { return f && is_done(ip__fresh(f)); }
 
 int ip_future_status(const ip_future *f) {
   if (!f) return IP_EINVAL;
-  return is_done(f) ? f->status : IP_EAGAIN;
+  return is_done(ip__fresh(f)) ? f->status : IP_EAGAIN;
 }
 
 const ip_error *ip_future_error(const ip_future *f) {
-  if (!f || !is_done(f) || f->status == 0) return NULL;
+  if (!f || !is_done(ip__fresh(f)) || f->status == 0) return NULL;
   return &f->err;
 }
 
@@ -34,14 +34,14 @@ void *ip_future_arg(const ip_future *f) { return f ? f->arg : NULL; }
 
 int ip_future_rusage(const ip_future *f, struct rusage *out) {
   if (!f || !out) return IP_EINVAL;
-  if (!is_done(f)) return IP_EAGAIN;
+  if (!is_done(ip__fresh(f))) return IP_EAGAIN;
   *out = f->rusage;
   return 0;
 }
 
 const void *ip_future_value(ip_future *f) {
   if (!f) return NULL;
-  while (!is_done(f)) ip__wait(done_pred, f, -1, true); /* signals: just keep waiting */
+  while (!is_done(ip__fresh(f))) ip__wait(done_pred, f, -1, true); /* signals: just keep waiting */
   pthread_mutex_lock(&f->dec_lock);
   if (f->status == 0 && !f->decoded) {
     f->decoded = true;
@@ -67,6 +67,7 @@ const void *ip_future_value(ip_future *f) {
 int ip_future_cancel(ip_future *f) {
   if (!f) return IP_EINVAL;
   pthread_mutex_lock(&ip__g.lock);
+  ip__adopt_locked(f);
   if (is_done(f)) {
     pthread_mutex_unlock(&ip__g.lock);
     return IP_EALREADY;
@@ -81,7 +82,7 @@ int ip_future_cancel(ip_future *f) {
 
 void ip_future_free(ip_future *f) {
   if (!f) return;
-  if (!is_done(f)) ip_future_cancel(f);
+  if (!is_done(ip__fresh(f))) ip_future_cancel(f);
   if (f->orphan) { /* see ip__orphan */
     free(f);
     return;

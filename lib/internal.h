@@ -65,6 +65,7 @@ struct ip__rx {
 
 struct ip_future {
   /* Set by ip_call, read-only afterwards. */
+  unsigned gen; /* ip__g.gen of the process that made it; see ip__fresh */
   const ip_serializer *ser;
   uint32_t ser_id;
   uint64_t max_result;
@@ -105,6 +106,7 @@ struct ip_future {
 /* ---- process-wide state ----------------------------------------------------------------- */
 
 struct ip__waiter {
+  unsigned gen; /* as in ip_future: a waiter copied into a fork child is stale */
   int efd;
   bool armed;
   struct ip__waiter *next, *prev;
@@ -114,6 +116,10 @@ struct ip__global {
   pthread_mutex_t lock; /* guards everything below, the handle registry and the serializers */
   pthread_cond_t cond;  /* broadcast on every completion, for waits that ignore signals */
   pid_t owner;          /* process this state belongs to; reset after fork */
+  unsigned gen;         /* +1 in every fork child: futures and waiters of an older generation
+                           are the parent's, copied (see ip__fresh) */
+  ip_future *forking;   /* the call being forked, from the forking thread's ip__forking, set
+                           under the lock by the prepare handler */
   bool started;         /* supervisor thread running */
   bool stopping;
   pthread_t thread;
@@ -151,6 +157,21 @@ void ip__supervisor_shutdown(void);
 void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n);
 bool ip__rx_drain(ip_future *f, size_t budget);
 
+/* A future copied into a fork child belongs to the parent. The child's at-fork handler does
+ * not touch it (every page it wrote would cost each child a copy-on-write fault); instead the
+ * first use in the child turns it into a canceled orphan. Call at the top of every function
+ * that reads a future's state; ip__adopt_locked with the lock held. */
+void ip__adopt_locked(ip_future *f);
+static inline ip_future *ip__fresh(const ip_future *f) {
+  ip_future *m = (ip_future *)f;
+  if (m->gen != ip__g.gen) {
+    pthread_mutex_lock(&ip__g.lock);
+    ip__adopt_locked(m);
+    pthread_mutex_unlock(&ip__g.lock);
+  }
+  return m;
+}
+
 /* Completion, under the lock: marks f done and wakes waiters. */
 void ip__complete_locked(ip_future *f);
 /* After fork, in the child: a future of the parent's completes as canceled. Its buffers may
@@ -170,7 +191,6 @@ void ip__outcome_free(ip_future *f);
 typedef bool (*ip__pred)(void *ctx);
 int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible);
 void ip__wake_waiters_locked(void);
-void ip__waiter_forget(void); /* after fork: drop this thread's waiter without touching fds */
 
 /* Child side. */
 _Noreturn void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent,

@@ -186,6 +186,15 @@ void ip__fail_early(ip_future *f, int code, const char *message) {
   pthread_mutex_unlock(&ip__g.lock);
 }
 
+void ip__adopt_locked(ip_future *f) {
+  if (f->gen == ip__g.gen) return;
+  f->gen = ip__g.gen;
+  /* at_child closed whatever descriptors the call still held; the numbers may name new
+   * files by now. */
+  f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
+  if (atomic_load_explicit(&f->state, memory_order_relaxed) != IP__DONE) ip__orphan(f);
+}
+
 void ip__orphan(ip_future *f) {
   f->orphan = true;
   f->err_strings = NULL;

@@ -15,40 +15,53 @@ struct ip__global ip__g = {
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void at_prepare(void) { pthread_mutex_lock(&ip__g.lock); }
-static void at_parent(void) { pthread_mutex_unlock(&ip__g.lock); }
+static void at_prepare(void) {
+  pthread_mutex_lock(&ip__g.lock);
+  ip__g.forking = ip__forking; /* read here, in the parent: the child reads no TLS */
+}
+static void at_parent(void) {
+  ip__g.forking = NULL;
+  pthread_mutex_unlock(&ip__g.lock);
+}
+
+static void close_fd(int fd) {
+  if (fd >= 0) close(fd);
+}
 
 /* In a new child (ours or the host's) the supervisor thread does not exist and every call in
- * flight belongs to the parent. Those futures complete here as canceled, so nothing in the
- * child waits on them forever, and the child drops every descriptor the parent's library
- * holds: a child must not keep another call's channel, or the parent's lifeline, open. */
+ * flight belongs to the parent. The child drops every descriptor the parent's library holds:
+ * a child must not keep another call's channel, or the parent's lifeline, open. Every task
+ * call runs this, so it writes no page but ip__g's: the parent's futures and waiters are
+ * only read here, and become orphans on first use (ip__fresh, waiter()). */
 static void at_child(void) {
-  pthread_mutex_init(&ip__g.lock, NULL);
-  pthread_cond_init(&ip__g.cond, NULL);
-  for (ip_future *f = ip__g.inflight, *next; f; f = next) {
-    next = f->next;
-    ip__close(&f->sock);
-    ip__close(&f->pidfd);
-    ip__close(&f->reaper_wfd);
-    ip__close(&f->rx.memfd);
-    if (f != ip__forking) ip__close(&f->child_sock); /* ip_call's child keeps its own end */
-    ip__orphan(f);
+  ip_future *mine = ip__g.forking;
+  /* Assignments, not pthread_*_init: no libc code page to fault in. The prepare handler's
+   * lock and any waiters of the parent's threads are meaningless here. */
+  ip__g.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+  ip__g.cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+  for (ip_future *f = ip__g.inflight; f; f = f->next) {
+    close_fd(f->sock);
+    close_fd(f->pidfd);
+    close_fd(f->reaper_wfd);
+    close_fd(f->rx.memfd);
+    if (f != mine) close_fd(f->child_sock); /* ip_call's child keeps its own end */
   }
+  for (struct ip__waiter *w = ip__g.waiters; w; w = w->next) close_fd(w->efd);
+  ip__g.gen++;
+  ip__g.forking = NULL;
   ip__g.inflight = NULL;
   ip__g.n_inflight = ip__g.n_timed = 0;
-  for (struct ip__waiter *w = ip__g.waiters; w; w = w->next) ip__close(&w->efd);
   ip__g.waiters = NULL;
-  ip__waiter_forget();
   ip__close(&ip__g.epfd);
   ip__close(&ip__g.wake_fd);
   ip__close(&ip__g.ready_fd);
   ip__close(&ip__g.lifeline[1]);
   /* ip_call's own child still needs the read end to arm its lifeline; it closes it. */
-  if (!ip__forking) ip__close(&ip__g.lifeline[0]);
+  if (!mine) ip__close(&ip__g.lifeline[0]);
   else ip__g.lifeline[0] = -1;
   ip__g.started = false;
   ip__g.stopping = false;
-  ip__g.owner = getpid();
+  ip__g.owner = 0; /* getpid() when the supervisor starts */
 }
 
 static void init_once(void) {

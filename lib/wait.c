@@ -21,6 +21,10 @@ static void unlink_locked(struct ip__waiter *w) {
 
 static void waiter_destroy(void *p) {
   struct ip__waiter *w = p;
+  if (w->gen != ip__g.gen) { /* the parent's, copied by fork: its descriptor is long closed */
+    free(w);
+    return;
+  }
   pthread_mutex_lock(&ip__g.lock);
   unlink_locked(w);
   pthread_mutex_unlock(&ip__g.lock);
@@ -31,11 +35,16 @@ static void waiter_destroy(void *p) {
 static void make_key(void) { pthread_key_create(&key, waiter_destroy); }
 
 static struct ip__waiter *waiter(void) {
-  if (self) return self;
+  if (self && self->gen == ip__g.gen) return self;
+  if (self) { /* this thread forked: the waiter is a copy of the parent's (see at_child) */
+    free(self);
+    self = NULL;
+  }
   pthread_once(&key_once, make_key);
   struct ip__waiter *w = calloc(1, sizeof *w);
   if (!w) return NULL;
   pthread_mutex_lock(&ip__g.lock); /* a fork must find the eventfd on the list to close it */
+  w->gen = ip__g.gen;
   if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
     pthread_mutex_unlock(&ip__g.lock);
     free(w);
@@ -47,16 +56,6 @@ static struct ip__waiter *waiter(void) {
   pthread_mutex_unlock(&ip__g.lock);
   pthread_setspecific(key, w);
   return self = w;
-}
-
-void ip__waiter_forget(void) {
-  /* In a fork child: the descriptor was closed with the parent's list; the struct is a copy
-   * nobody else knows about. */
-  if (self) {
-    pthread_setspecific(key, NULL);
-    free(self);
-    self = NULL;
-  }
 }
 
 void ip__wake_waiters_locked(void) {

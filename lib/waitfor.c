@@ -16,6 +16,7 @@ static long first_done_locked(const ip_list *l) {
   uint64_t seq = UINT64_MAX;
   for (size_t i = 0, n = ip_list_len(l); i < n; i++) {
     ip_future *f = ip_list_at(l, i);
+    ip__adopt_locked(f);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == IP__DONE && f->done_seq < seq) {
       seq = f->done_seq;
       best = (long)i;
