@@ -1,11 +1,17 @@
-/* Shared by the Criterion suites: small task functions and "nothing left behind" checks. */
+/* Shared by the Criterion suites: small task functions, the gate, and "nothing left behind"
+ * checks. Include it first: it asks for _GNU_SOURCE (pipe2) when the suite has not. */
 #ifndef IP_TEST_HELPERS_H
 #define IP_TEST_HELPERS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 
 #include <inparallel.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +63,55 @@ static inline const char *str_of(ip_future *f) {
   memcpy(buf, b->data, n);
   buf[n] = '\0';
   return buf;
+}
+
+/* A gate the test controls: each child blocks reading one byte until the test writes it. A
+ * child that is never released blocks forever (it holds the write end itself). Children get
+ * the pipe across fork; it is close-on-exec, so nothing a child or the host execs holds it. */
+struct gate {
+  int fd[2];
+};
+static inline void gate_open(struct gate *g) { cr_assert_eq(pipe2(g->fd, O_CLOEXEC), 0); }
+/* Lets n children through (one byte each). */
+static inline void gate_release(struct gate *g, int n) {
+  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
+}
+static inline void gate_close(struct gate *g) {
+  close(g->fd[0]);
+  close(g->fd[1]);
+}
+
+/* Task function: waits at the gate `arg` (a struct gate *) and returns "released" once let
+ * through, "read failed" if the read fails or finds the pipe closed. */
+static inline void *wait_on_gate(void *arg) {
+  const struct gate *g = arg;
+  char c;
+  ssize_t r;
+  while ((r = read(g->fd[0], &c, 1)) < 0 && errno == EINTR) {
+  }
+  return bytes_of(r == 1 ? "released" : "read failed");
+}
+
+/* The library keeps a few descriptors (supervisor, lifeline, and an eventfd per thread that
+ * has waited) from its first call on. The baseline for leak checks is taken after one call
+ * that this thread really waited for: the child blocks on a gate until the wait has started
+ * (a poll with timeout 0 is enough to make the thread's waiter). Returns count_fds() then. */
+static inline int warm_baseline(void) {
+  struct gate g;
+  gate_open(&g);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
+  cr_assert_not_null(t);
+  ip_future *f = ip_call(t, &g);
+  cr_assert_not_null(f);
+  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
+  gate_release(&g, 1);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  const ip_error *e = ip_future_error(f);
+  cr_assert_str_eq(str_of(f), "released", "%s", e ? e->message : "(no error)");
+  ip_future_free(f);
+  ip_task_free(t);
+  gate_close(&g);
+  return count_fds();
 }
 
 #endif

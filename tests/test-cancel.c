@@ -12,38 +12,6 @@ TestSuite(cancel, .timeout = 120);
 
 static void *return_hello(void *arg) { return bytes_of("hello"); }
 
-/* A gate the test controls: each child blocks reading one byte until the test writes it; a
- * child that is never released blocks forever (it holds the write end itself). */
-struct gate {
-  int fd[2];
-};
-static void gate_open(struct gate *g) { cr_assert_eq(pipe(g->fd), 0); }
-static void gate_release(struct gate *g) { cr_assert_eq(write(g->fd[1], "x", 1), 1); }
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-static void *wait_on_gate(void *arg) {
-  struct gate *g = arg;
-  char c;
-  if (read(g->fd[0], &c, 1) != 1) return bytes_of("read failed");
-  return bytes_of("released");
-}
-
-/* Descriptor baseline after one call this thread really waited for (see test-task.c). */
-static int warm_baseline(void) {
-  struct gate g;
-  gate_open(&g);
-  ip_task *t = ip_task_new(wait_on_gate, NULL);
-  ip_future *f = ip_call(t, &g);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  gate_release(&g);
-  cr_assert_eq(ip_future_wait(f, -1), 0);
-  ip_future_free(f);
-  ip_task_free(t);
-  gate_close(&g);
-  return count_fds();
-}
 
 /* ---- ip_future_cancel ------------------------------------------------------------------------ */
 
@@ -176,7 +144,7 @@ Test(cancel, a_canceled_future_in_a_waitfor_list_comes_back_canceled) {
   cr_assert_eq(ip_waitfor_next(&w, l, 0, -1, &f), 1);
   cr_assert_eq(f, f2);
   cr_assert_eq(ip_future_status(f), IP_ECANCELED);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_waitfor_next(&w, l, 0, -1, &f), 1);
   cr_assert_eq(f, f1);
   cr_assert_str_eq(str_of(f1), "released");
@@ -292,7 +260,7 @@ Test(cancel, released_before_the_timeout_the_call_succeeds) {
   ip_task *t = ip_task_new(wait_on_gate, NULL);
   cr_assert_eq(ip_task_set_timeout(t, 600000), 0);
   ip_future *f = ip_call(t, &g);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_str_eq(str_of(f), "released");
   ip_future_free(f);
   ip_task_free(t);

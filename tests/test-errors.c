@@ -13,21 +13,6 @@ TestSuite(errors, .timeout = 120);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-struct gate {
-  int fd[2];
-};
-static void gate_open(struct gate *g) { cr_assert_eq(pipe(g->fd), 0); }
-static void gate_release(struct gate *g) { cr_assert_eq(write(g->fd[1], "x", 1), 1); }
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-static void *wait_on_gate(void *arg) {
-  struct gate *g = arg;
-  char c;
-  if (read(g->fd[0], &c, 1) != 1) return bytes_of("read failed");
-  return bytes_of("released");
-}
 
 /* Runs fn(arg) in one call and returns the completed future (the caller frees it). */
 static ip_future *run(ip_fn fn, void *arg, ip_task **tp) {
@@ -547,7 +532,7 @@ Test(errors, one_failure_does_not_affect_another_running_future) {
   cr_assert_eq(ip_future_status(fc), IP_ESIGNALED);
   cr_assert_eq(ip_future_status(fr), IP_ERAISED);
   cr_assert_eq(ip_future_done(fb), 0, "the other call is still running");
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_str_eq(str_of(fb), "released");
   cr_assert_null(ip_future_error(fb));
   ip_future_free(fb);

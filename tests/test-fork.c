@@ -75,29 +75,9 @@ static void sub_finish(struct sub *s) {
 
 static void *fn_hello(void *arg) { return bytes_of("hello"); }
 
-/* Blocks until a byte arrives on the pipe read end `*arg` (or it is closed). */
-static void *fn_gate(void *arg) {
-  char c;
-  while (read(*(int *)arg, &c, 1) < 0 && errno == EINTR) {
-  }
-  return bytes_of("opened");
-}
-
 static const char *why(ip_future *f) {
   const ip_error *e = ip_future_error(f);
   return e ? e->message : "(no error)";
-}
-
-struct gate {
-  int fd[2];
-};
-static void gate_open(struct gate *g) { cr_assert_eq(pipe2(g->fd, O_CLOEXEC), 0); }
-static void gate_release(struct gate *g, int n) {
-  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
-}
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
 }
 
 /* ---- a plain fork() of the host --------------------------------------------------------------- */
@@ -106,10 +86,10 @@ Test(fork, fork_child_sees_calls_in_flight_as_canceled_and_can_call_again) {
   enum { N = 5 };
   struct gate g;
   gate_open(&g);
-  ip_task *blocked = ip_task_new(fn_gate, NULL), *hello = ip_task_new(fn_hello, NULL);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL), *hello = ip_task_new(fn_hello, NULL);
   cr_assert(blocked && hello);
   ip_future *f[N];
-  for (int i = 0; i < N; i++) f[i] = ip_call(blocked, &g.fd[0]);
+  for (int i = 0; i < N; i++) f[i] = ip_call(blocked, &g);
 
   struct sub s;
   if (sub_start(&s)) {
@@ -142,7 +122,7 @@ Test(fork, fork_child_sees_calls_in_flight_as_canceled_and_can_call_again) {
     cr_expect_eq(ip_future_done(f[i]), 0, "future %d completed before its gate opened", i);
   gate_release(&g, N);
   for (int i = 0; i < N; i++) {
-    cr_expect_str_eq(str_of(f[i]), "opened", "future %d: %s", i, why(f[i]));
+    cr_expect_str_eq(str_of(f[i]), "released", "future %d: %s", i, why(f[i]));
     ip_future_free(f[i]);
   }
   cr_expect(no_children());
@@ -357,7 +337,7 @@ Test(fork, call_from_another_thread_completes) {
 
 struct thread_call {
   ip_task *t;
-  int *gate_r;
+  struct gate *g;
   ip_future *f;
   pid_t tid;
 };
@@ -365,7 +345,7 @@ struct thread_call {
 static void *call_in_thread(void *p) {
   struct thread_call *c = p;
   c->tid = (pid_t)syscall(SYS_gettid);
-  c->f = ip_call(c->t, c->gate_r);
+  c->f = ip_call(c->t, c->g);
   return NULL;
 }
 
@@ -388,14 +368,14 @@ static int thread_gone(pid_t tid) {
 /* The thread that made the call is gone while the child still runs: the child lives on and
  * the future completes, waited for in main. */
 Test(fork, future_from_an_exited_thread_completes_in_main) {
-  ip_task *t = ip_task_new(fn_gate, NULL);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   cr_assert_not_null(t);
   struct gate g;
   gate_open(&g);
   struct thread_call c[4];
   pthread_t th[4];
   for (int i = 0; i < 4; i++) {
-    c[i] = (struct thread_call){t, &g.fd[0], NULL, 0};
+    c[i] = (struct thread_call){t, &g, NULL, 0};
     cr_assert_eq(pthread_create(&th[i], NULL, call_in_thread, &c[i]), 0);
   }
   for (int i = 0; i < 4; i++) {
@@ -405,7 +385,7 @@ Test(fork, future_from_an_exited_thread_completes_in_main) {
   }
   gate_release(&g, 4);
   for (int i = 0; i < 4; i++) {
-    cr_expect_str_eq(str_of(c[i].f), "opened", "%s", why(c[i].f));
+    cr_expect_str_eq(str_of(c[i].f), "released", "%s", why(c[i].f));
     ip_future_free(c[i].f);
   }
   cr_expect(no_children());

@@ -216,29 +216,6 @@ static void normal_call_works(void) {
   cr_assert(no_children());
 }
 
-/* The library keeps a few descriptors from the first call on (supervisor, lifeline, and an
- * eventfd for each thread that waited). The baseline for leak checks is taken after a call
- * this thread really waited for: the child blocks on a pipe until the test saw it running. */
-static void *wait_on_pipe(void *arg) {
-  char c;
-  if (read(*(int *)arg, &c, 1) != 1) return NULL;
-  return bytes_of("released");
-}
-static int warm_baseline(void) {
-  int gate[2];
-  cr_assert_eq(pipe(gate), 0);
-  ip_task *t = ip_task_new(wait_on_pipe, NULL);
-  ip_future *f = ip_call(t, gate);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  cr_assert_eq(write(gate[1], "x", 1), 1);
-  cr_assert_str_eq(str_of(f), "released");
-  ip_future_free(f);
-  ip_task_free(t);
-  close(gate[0]);
-  close(gate[1]);
-  return count_fds();
-}
-
 /* Runs the script as a call of a raw task (max_result 0 = default) and returns the future. */
 static ip_future *run(ip_task **tp, uint64_t max_result) {
   if (!RAW) RAW = ser_id("raw");

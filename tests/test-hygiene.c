@@ -201,14 +201,6 @@ static const char *fd_changes(const struct fdinfo *a, int na, const struct fdinf
 
 static void *fn_hello(void *arg) { return bytes_of("hello"); }
 
-/* Blocks until a byte arrives on the pipe read end `*arg` (or it is closed). */
-static void *fn_gate(void *arg) {
-  char c;
-  while (read(*(int *)arg, &c, 1) < 0 && errno == EINTR) {
-  }
-  return bytes_of("opened");
-}
-
 static void *fn_inventory(void *arg) {
   static struct fdinfo v[MAX_FDS];
   int n = inventory(v, MAX_FDS);
@@ -266,35 +258,6 @@ static void one_call(ip_task *t) {
   cr_assert_not_null(f);
   cr_assert_str_eq(str_of(f), "hello", "%s", why(f));
   ip_future_free(f);
-}
-
-struct gate {
-  int fd[2];
-};
-
-static void gate_open(struct gate *g) { cr_assert_eq(pipe2(g->fd, O_CLOEXEC), 0); }
-static void gate_release(struct gate *g, int n) {
-  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
-}
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-
-/* Warm-up: the first call starts the supervisor (and its descriptors), and a wait that
- * really blocks gives this thread its waiter eventfd, which it keeps while it lives. */
-static void warm_up(void) {
-  struct gate g;
-  gate_open(&g);
-  ip_task *t = ip_task_new(fn_gate, NULL);
-  cr_assert_not_null(t);
-  ip_future *f = ip_call(t, &g.fd[0]);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  gate_release(&g, 1);
-  cr_assert_str_eq(str_of(f), "opened", "%s", why(f));
-  ip_future_free(f);
-  ip_task_free(t);
-  gate_close(&g);
 }
 
 /* Waits for f through IP_EINTR (a host SIGCHLD handler interrupts waits, by design). */
@@ -365,8 +328,7 @@ static void many_calls_leave_no_descriptor_thread_or_child(void) {
   ip_task *t = ip_task_new(fn_hello, NULL);
   cr_assert_not_null(t);
   int threads_pre = count_threads();
-  warm_up();
-  int fds0 = count_fds(), threads0 = threads_now(threads_pre + 1);
+  int fds0 = warm_baseline(), threads0 = threads_now(threads_pre + 1);
   SNAPSHOT(snap0, nsnap0);
   enum { ROUNDS = 10, BATCH = 10 };
   for (int r = 0; r < ROUNDS; r++) {
@@ -410,15 +372,14 @@ Test(hygiene, a_completed_futures_child_is_already_reaped) {
 static void failed_canceled_and_unread_calls_leave_nothing_behind(void) {
   ip_task *hello = ip_task_new(fn_hello, NULL);
   ip_task *raise_ = ip_task_new(fn_raise, NULL), *exit3 = ip_task_new(fn_exit3, NULL);
-  ip_task *abort_ = ip_task_new(fn_abort, NULL), *gate = ip_task_new(fn_gate, NULL);
-  ip_task *timed = ip_task_new(fn_gate, NULL), *big = ip_task_new(fn_big_inplace, NULL);
+  ip_task *abort_ = ip_task_new(fn_abort, NULL), *gate = ip_task_new(wait_on_gate, NULL);
+  ip_task *timed = ip_task_new(wait_on_gate, NULL), *big = ip_task_new(fn_big_inplace, NULL);
   cr_assert(hello && raise_ && exit3 && abort_ && gate && timed && big);
   cr_assert_eq(ip_task_set_timeout(timed, 50), 0);
   struct gate g;
   gate_open(&g);
   int threads_pre = count_threads();
-  warm_up();
-  int fds0 = count_fds(), threads0 = threads_now(threads_pre + 1);
+  int fds0 = warm_baseline(), threads0 = threads_now(threads_pre + 1);
   SNAPSHOT(snap0, nsnap0);
 
   for (int round = 0; round < 3; round++) {
@@ -426,9 +387,9 @@ static void failed_canceled_and_unread_calls_leave_nothing_behind(void) {
     f[0] = ip_call(raise_, NULL);
     f[1] = ip_call(exit3, NULL);
     f[2] = ip_call(abort_, NULL);
-    f[3] = ip_call(gate, &g.fd[0]); /* canceled */
-    f[4] = ip_call(gate, &g.fd[0]); /* freed while running */
-    f[5] = ip_call(timed, &g.fd[0]); /* times out */
+    f[3] = ip_call(gate, &g); /* canceled */
+    f[4] = ip_call(gate, &g); /* freed while running */
+    f[5] = ip_call(timed, &g); /* times out */
     f[6] = ip_call(big, NULL);        /* in-place result never read */
     f[7] = ip_call(big, NULL);        /* in-place result read */
     ASSERT_COMPLETES(f[0]);
@@ -466,25 +427,23 @@ Test(hygiene, failed_canceled_and_unread_calls_leave_nothing_behind_without_pidf
 
 /* Each thread really blocks in a wait (so it gets a waiter eventfd), then exits. */
 static void *wait_in_thread(void *t) {
-  int gate[2];
-  if (pipe2(gate, O_CLOEXEC) < 0) return NULL;
-  ip_future *f = ip_call(t, &gate[0]);
+  struct gate g; /* no gate_open: this thread reports a failure by its result, not an assert */
+  if (pipe2(g.fd, O_CLOEXEC) < 0) return NULL;
+  ip_future *f = ip_call(t, &g);
   int ok = ip_future_wait(f, 0) == IP_ETIMEDOUT;
-  ok &= write(gate[1], "x", 1) == 1;
+  ok &= write(g.fd[1], "x", 1) == 1;
   const char *s = str_of(f);
-  ok &= s && strcmp(s, "opened") == 0;
+  ok &= s && strcmp(s, "released") == 0;
   ip_future_free(f);
-  close(gate[0]);
-  close(gate[1]);
+  gate_close(&g);
   return (void *)(intptr_t)ok;
 }
 
 Test(hygiene, threads_that_waited_leave_no_descriptor_behind) {
-  ip_task *t = ip_task_new(fn_gate, NULL);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   cr_assert_not_null(t);
   int threads_pre = count_threads();
-  warm_up();
-  int fds0 = count_fds(), threads0 = threads_now(threads_pre + 1);
+  int fds0 = warm_baseline(), threads0 = threads_now(threads_pre + 1);
   SNAPSHOT(snap0, nsnap0);
   for (int i = 0; i < 8; i++) {
     pthread_t th[4];
@@ -510,11 +469,11 @@ static int child_extras(int pdeathsig, struct fdinfo *extra, int max) {
   struct gate g;
   gate_open(&g); /* the gate is the test's, not the library's */
   take_baseline();
-  ip_task *blocked = ip_task_new(fn_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
   cr_assert(blocked && inv);
   cr_assert_eq(ip_task_set_pdeathsig(inv, pdeathsig), 0);
   ip_future *others[10];
-  for (int i = 0; i < 10; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  for (int i = 0; i < 10; i++) others[i] = ip_call(blocked, &g);
   ip_future *f = ip_call(inv, NULL);
   const ip_bytes *b = ip_future_value(f);
   cr_assert_not_null(b, "%s", why(f));
@@ -535,7 +494,7 @@ static int child_extras(int pdeathsig, struct fdinfo *extra, int max) {
   ip_future_free(f);
   gate_release(&g, 10);
   for (int i = 0; i < 10; i++) {
-    cr_expect_str_eq(str_of(others[i]), "opened", "%s", why(others[i]));
+    cr_expect_str_eq(str_of(others[i]), "released", "%s", why(others[i]));
     ip_future_free(others[i]);
   }
   gate_close(&g);
@@ -660,7 +619,7 @@ enum { MAX_BLOCKERS = 300 };
 
 struct blockers {
   ip_task *t;
-  int *gate_r;
+  struct gate *g;
   atomic_int stop;
   int n;
   ip_future *f[MAX_BLOCKERS];
@@ -669,7 +628,7 @@ struct blockers {
 /* Starts blocking calls for as long as the quick ones run. */
 static void *start_blockers(void *arg) {
   struct blockers *b = arg;
-  while (!atomic_load(&b->stop) && b->n < MAX_BLOCKERS) b->f[b->n++] = ip_call(b->t, b->gate_r);
+  while (!atomic_load(&b->stop) && b->n < MAX_BLOCKERS) b->f[b->n++] = ip_call(b->t, b->g);
   return NULL;
 }
 
@@ -702,8 +661,8 @@ static void completion_never_waits_for_an_unrelated_child(void) {
   gate_open(&g);
   ip_task *hello = ip_task_new(fn_hello, NULL);
   static struct blockers b;
-  b.t = ip_task_new(fn_gate, NULL);
-  b.gate_r = &g.fd[0];
+  b.t = ip_task_new(wait_on_gate, NULL);
+  b.g = &g;
   cr_assert(hello && b.t);
   pthread_t tb, tq[QUICK];
   struct quick q[QUICK];
@@ -751,11 +710,11 @@ static void library_descriptors_in_the_parent_are_close_on_exec(void) {
   struct gate g;
   gate_open(&g);
   take_baseline();
-  ip_task *t = ip_task_new(fn_gate, NULL);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   cr_assert_not_null(t);
   cr_assert_geq(ip_ready_fd(), 0);
   ip_future *f[10];
-  for (int i = 0; i < 10; i++) f[i] = ip_call(t, &g.fd[0]);
+  for (int i = 0; i < 10; i++) f[i] = ip_call(t, &g);
   cr_expect_eq(ip_future_wait(f[0], 0), IP_ETIMEDOUT); /* makes this thread's waiter */
   struct fdinfo now[MAX_FDS];
   int n = inventory(now, MAX_FDS), lib = 0;
@@ -792,10 +751,10 @@ Test(hygiene, library_descriptors_in_the_child_are_close_on_exec) {
   struct gate g;
   gate_open(&g);
   take_baseline();
-  ip_task *blocked = ip_task_new(fn_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL), *inv = ip_task_new(fn_inventory, NULL);
   cr_assert(blocked && inv);
   ip_future *others[5];
-  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g);
   ip_future *f = ip_call(inv, NULL);
   const ip_bytes *b = ip_future_value(f);
   cr_assert_not_null(b, "%s", why(f));
@@ -817,10 +776,10 @@ Test(hygiene, program_exec_ed_by_a_child_inherits_no_library_descriptor) {
   struct gate g;
   gate_open(&g);
   take_baseline();
-  ip_task *blocked = ip_task_new(fn_gate, NULL), *ls = ip_task_new(fn_exec_listing, NULL);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL), *ls = ip_task_new(fn_exec_listing, NULL);
   cr_assert(blocked && ls);
   ip_future *others[5];
-  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g.fd[0]);
+  for (int i = 0; i < 5; i++) others[i] = ip_call(blocked, &g);
   ip_future *f = ip_call(ls, NULL);
   const ip_bytes *b = ip_future_value(f);
   cr_assert_not_null(b, "%s", why(f));
@@ -1015,11 +974,11 @@ Test(hygiene, futures_complete_under_a_reaping_sigchld_handler) {
   cr_assert_eq(sigaction(SIGCHLD, &sa, NULL), 0);
   struct gate g;
   gate_open(&g);
-  ip_task *t = ip_task_new(fn_gate, NULL);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   cr_assert_not_null(t);
   ip_future *f[20];
   /* The children wait at the gate, so each has a pidfd before it can end and be reaped. */
-  for (int i = 0; i < 20; i++) f[i] = ip_call(t, &g.fd[0]);
+  for (int i = 0; i < 20; i++) f[i] = ip_call(t, &g);
   gate_release(&g, 20);
   for (int i = 0; i < 20; i++) {
     /* A future whose child someone else reaped is the likely hang: guard the wait (60 s, far
@@ -1028,7 +987,7 @@ Test(hygiene, futures_complete_under_a_reaping_sigchld_handler) {
     while ((rc = ip_future_wait(f[i], 60000)) == IP_EINTR) {
     }
     cr_assert_eq(rc, 0, "future %d never completed", i);
-    cr_expect_str_eq(str_of(f[i]), "opened", "%s", why(f[i]));
+    cr_expect_str_eq(str_of(f[i]), "released", "%s", why(f[i]));
     ip_future_free(f[i]);
   }
   cr_expect(no_children());

@@ -34,44 +34,6 @@ static void *return_int_as_text(void *arg) {
   return bytes_of(buf);
 }
 
-/* A gate the test controls: a child blocks reading one byte until the test writes it. */
-struct gate {
-  int fd[2];
-};
-static void gate_open(struct gate *g) { cr_assert_eq(pipe(g->fd), 0); }
-static void gate_release(struct gate *g) {
-  cr_assert_eq(write(g->fd[1], "x", 1), 1);
-}
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-static void *wait_on_gate(void *arg) {
-  struct gate *g = arg;
-  char c;
-  if (read(g->fd[0], &c, 1) != 1) return bytes_of("read failed");
-  return bytes_of("released");
-}
-
-/* The library keeps a few descriptors (supervisor, lifeline, and an eventfd per thread that
- * has waited) from its first call on. The baseline for leak checks is taken after one call
- * that this thread really waited for: the child blocks on a gate until the wait has started
- * (a poll with timeout 0 is enough to make the thread's waiter). */
-static int warm_baseline(void) {
-  struct gate g;
-  gate_open(&g);
-  ip_task *t = ip_task_new(wait_on_gate, NULL);
-  cr_assert_not_null(t);
-  ip_future *f = ip_call(t, &g);
-  cr_assert_not_null(f);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  gate_release(&g);
-  cr_assert_eq(ip_future_wait(f, -1), 0);
-  ip_future_free(f);
-  ip_task_free(t);
-  gate_close(&g);
-  return count_fds();
-}
 
 /* ---- values ---------------------------------------------------------------------------------- */
 
@@ -215,7 +177,7 @@ Test(task, done_and_status_while_running_then_after) {
   cr_assert_eq(ip_future_done(f), 0);
   cr_assert_eq(ip_future_status(f), IP_EAGAIN);
   cr_assert_null(ip_future_error(f));
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f, -1), 0);
   cr_assert_eq(ip_future_done(f), 1);
   cr_assert_eq(ip_future_status(f), 0);
@@ -246,7 +208,7 @@ Test(task, wait_times_out_on_a_blocked_child_then_completes_once_released) {
   cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT, "timeout 0 polls");
   cr_assert_eq(ip_future_wait(f, 20), IP_ETIMEDOUT);
   cr_assert_eq(ip_future_done(f), 0);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f, -1), 0);
   cr_assert_eq(ip_future_wait(f, 0), 0, "waiting on a done future returns at once");
   cr_assert_str_eq(str_of(f), "released");
@@ -303,7 +265,7 @@ Test(task, wait_returns_eintr_when_a_signal_handler_runs_then_resumes) {
   cr_assert_eq(rc, IP_EINTR, "got %d (%s)", rc, ip_err_name(rc));
   cr_assert_gt(n_signals, 0);
   cr_assert_eq(ip_future_done(f), 0);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f, -1), 0);
   cr_assert_str_eq(str_of(f), "released");
   ip_future_free(f);
@@ -324,7 +286,7 @@ static void *release_after_three_signals(void *p) {
   char c;
   for (int i = 0; i < 3; i++)
     if (read(r->sig_r, &c, 1) != 1) break;
-  gate_release(r->g);
+  gate_release(r->g, 1);
   return NULL;
 }
 
@@ -638,7 +600,7 @@ Test(task, rusage_is_eagain_while_running_and_filled_after) {
   struct rusage ru;
   cr_assert_eq(ip_future_rusage(f, &ru), IP_EAGAIN);
   cr_assert_eq(ip_future_rusage(f, NULL), IP_EINVAL);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f, -1), 0);
   memset(&ru, 0, sizeof ru);
   cr_assert_eq(ip_future_rusage(f, &ru), 0);

@@ -18,40 +18,6 @@ static void *return_int_as_text(void *arg) {
   return bytes_of(buf);
 }
 
-/* A gate the test controls: each child blocks reading one byte until the test writes it. */
-struct gate {
-  int fd[2];
-};
-static void gate_open(struct gate *g) { cr_assert_eq(pipe(g->fd), 0); }
-static void gate_release_n(struct gate *g, int n) {
-  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
-}
-static void gate_release(struct gate *g) { gate_release_n(g, 1); }
-static void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-static void *wait_on_gate(void *arg) {
-  struct gate *g = arg;
-  char c;
-  if (read(g->fd[0], &c, 1) != 1) return bytes_of("read failed");
-  return bytes_of("released");
-}
-
-/* Descriptor baseline after one call this thread really waited for (see test-task.c). */
-static int warm_baseline(void) {
-  struct gate g;
-  gate_open(&g);
-  ip_task *t = ip_task_new(wait_on_gate, NULL);
-  ip_future *f = ip_call(t, &g);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  gate_release(&g);
-  cr_assert_eq(ip_future_wait(f, -1), 0);
-  ip_future_free(f);
-  ip_task_free(t);
-  gate_close(&g);
-  return count_fds();
-}
 
 /* One step that must succeed (return 1 or 0); returns 'N' (ask), 'F' (future) or '.' (end).
  * step() may block until a completion; now() must answer without waiting (timeout 0), so a
@@ -176,7 +142,7 @@ Test(waitfor, factor_sixteen_fills_sixteen_slots_before_handing_back_anything) {
   /* Full and nothing done: it must wait now (a poll says so without blocking). */
   cr_assert_eq(ip_waitfor_next(&w, l, 16, 0, &f), IP_ETIMEDOUT);
   cr_assert_eq(ip_list_len(l), 16);
-  gate_release_n(&g, 16);
+  gate_release(&g, 16);
   int got = 0;
   char c;
   while ((c = step(&w, l, 16, &f)) != '.') {
@@ -208,7 +174,7 @@ Test(waitfor, after_a_declined_ask_it_waits_for_a_completion_before_asking_again
   /* Decline: add nothing. Now it must not ask, only wait. */
   cr_assert_eq(ip_waitfor_next(&w, l, 3, 0, &f), IP_ETIMEDOUT);
   cr_assert_eq(ip_waitfor_next(&w, l, 3, 0, &f), IP_ETIMEDOUT, "still no ask after a timeout");
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f1, -1), 0);
   cr_assert_eq(now(&w, l, 3, &f), 'F', "a completion is handed back without waiting");
   cr_assert_eq(f, f1);
@@ -234,13 +200,13 @@ Test(waitfor, declined_then_growing_again_after_a_completion_keeps_filling) {
   cr_assert_eq(now(&w, l, 2, &f), 'N');
   cr_assert_eq(ip_list_push(l, ip_call(t, &g)), 0);
   cr_assert_eq(ip_waitfor_next(&w, l, 2, 0, &f), IP_ETIMEDOUT, "full: waits");
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(step(&w, l, 2, &f), 'F');
   ip_future_free(f);
   cr_assert_eq(now(&w, l, 2, &f), 'N');
   cr_assert_eq(ip_list_push(l, ip_call(t, &g)), 0);
   cr_assert_eq(ip_waitfor_next(&w, l, 2, 0, &f), IP_ETIMEDOUT, "full again: waits");
-  gate_release_n(&g, 2);
+  gate_release(&g, 2);
   int got = 0;
   char c;
   while ((c = step(&w, l, 2, &f)) != '.')
@@ -267,7 +233,7 @@ Test(waitfor, futures_come_back_in_completion_order_not_list_order) {
     cr_assert_eq(ip_list_push(l, fs[i]), 0);
   }
   for (int k = 0; k < N; k++) { /* complete them one by one in the chosen order */
-    gate_release(&g[order[k]]);
+    gate_release(&g[order[k]], 1);
     cr_assert_eq(ip_future_wait(fs[order[k]], -1), 0);
   }
   ip_waitfor w = IP_WAITFOR_INIT;
@@ -300,7 +266,7 @@ Test(waitfor, a_blocking_step_wakes_for_the_one_that_completed) {
   ip_future *f;
   for (int k = 0; k < N; k++) {
     cr_assert_eq(ip_waitfor_next(&w, l, 0, 0, &f), IP_ETIMEDOUT, "nothing released yet");
-    gate_release(&g[order[k]]);
+    gate_release(&g[order[k]], 1);
     cr_assert_eq(step(&w, l, 0, &f), 'F');
     cr_assert_eq(f, fs[order[k]]);
     cr_assert_eq(ip_list_len(l), (size_t)(N - k - 1));
@@ -345,7 +311,7 @@ Test(waitfor, a_future_removed_between_steps_is_not_handed_back) {
   ip_future *f;
   cr_assert_eq(ip_waitfor_next(&w, l, 0, 0, &f), IP_ETIMEDOUT);
   cr_assert_eq(ip_list_remove(l, 0), f0);
-  gate_release_n(&g, 2);
+  gate_release(&g, 2);
   cr_assert_eq(ip_future_wait(f0, -1), 0);
   cr_assert_eq(ip_future_wait(f1, -1), 0);
   cr_assert_eq(now(&w, l, 0, &f), 'F');
@@ -393,7 +359,7 @@ Test(waitfor, timeout_returns_etimedout_and_calling_again_resumes) {
   cr_assert_eq(ip_waitfor_next(&w, l, 0, 20, &f), IP_ETIMEDOUT);
   cr_assert_eq(ip_list_len(l), 1, "a timeout takes nothing out of the list");
   cr_assert_eq(ip_waitfor_next(&w, l, 0, 0, &f), IP_ETIMEDOUT);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(step(&w, l, 0, &f), 'F');
   cr_assert_eq(f, f1);
   ip_future_free(f);
@@ -450,7 +416,7 @@ Test(waitfor, eintr_when_a_signal_handler_runs_during_the_wait_then_resumes) {
   cr_assert_eq(rc, IP_EINTR, "got %d (%s)", rc, ip_err_name(rc));
   cr_assert_gt(n_signals, 0);
   cr_assert_eq(ip_list_len(l), 2);
-  gate_release_n(&g, 2);
+  gate_release(&g, 2);
   int got = 0;
   char c;
   while ((c = step(&w, l, 0, &f)) != '.') {
@@ -509,7 +475,7 @@ Test(waitfor, eintr_with_a_factor_from_a_signal_sent_by_another_thread) {
   close(ps.pipe_fd[1]);
   cr_assert_eq(rc, IP_EINTR, "got %d (%s)", rc, ip_err_name(rc));
   cr_assert_eq(ip_list_len(l), 1);
-  gate_release(&g);
+  gate_release(&g, 1);
   cr_assert_eq(step(&w, l, 1, &f), 'F', "resumes where it was");
   ip_future_free(f);
   cr_assert_eq(now(&w, l, 1, &f), 'N');
