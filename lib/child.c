@@ -157,17 +157,7 @@ static char *backtrace_text(void *caller) {
    * noreturn function (ip_raise is one) that is past the caller's end, where no symbol
    * covers it; one byte back is inside the call. */
   for (int i = 0; i < n; i++) addrs[i] = (char *)addrs[i] - 1;
-  char **syms = backtrace_symbols(addrs, n);
-  if (!syms) return NULL;
-  size_t len = 1;
-  for (int i = 0; i < n; i++) len += strlen(syms[i]) + 1;
-  char *text = malloc(len), *p = text;
-  if (text) {
-    for (int i = 0; i < n; i++) p += sprintf(p, "%s\n", syms[i]);
-    *p = '\0';
-  }
-  free(syms);
-  return text;
+  return ip__symbolize(addrs, n);
 }
 
 static _Noreturn void send_error(int code, int raised_code, const char *kind, const char *msg,

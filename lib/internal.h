@@ -129,6 +129,10 @@ struct ip__global {
   size_t n_inflight, n_timed;
   uint64_t seq;         /* completion counter */
   struct ip__waiter *waiters;
+  /* In a fork child: the parent's lists as they were, kept only so the copies stay reachable
+   * (a leak checker would otherwise count them as lost). Never walked. */
+  ip_future *parent_inflight;
+  struct ip__waiter *parent_waiters;
 };
 
 extern struct ip__global ip__g;
@@ -208,6 +212,9 @@ void ip__serializers_reset(void);
 bool ip__is_raw(const ip_serializer *s);
 /* Child side: if v is an in-place buffer from ip_bytes_alloc, its memfd and length. */
 int ip__bytes_memfd(const void *v, size_t *len);
+
+/* Return addresses as text, one backtrace_symbols line per frame; malloc'ed, NULL if none. */
+char *ip__symbolize(void *const *addrs, int n);
 
 /* Small utilities. */
 int64_t ip__now_ns(void);

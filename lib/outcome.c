@@ -68,24 +68,16 @@ static char *crash_backtrace(const unsigned char *body, size_t len, int *sig) {
      * return addresses, one byte back of which lies inside the calling function. */
     addrs[i] = (void *)(uintptr_t)(i >= 2 ? a - 1 : a);
   }
-  char **syms = backtrace_symbols(addrs, (int)n);
-  if (!syms) return NULL;
-  size_t total = 1;
-  for (uint32_t i = 0; i < n; i++) total += strlen(syms[i]) + 1;
-  char *text = malloc(total), *p = text;
-  if (text) {
-    for (uint32_t i = 0; i < n; i++) p += sprintf(p, "%s\n", syms[i]);
-    *p = '\0';
-  }
-  free(syms);
-  return text;
+  return ip__symbolize(addrs, (int)n);
 }
 
 void ip__outcome(ip_future *f) {
   struct ip__rx *rx = &f->rx;
   char msg[512], ru[96];
   int ws = f->wstatus;
-  ip__format_rusage(ru, sizeof ru, &f->rusage);
+  bool ok = !f->cancel_req && !rx->proto_code &&
+            (rx->final_kind == IP__FRAME_END || rx->final_kind == IP__FRAME_MEMFD);
+  if (!ok) ip__format_rusage(ru, sizeof ru, &f->rusage); /* only failures quote it */
   f->err.pid = f->pid;
   f->err.rusage = f->rusage;
   f->err.exit_status = ws != -1 && WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;

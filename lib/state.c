@@ -49,6 +49,8 @@ static void at_child(void) {
   for (struct ip__waiter *w = ip__g.waiters; w; w = w->next) close_fd(w->efd);
   ip__g.gen++;
   ip__g.forking = NULL;
+  ip__g.parent_inflight = ip__g.inflight;
+  ip__g.parent_waiters = ip__g.waiters;
   ip__g.inflight = NULL;
   ip__g.n_inflight = ip__g.n_timed = 0;
   ip__g.waiters = NULL;
