@@ -28,6 +28,12 @@ c_suites() {
   return $rc
 }
 step "C tests (Criterion)" c_suites
+storm() { # issue 7's storm, bounded: one thread, then 8 threads on their own lists
+  make -s tests/storm/storm >/dev/null &&
+    tests/storm/storm --tasks 1000 --concurrency 64 &&
+    tests/storm/storm --tasks 1000 --concurrency 64 --threads 8
+}
+step "Storm (1000 tasks, every kind of ending; 1 and 8 threads)" storm
 ruby_suite() { (cd bindings/ruby && rake test); }
 step "Ruby binding (minitest)" ruby_suite
 lua_suite() { bash bindings/lua/build.sh && bash bindings/lua/run-specs.sh; }
