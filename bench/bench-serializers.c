@@ -1,11 +1,6 @@
 /* bench-serializers: what each serializer costs, against raw bytes, for two payloads.
  *
- * Not yet in Makefile.am. From a built tree:
- *   gcc -O2 -Iinclude -Itests/proto bench/bench-serializers.c tests/proto/sample.pb-c.c \
- *     serializers/msgpack/.libs/libinparallel-msgpack.so \
- *     serializers/protobuf/.libs/libinparallel-protobuf.so lib/.libs/libinparallel.so \
- *     -lmsgpackc -lprotobuf-c -o bench/bench-serializers \
- *     -Wl,-rpath,$PWD/lib/.libs:$PWD/serializers/msgpack/.libs:$PWD/serializers/protobuf/.libs
+ * Built by `make` when both plugins are (configure found msgpack-c and protobuf-c):
  *   ./bench/bench-serializers --runs=11 --reps=3 --calls=500
  *
  *   map   100 fields. msgpack: a map of 100 string keys ("field_000".."field_099") to mixed
