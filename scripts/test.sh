@@ -45,7 +45,8 @@ step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
 # guards on a busy 2-core machine; they run under ASan above. `bash tests/valgrind.sh` with
 # no arguments runs every suite.
 vg_suites=(tests/test-task tests/test-waitfor tests/test-errors tests/test-cancel
-           tests/test-badinput tests/test-exports tests/test-serializer tests/test-frames)
+           tests/test-badinput tests/test-exports tests/test-serializer tests/test-frames
+           tests/test-parentdeath tests/test-signals tests/test-exhaustion tests/test-alloc)
 [ -x tests/test-msgpack ] && vg_suites+=(tests/test-msgpack)
 [ -x tests/test-protobuf ] && vg_suites+=(tests/test-protobuf)
 step "C tests under valgrind" bash tests/valgrind.sh "${vg_suites[@]}"

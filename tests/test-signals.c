@@ -1,0 +1,363 @@
+/* Signals: SIGINT and SIGTERM reaching a host that waits in ip_waitfor_next end the wait with
+ * IP_EINTR after the host's handler ran, and freeing the calls still running then leaves
+ * nothing behind. A host's own SIGCHLD handler and its own children are never disturbed. */
+#define _GNU_SOURCE
+#include "faults.h"
+#include <pthread.h>
+#include <sys/prctl.h>
+
+/* A guard against hangs only (a wait a signal fails to end would block forever). */
+TestSuite(signals, .timeout = 120);
+
+enum { NCALLS = 4 };
+
+static void *return_hello(void *arg) { return bytes_of("hello"); }
+
+static volatile sig_atomic_t handled[NSIG];
+static void host_handler(int sig) { handled[sig]++; }
+
+/* Installs the host's handler the way an application would: no SA_RESTART. */
+static struct sigaction install(int sig, int flags) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = host_handler;
+  sa.sa_flags = flags;
+  sigemptyset(&sa.sa_mask);
+  cr_assert_eq(sigaction(sig, &sa, &old), 0);
+  handled[sig] = 0;
+  return old;
+}
+
+/* Descriptor baseline after one call this thread really waited for: the supervisor runs and
+ * this thread has its waiter. */
+static int sig_warm_baseline(void) {
+  struct fa_gate g;
+  cr_assert_eq(fa_gate_open(&g), 0);
+  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  ip_future *f = ip_call(t, &g);
+  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
+  fa_gate_release(&g, 1);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  ip_future_free(f);
+  ip_task_free(t);
+  fa_gate_close(&g);
+  return count_fds();
+}
+
+/* ---- the sender ------------------------------------------------------------------------------
+ * The signal must arrive while the waiting thread sleeps inside the library: one that comes
+ * just before would run the handler and leave the wait asleep, which no library can report.
+ * So the sender waits for the go byte the waiter writes right before it calls
+ * ip_waitfor_next, then watches /proc until that thread is blocked in ppoll(2) (the call the
+ * library sleeps in), and only then signals the process. */
+
+struct sender {
+  int go[2];
+  pid_t pid, tid; /* the waiting process and thread */
+  int sig;
+  int sent;       /* 1 once the signal went out */
+  int in_ppoll;   /* 1 when the waiter was seen blocked in ppoll */
+};
+
+/* 1 when thread tid of pid is blocked in ppoll, per /proc/<pid>/task/<tid>/syscall. */
+static int blocked_in_ppoll(pid_t pid, pid_t tid) {
+  char path[80], buf[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  return atol(buf) == SYS_ppoll && buf[0] != '-';
+}
+
+static void send_when_asleep(struct sender *s) {
+  char c;
+  if (read(s->go[0], &c, 1) != 1) return;
+  int64_t deadline = fa_now_ms() + fa_guard_ms(20000);
+  while (!(s->in_ppoll = blocked_in_ppoll(s->pid, s->tid)) && fa_left_ms(deadline) > 0)
+    poll(NULL, 0, 1); /* re-check /proc every ms; this only paces the watching */
+  /* Process-directed, as from a terminal or `kill`: the kernel picks the thread, and the
+   * waiter (the main thread, the only one not blocking it) is the one it picks. */
+  if (s->tid == s->pid) s->sent = kill(s->pid, s->sig) == 0;
+  else s->sent = syscall(SYS_tgkill, s->pid, s->tid, s->sig) == 0;
+}
+
+static void *sender_thread(void *p) {
+  struct sender *s = p;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL); /* never the one the kernel picks */
+  send_when_asleep(s);
+  return NULL;
+}
+
+/* ---- SIGINT / SIGTERM while waiting in waitfor ------------------------------------------------ */
+
+static void interrupted_waitfor(int sig, int from_process, int concurrency, int timeout_ms) {
+  int base = sig_warm_baseline();
+  struct sigaction old = install(sig, 0);
+  struct fa_gate g;
+  cr_assert_eq(fa_gate_open(&g), 0);
+  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  ip_list *l = ip_list_new();
+  pid_t pids[NCALLS];
+  for (int i = 0; i < NCALLS; i++) {
+    ip_future *f = ip_call(t, &g); /* never released */
+    pids[i] = ip_future_pid(f);
+    cr_assert_gt(pids[i], 0);
+    cr_assert_eq(ip_list_push(l, f), 0);
+  }
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *out = NULL;
+  if (concurrency) { /* it asks first; decline, so the next step sleeps */
+    cr_assert_eq(ip_waitfor_next(&w, l, concurrency, timeout_ms, &out), 1);
+    cr_assert_null(out);
+  }
+
+  struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = sig};
+  cr_assert_eq(pipe2(s.go, O_CLOEXEC), 0);
+  pthread_t th;
+  pid_t helper = -1;
+  int res[2];
+  cr_assert_eq(pipe2(res, O_CLOEXEC), 0);
+  if (from_process) {
+    /* Under Yama ptrace_scope 1 a child may not read its parent's /proc/<pid>/syscall unless
+     * the parent names it a tracer; without Yama this fails harmlessly. */
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+    fflush(stdout);
+    fflush(stderr);
+    helper = fork();
+    cr_assert_geq(helper, 0);
+    if (helper == 0) {
+      send_when_asleep(&s);
+      char r[2] = {(char)s.sent, (char)s.in_ppoll};
+      _exit(write(res[1], r, 2) == 2 ? 0 : 1);
+    }
+  } else {
+    cr_assert_eq(pthread_create(&th, NULL, sender_thread, &s), 0);
+  }
+
+  cr_assert_eq(write(s.go[1], "g", 1), 1);
+  int rc = ip_waitfor_next(&w, l, concurrency, timeout_ms, &out);
+
+  if (from_process) {
+    int st;
+    cr_assert_eq(waitpid(helper, &st, 0), helper);
+    prctl(PR_SET_PTRACER, 0, 0, 0, 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char r[2];
+    cr_assert_eq(read(res[0], r, 2), 2);
+    s.sent = r[0];
+    s.in_ppoll = r[1];
+  } else {
+    pthread_join(th, NULL);
+  }
+  cr_assert(s.in_ppoll, "the waiter was never seen asleep in ppoll");
+  cr_assert(s.sent, "the signal could not be sent");
+  cr_assert_eq(rc, IP_EINTR, "ip_waitfor_next returned %d (%s), not IP_EINTR", rc,
+               ip_err_name(rc));
+  cr_assert_null(out);
+  cr_assert_eq(handled[sig], 1, "the host's handler ran %d times", (int)handled[sig]);
+  cr_assert_eq(ip_list_len(l), NCALLS, "an interrupted step takes nothing out");
+
+  /* The loop resumes where it was: still nothing done. */
+  cr_assert_eq(ip_waitfor_next(&w, l, concurrency, 0, &out), IP_ETIMEDOUT);
+  cr_assert_eq(ip_list_len(l), NCALLS);
+
+  /* Giving up: free the rest while they run. */
+  while (ip_list_len(l)) ip_future_free(ip_list_remove(l, 0));
+  for (int i = 0; i < NCALLS; i++)
+    cr_assert(pid_gone(pids[i]), "child %d outlived its future", (int)pids[i]);
+  cr_assert(no_children(), "a child or zombie is left");
+  ip_list_free(l);
+  ip_task_free(t);
+  fa_gate_close(&g);
+  close(s.go[0]);
+  close(s.go[1]);
+  close(res[0]);
+  close(res[1]);
+  sigaction(sig, &old, NULL);
+  cr_assert_eq(count_fds(), base, "descriptors leaked");
+}
+
+Test(signals, sigint_from_a_thread_interrupts_waitfor) {
+  interrupted_waitfor(SIGINT, 0, 0, -1);
+}
+Test(signals, sigterm_from_a_thread_interrupts_waitfor) {
+  interrupted_waitfor(SIGTERM, 0, 0, -1);
+}
+Test(signals, sigint_from_another_process_interrupts_waitfor_with_a_timeout) {
+  interrupted_waitfor(SIGINT, 1, 0, 600000);
+}
+Test(signals, sigterm_from_another_process_interrupts_waitfor_with_a_factor) {
+  interrupted_waitfor(SIGTERM, 1, 8, -1);
+}
+
+/* The same through ip_future_wait, which shares the waiting. */
+Test(signals, sigint_interrupts_future_wait) {
+  int base = sig_warm_baseline();
+  struct sigaction old = install(SIGINT, 0);
+  struct fa_gate g;
+  cr_assert_eq(fa_gate_open(&g), 0);
+  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  ip_future *f = ip_call(t, &g);
+  pid_t pid = ip_future_pid(f);
+  struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = SIGINT};
+  cr_assert_eq(pipe2(s.go, O_CLOEXEC), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, sender_thread, &s), 0);
+  cr_assert_eq(write(s.go[1], "g", 1), 1);
+  int rc = ip_future_wait(f, -1);
+  pthread_join(th, NULL);
+  cr_assert(s.in_ppoll && s.sent);
+  cr_assert_eq(rc, IP_EINTR, "ip_future_wait returned %s", ip_err_name(rc));
+  cr_assert_eq(handled[SIGINT], 1);
+  cr_assert_eq(ip_future_done(f), 0);
+  ip_future_free(f);
+  cr_assert(pid_gone(pid));
+  cr_assert(no_children());
+  ip_task_free(t);
+  fa_gate_close(&g);
+  close(s.go[0]);
+  close(s.go[1]);
+  sigaction(SIGINT, &old, NULL);
+  cr_assert_eq(count_fds(), base);
+}
+
+/* ---- the host's SIGCHLD handler and its own children ------------------------------------------ */
+
+/* Waits for the host's own child without reaping it (so the status stays for waitpid). */
+static void wait_exited_nowait(pid_t pid) {
+  siginfo_t si;
+  int r;
+  while ((r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
+  }
+  cr_assert_eq(r, 0, "waitid(%d): %s", (int)pid, strerror(errno));
+}
+
+/* Host child: blocks on its own gate, then exits with `status`. */
+static pid_t host_child(struct fa_gate *g, int status) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    char c;
+    _exit(read(g->fd[0], &c, 1) == 1 ? status : 99);
+  }
+  return pid;
+}
+
+/* Collects every future of l, which must all succeed with `want`. */
+static void collect_all(ip_list *l, const char *want) {
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *f;
+  int rc;
+  while ((rc = ip_waitfor_next(&w, l, 0, fa_guard_ms(60000), &f)) != 0) {
+    if (rc == IP_EINTR) continue; /* the host's SIGCHLD handler, by design */
+    cr_assert_eq(rc, 1, "waitfor: %s", ip_err_name(rc));
+    const ip_error *e = ip_future_error(f);
+    cr_assert_str_eq(str_of(f), want, "%s", e ? e->message : "(no error)");
+    ip_future_free(f);
+  }
+}
+
+Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
+  int base = sig_warm_baseline();
+  struct sigaction old = install(SIGCHLD, SA_RESTART);
+  struct fa_gate lib_gate, host_gate;
+  cr_assert_eq(fa_gate_open(&lib_gate), 0);
+  cr_assert_eq(fa_gate_open(&host_gate), 0);
+  ip_task *blocked = ip_task_new(fa_wait_on_gate, NULL);
+  ip_task *quick = ip_task_new(return_hello, NULL);
+  ip_list *slow = ip_list_new(), *fast = ip_list_new();
+
+  /* Library calls in flight on both sides of the host's fork. */
+  for (int i = 0; i < NCALLS; i++) cr_assert_eq(ip_list_push(slow, ip_call(blocked, &lib_gate)), 0);
+  pid_t h1 = host_child(&host_gate, 42);
+  pid_t h2 = host_child(&host_gate, 43);
+  for (int i = 0; i < NCALLS; i++) cr_assert_eq(ip_list_push(fast, ip_call(quick, NULL)), 0);
+  collect_all(fast, "hello"); /* library children end and are reaped while the host's run */
+
+  /* The host's first child ends while library calls are still in flight; the supervisor
+   * reaps only its own children, so the zombie waits for the host. */
+  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  pid_t first = -1;
+  /* Whichever of h1/h2 took the byte. */
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  int r;
+  while ((r = waitid(P_ALL, 0, &si, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
+  }
+  cr_assert_eq(r, 0);
+  first = si.si_pid;
+  cr_assert(first == h1 || first == h2, "waitid found %d, not a host child (the library's "
+            "children were all reaped by the library)", (int)first);
+  cr_assert_gt(handled[SIGCHLD], 0, "the host's SIGCHLD handler never ran");
+
+  /* Now the library calls complete, then the host reaps its child: status intact. */
+  cr_assert_eq(fa_gate_release(&lib_gate, NCALLS), 0);
+  collect_all(slow, "released");
+  int st;
+  cr_assert_eq(waitpid(first, &st, WNOHANG), first, "the host's child %d was taken from it",
+               (int)first);
+  cr_assert(WIFEXITED(st));
+  cr_assert_eq(WEXITSTATUS(st), first == h1 ? 42 : 43);
+
+  /* The other host child, reaped by a blocking waitpid while more library calls run. */
+  for (int i = 0; i < NCALLS; i++) cr_assert_eq(ip_list_push(fast, ip_call(quick, NULL)), 0);
+  int before = handled[SIGCHLD];
+  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  pid_t second = first == h1 ? h2 : h1;
+  pid_t x;
+  while ((x = waitpid(second, &st, 0)) < 0 && errno == EINTR) {
+  }
+  cr_assert_eq(x, second, "waitpid(%d): %s", (int)second, strerror(errno));
+  cr_assert(WIFEXITED(st));
+  cr_assert_eq(WEXITSTATUS(st), second == h1 ? 42 : 43);
+  cr_assert_gt(handled[SIGCHLD], before, "the host's handler did not run for its child");
+  collect_all(fast, "hello");
+
+  /* The host's handler is still the one installed. */
+  struct sigaction now;
+  cr_assert_eq(sigaction(SIGCHLD, NULL, &now), 0);
+  cr_assert_eq((void *)now.sa_handler, (void *)host_handler);
+
+  /* And a host child made after all that is the host's alone too. */
+  pid_t h3 = host_child(&host_gate, 44);
+  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  wait_exited_nowait(h3);
+  cr_assert_eq(waitpid(h3, &st, 0), h3);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 44);
+
+  cr_assert(no_children());
+  ip_list_free(slow);
+  ip_list_free(fast);
+  ip_task_free(blocked);
+  ip_task_free(quick);
+  fa_gate_close(&lib_gate);
+  fa_gate_close(&host_gate);
+  sigaction(SIGCHLD, &old, NULL);
+  cr_assert_eq(count_fds(), base);
+}
+
+/* A host that keeps SIGCHLD blocked in its threads (as some event loops do, to take it with
+ * signalfd) still gets its calls completed: the library does not depend on the signal. */
+Test(signals, calls_complete_with_sigchld_blocked_in_the_host) {
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+  ip_task *quick = ip_task_new(return_hello, NULL);
+  ip_list *l = ip_list_new();
+  for (int i = 0; i < NCALLS; i++) cr_assert_eq(ip_list_push(l, ip_call(quick, NULL)), 0);
+  collect_all(l, "hello");
+  cr_assert(no_children());
+  ip_list_free(l);
+  ip_task_free(quick);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
