@@ -130,7 +130,8 @@ typedef struct ip_bytes {
 typedef struct ip_error {
   int code;              /* an IP_E* code: IP_ERAISED, IP_ESIGNALED, IP_EEXITED, ... */
   const char *kind;      /* short name: ip_err_name(code), the errno name an ip_raise() gave
-                            ("ECONNREFUSED"), or a binding's exception class; never NULL */
+                            ("ECONNREFUSED"), the signal's name when a signal killed the child
+                            ("SIGSEGV"), or a binding's exception class; never NULL */
   const char *message;   /* one line saying exactly what happened; never NULL */
   const char *backtrace; /* the child's stack, one frame per line, or NULL if none was sent */
   int raised_code;       /* the `code` given to ip_raise() in the child; 0 otherwise */
@@ -204,8 +205,9 @@ IP_EXTERN void ip_task_free(ip_task *t);
  * limit, the default). The future then fails with IP_ETIMEDOUT. Returns 0 or IP_EINVAL. */
 IP_EXTERN int ip_task_set_timeout(ip_task *t, int timeout_ms);
 /* Parent-death protection (on by default): the child is SIGKILLed when the parent process
- * dies, whichever thread made the call and even if that thread exits first. 0 turns it off.
- * Returns 0 or IP_EINVAL. */
+ * dies, whichever thread made the call and even if that thread exits first. An execve() by
+ * the parent counts as its death: the new program knows nothing of the calls. 0 turns it
+ * off. Returns 0 or IP_EINVAL. */
 IP_EXTERN int ip_task_set_pdeathsig(ip_task *t, int on);
 
 /* What the child does with stdio. Default IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD. */
@@ -248,6 +250,11 @@ IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
 
 /* Blocks until f completes or timeout_ms passes (negative = forever, 0 = poll).
  * Returns 0 when done, IP_ETIMEDOUT, IP_EINTR when a signal handler ran, IP_EINVAL.
+ * IP_EINTR means any handler of the host's that ran while this thread slept, including a
+ * SIGCHLD handler, which runs whenever one of the library's children exits if the signal is
+ * delivered to this thread: block SIGCHLD in waiting threads, or call again on IP_EINTR. A
+ * signal that arrives after the wait began but before it went to sleep runs its handler
+ * without interrupting the wait.
  * The first wait that blocks in a thread gives that thread an eventfd to sleep on (this and
  * ip_waitfor_next share it); it is closed when the thread exits. */
 IP_EXTERN int ip_future_wait(ip_future *f, int timeout_ms);
@@ -257,8 +264,9 @@ IP_EXTERN int ip_future_done(const ip_future *f);
  * running reports IP_EAGAIN (try again later). Never blocks; decoding does not count: a value
  * that fails to decode turns the status into IP_EDECODE once ip_future_value() tried it. */
 IP_EXTERN int ip_future_status(const ip_future *f);
-/* Waits for f, then decodes the result in this thread on first use. The value is owned by the
- * future and valid until ip_future_free(). NULL when f failed (see ip_future_error), or when
+/* Waits for f (through signals: it never returns early with IP_EINTR), then decodes the
+ * result in this thread on first use. The value is owned by the future and valid until
+ * ip_future_free(). NULL when f failed (see ip_future_error), or when
  * the serializer decoded to NULL. */
 IP_EXTERN const void *ip_future_value(ip_future *f);
 /* Why f failed, or NULL while it runs, when it succeeded, or for NULL. Owned by the future. */
