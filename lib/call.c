@@ -121,6 +121,21 @@ static int open_channel_locked(ip_future *f) {
   return f->sock < 0 || f->child_sock < 0 ? IP_EMFILE : 0;
 }
 
+/* Whether this thread is its process's main thread (the child needs it for the PDEATHSIG
+ * fallback), without a gettid() per call. A fork makes the forking thread the main thread of
+ * the child, so the answer is kept per fork generation. */
+static bool is_main_thread(pid_t self_pid) {
+  static __thread struct {
+    unsigned gen;
+    signed char main; /* 0 unknown, 1 yes, -1 no */
+  } cache;
+  if (cache.gen != ip__g.gen || !cache.main) {
+    cache.gen = ip__g.gen;
+    cache.main = syscall(SYS_gettid) == self_pid ? 1 : -1;
+  }
+  return cache.main > 0;
+}
+
 ip_future *ip_call(ip_task *t, void *arg) {
   ip_future *f = future_new();
   if (!f) return NULL;
@@ -145,8 +160,8 @@ ip_future *ip_call(ip_task *t, void *arg) {
   pthread_mutex_unlock(&ip__g.lock);
   if (rc < 0) return abandon(f, rc, "ip_call: no socketpair for the channel");
 
-  pid_t parent = getpid();
-  bool main_thread = syscall(SYS_gettid) == parent;
+  pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
+  bool main_thread = is_main_thread(parent);
   int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
@@ -179,8 +194,6 @@ ip_future *ip_call(ip_task *t, void *arg) {
     pthread_mutex_unlock(&ip__g.lock);
     return abandon(f, ip__errno_code(errno), "ip_call: no reaper thread for the child");
   }
-  fcntl(f->sock, F_SETFL, O_NONBLOCK);
-
   rc = ip__supervisor_add(f);
   if (rc < 0) {
     if (f->exit_pipe) { /* the reaper thread reaps; wait until it let go of f */
