@@ -15,24 +15,36 @@ static uint64_t be(const unsigned char *p, int n) {
   return v;
 }
 
+/* msgpack-c's unpacker holds at most this many open containers (MSGPACK_EMBED_STACK_SIZE). */
+#define MP_MAX_DEPTH 32
+
 /* msgpack-c allocates a container's elements from its declared count before reading any,
  * so five hostile bytes could make it reserve gigabytes. Every element takes at least one
  * byte: walk the encoding once, without allocating, and refuse bytes that declare more
- * elements than they could hold, or that are not exactly one object. */
+ * elements than they could hold, that nest deeper than msgpack-c can unpack, or that are not
+ * exactly one object. */
 static int plausible(const unsigned char *p, size_t len) {
   size_t i = 0;
-  uint64_t pending = 1; /* objects still to read */
+  uint64_t left[MP_MAX_DEPTH + 1]; /* objects still to read per open container; [0]: the top */
+  int depth = 0;                   /* containers open */
+  uint64_t pending = 1;            /* objects still to read in all */
+  left[0] = 1;
   while (pending) {
+    while (left[depth] == 0) depth--; /* a finished container closes */
     if (i >= len) return 0;
+    left[depth]--;
     pending--;
     unsigned b = p[i++];
     uint64_t skip = 0, add = 0;
     int w = 0; /* width of a length field */
+    bool container = false;
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
     } else if (b <= 0x8f) {
       add = 2u * (b & 0x0f);
+      container = true;
     } else if (b <= 0x9f) {
       add = b & 0x0f;
+      container = true;
     } else if (b <= 0xbf) {
       skip = b & 0x1f;
     } else if (b >= 0xca && b <= 0xd3) {
@@ -53,6 +65,7 @@ static int plausible(const unsigned char *p, size_t len) {
         if ((size_t)cw > len - i) return 0;
         add = be(p + i, cw) * (b >= 0xde ? 2 : 1);
         i += (size_t)cw;
+        container = true;
         break;
       }
       default: /* 0xc1 is never used */
@@ -67,6 +80,9 @@ static int plausible(const unsigned char *p, size_t len) {
     if (skip > len - i) return 0;
     i += (size_t)skip;
     if (add > len - i || pending + add > len - i) return 0;
+    /* msgpack-c refuses any container, even an empty one, once this many are open. */
+    if (container && depth >= MP_MAX_DEPTH) return 0;
+    if (add) left[++depth] = add;
     pending += add;
   }
   return i == len;
@@ -84,12 +100,9 @@ static int mp_encode(const ip_serializer *s, const void *value, ip_write_fn w, v
   const msgpack_sbuffer *sb = value;
   if (!sb || !sb->data || sb->size == 0) return IP_EENCODE;
   /* Catch a buffer with a half-packed or a second object here, in the child, where the
-   * mistake is made, rather than as a decode failure in the parent. */
-  msgpack_unpacked u;
-  msgpack_unpacked_init(&u);
-  int ok = one_object(sb->data, sb->size, &u);
-  msgpack_unpacked_destroy(&u);
-  if (!ok) return IP_EENCODE;
+   * mistake is made, rather than as a decode failure in the parent. The structural walk is
+   * enough for that, and allocates nothing: a full unpack here cost as much as the decode. */
+  if (!plausible((const unsigned char *)sb->data, sb->size)) return IP_EENCODE;
   return w(ctx, sb->data, sb->size);
 }
 
