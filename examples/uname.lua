@@ -2,7 +2,7 @@
 -- one's `uname -a`. Each call runs in its own forked child; results are printed as they
 -- complete, and a failure prints what happened instead of hanging the loop.
 --
--- In-tree:  bindings/lua/build.sh && LUA_CPATH='bindings/lua/build/5.4/?.so;;' lua5.4 examples/uname.lua
+-- In-tree, after make:  LUA_CPATH='bindings/lua/5.4/.libs/?.so;;' lua5.4 examples/uname.lua
 -- Installed (luarocks make / make install):  lua examples/uname.lua
 local ip = require "inparallel"
 

@@ -22,7 +22,10 @@ static int l_ready_fd(lua_State *L) {
   return 1;
 }
 
-__attribute__((visibility("default"))) int luaopen_inparallel(lua_State *L) {
+/* The module's only exported symbol (declared here: no header of ours is installed). */
+__attribute__((visibility("default"))) int luaopen_inparallel(lua_State *L);
+
+int luaopen_inparallel(lua_State *L) {
   static const luaL_Reg fns[] = {{"task", lip_task_new},
                                  {"waitfor", lip_waitfor},
                                  {"version", l_version},
