@@ -3,7 +3,7 @@
 -- loop, C core, binding, ...) and the median of the per-round ratios is reported, so a
 -- noisy, shared machine moves all three together.
 --
---   LUA_CPATH='bindings/lua/build/5.4/?.so;;' lua5.4 bench/bench-lua.lua [tasks] [rounds]
+--   LUA_CPATH='bindings/lua/5.4/.libs/?.so;;' lua5.4 bench/bench-lua.lua [tasks] [rounds]
 --
 -- tasks: per concurrency level (default 2000); rounds: default 3. Env BENCH_LARGE_MIB
 -- (default 100) sizes the large-result case; BENCH_CORE names the C helper (default
