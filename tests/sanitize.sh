@@ -71,7 +71,7 @@ EOF
 
 [ -x configure ] || autoreconf -fi >/dev/null 2>&1
 if [ ! -f Makefile ]; then
-  ./configure -q --disable-shared CC="$cc" CFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
+  ./configure -q --disable-shared --with-lua=no CC="$cc" CFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
     CRITERION_LIBS="$(pkg-config --libs criterion) $dst/lsan-hooks.o"
   echo "$stamp" >.sanitize-stamp
 fi
