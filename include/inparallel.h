@@ -10,9 +10,18 @@
  *
  * Each ip_call() fork()s. The child runs `fn(arg)` on a copy of the caller's memory, encodes
  * the value `fn` returns with the task's serializer, sends it to the parent over a socketpair
- * and _exit()s. One supervisor thread per process receives the bytes, reaps the child and
- * completes the future. ip_waitfor_next() walks a caller-owned list of futures in completion
- * order and, given a concurrency factor, asks the caller to start more.
+ * and _exit()s. The parent's supervisor receives the bytes, reaps the child and completes the
+ * future. ip_waitfor_next() walks a caller-owned list of futures in completion order and,
+ * given a concurrency factor, asks the caller to start more.
+ *
+ * Threads: the library starts none for calls that are waited for. A thread that waits (in
+ * ip_future_wait, ip_future_value, ip_waitfor_next, ip_future_cancel) runs the supervisor
+ * itself while no other thread does, and ip_future_done() does one non-blocking round, so a
+ * single-threaded program stays single-threaded, and its fork()s take glibc's faster path.
+ * One supervisor thread is started, and then runs it alone for the life of the process, by
+ * the first call of a task with a timeout (the child must die on time even when nobody
+ * waits) and by ip_ready_fd() (its user polls instead of waiting). Until someone waits, a
+ * child whose result outgrows the socket buffer waits for the parent to read it.
  *
  * Conventions used throughout this header:
  *   - Functions that can fail return a negative IP_E* code (0 or a count on success).
@@ -202,7 +211,9 @@ IP_EXTERN ip_task *ip_task_new(ip_fn fn, const ip_serializer *s);
 IP_EXTERN void ip_task_free(ip_task *t);
 
 /* Kill the child with SIGKILL when a call runs longer than `timeout_ms` (0 or negative: no
- * limit, the default). The future then fails with IP_ETIMEDOUT. Returns 0 or IP_EINVAL. */
+ * limit, the default). The future then fails with IP_ETIMEDOUT. The first call of such a
+ * task starts the process's supervisor thread (see "Threads" above). Returns 0 or
+ * IP_EINVAL. */
 IP_EXTERN int ip_task_set_timeout(ip_task *t, int timeout_ms);
 /* Parent-death protection (on by default): the child is SIGKILLed when the parent process
  * dies, whichever thread made the call and even if that thread exits first. An execve() by
@@ -255,10 +266,13 @@ IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
  * delivered to this thread: block SIGCHLD in waiting threads, or call again on IP_EINTR. A
  * signal that arrives after the wait began but before it went to sleep runs its handler
  * without interrupting the wait.
- * The first wait that blocks in a thread gives that thread an eventfd to sleep on (this and
- * ip_waitfor_next share it); it is closed when the thread exits. */
+ * The first wait that blocks in a thread gives that thread an eventfd to sleep on when
+ * another thread runs the supervisor (this and ip_waitfor_next share it); it is closed when
+ * the thread exits. */
 IP_EXTERN int ip_future_wait(ip_future *f, int timeout_ms);
-/* 1 when f has completed (successfully or not), 0 while running or for NULL. Never blocks. */
+/* 1 when f has completed (successfully or not), 0 while running or for NULL. Never blocks;
+ * while no thread runs the supervisor it takes in what is ready first, so a caller that
+ * polls this sees its calls complete. */
 IP_EXTERN int ip_future_done(const ip_future *f);
 /* 0 when f succeeded, its failure code when it failed, IP_EINVAL for NULL. A future still
  * running reports IP_EAGAIN (try again later). Never blocks; decoding does not count: a value
@@ -330,9 +344,20 @@ IP_EXTERN int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency
 
 /* A descriptor that becomes readable whenever a future of this process completes, for event
  * loops (poll, epoll, libuv). It is an eventfd: read 8 bytes from it to clear it, then check
- * your futures with ip_future_done() or ip_waitfor_next(..., 0, ...). Owned by the library;
- * do not close it. Returns the fd, or a negative code. */
+ * your futures with ip_future_done() or ip_waitfor_next(..., 0, ...). The first call starts
+ * the supervisor thread, so that futures complete while nobody waits in the library. Owned
+ * by the library; do not close it. Returns the fd, or a negative code (IP_EAGAIN when the
+ * thread cannot start). */
 IP_EXTERN int ip_ready_fd(void);
+
+/* Has this process run its supervisor in a thread of its own, as after a timed call, instead
+ * of in the threads that wait (see "Threads" at the top). For hosts that need every call to
+ * make sure a thread can be had first: the Ruby binding, whose Process.fork never fails with
+ * EAGAIN but sleeps and retries forever, so a process out of processes and threads gets
+ * IP_EAGAIN from its first call instead of a call that never returns. The thread starts now
+ * if calls were made, else at the next call. Returns 0, or IP_EAGAIN / IP_ENOMEM when the
+ * thread cannot start (each later call then tries again, and fails the same way). */
+IP_EXTERN int ip_use_supervisor_thread(void);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Inside the child                                                                          */

@@ -141,8 +141,8 @@ static bool is_main_thread(pid_t self_pid) {
  * to every heap page holding one. Interpreters free many small chunks (a Ruby or Lua GC sweep),
  * and their children malloc something large early (Ruby's at-fork reseed does), so each child
  * paid a copy-on-write fault per such page: 43 more per call in the Ruby bench (164 against 121,
- * throughput 97 against 126 calls/s). One
- * large-bin malloc before the fork does that walk once, in memory the parent owns outright.
+ * throughput 97 against 126 calls/s). One large-bin malloc before the fork does that walk
+ * once, in memory the parent owns outright.
  * The pointer is volatile so the compiler keeps the malloc/free pair it could otherwise drop. */
 static void consolidate_heap(void) {
   void *volatile p = malloc(1100); /* a 1,120-byte chunk: past the tcache and small bins */
@@ -162,9 +162,10 @@ ip_future *ip_call(ip_task *t, void *arg) {
   f->max_result = t->max_result;
   f->timeout_ms = t->timeout_ms;
 
-  int rc = ip__supervisor_ensure();
+  /* A deadline must be kept while nobody waits: timed calls get the supervisor thread. */
+  int rc = ip__supervisor_ensure(t->timeout_ms > 0);
   if (rc < 0) {
-    ip__fail_early(f, rc, "ip_call: could not start the supervisor thread");
+    ip__fail_early(f, rc, "ip_call: could not set up the supervisor");
     return f;
   }
   if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;

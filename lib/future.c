@@ -18,7 +18,12 @@ int ip_future_wait(ip_future *f, int timeout_ms) {
   return ip__wait(done_pred, f, timeout_ms, true);
 }
 
-int ip_future_done(const ip_future *f) { return f && is_done(ip__fresh(f)); }
+int ip_future_done(const ip_future *f) {
+  if (!f) return 0;
+  if (is_done(ip__fresh(f))) return 1;
+  ip__progress(); /* nobody may be driving: a caller that polls this must see progress */
+  return is_done(f);
+}
 
 int ip_future_status(const ip_future *f) {
   if (!f) return IP_EINVAL;
@@ -80,9 +85,10 @@ int ip_future_cancel(ip_future *f) {
   }
   f->cancel_req = true;
   ip__kill_locked(f);
-  /* SIGKILL cannot be ignored: the supervisor reaps the child promptly. */
-  while (!is_done(f)) pthread_cond_wait(&ip__g.cond, &ip__g.lock);
   pthread_mutex_unlock(&ip__g.lock);
+  /* SIGKILL cannot be ignored: the supervisor (this thread, if no other drives) reaps the
+   * child promptly. */
+  while (!is_done(f)) ip__wait(done_pred, f, -1, false);
   return 0;
 }
 

@@ -120,7 +120,9 @@ struct ip__global {
                            are the parent's, copied (see ip__fresh) */
   ip_future *forking;   /* the call being forked, from the forking thread's ip__forking, set
                            under the lock by the prepare handler */
-  bool started;         /* supervisor thread running */
+  bool started;         /* supervisor thread running (then it alone drives the loop) */
+  bool driving;         /* a waiting thread runs the supervisor loop (see supervisor.c) */
+  bool want_thread;     /* ip_use_supervisor_thread() was called: every call ensures it */
   bool stopping;
   pthread_t thread;
   int epfd, wake_fd, ready_fd;
@@ -141,8 +143,16 @@ extern __thread ip_future *ip__forking;
 
 /* One-time and per-process set-up (atfork handlers, backtrace warm-up). */
 void ip__init(void);
-/* Starts the supervisor in this process if needed. Call without the lock. 0 or a code. */
-int ip__supervisor_ensure(void);
+/* Sets up the supervisor's descriptors in this process if needed and, with `thread` (or after
+ * ip_use_supervisor_thread), starts its thread. Call without the lock. 0 or a code. */
+int ip__supervisor_ensure(bool thread);
+/* One round of the supervisor loop: waits up to timeout_ms (-1: no limit; a deadline may cut
+ * it short) and handles what came. Only the thread that drives may call it. Returns
+ * epoll_wait's result: -1 with errno EINTR when a signal handler ran. */
+int ip__supervise_once(int timeout_ms);
+/* Handles what is ready without blocking, when no thread drives: for callers that only look
+ * (ip_future_done, a waitfor step) in a process without a supervisor thread. */
+void ip__progress(void);
 /* SIGKILLs f's child once (pidfd, or pid while it is not reaped). Under the lock. */
 void ip__kill_locked(ip_future *f);
 /* Puts f on the in-flight list. */

@@ -62,6 +62,7 @@ static void at_child(void) {
   if (!mine) ip__close(&ip__g.lifeline[0]);
   else ip__g.lifeline[0] = -1;
   ip__g.started = false;
+  ip__g.driving = false;
   ip__g.stopping = false;
   ip__g.owner = 0; /* getpid() when the supervisor starts */
 }

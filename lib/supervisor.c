@@ -1,7 +1,15 @@
-/* The supervisor thread: one per process, started by the first call. It sleeps in epoll_wait
- * on every call's socket and pidfd (plus an eventfd to be woken), drains sockets while the
- * children run so none blocks on a full buffer, reaps only its own children through their
- * pidfds, kills children past their deadline, and completes futures. It never decodes. */
+/* The supervisor: epoll_wait on every call's socket and pidfd (plus an eventfd to be woken),
+ * draining sockets, reaping only our own children through their pidfds, killing children past
+ * their deadline, and completing futures. It never decodes.
+ *
+ * Who runs it: a thread that waits (ip__wait) drives it itself while nobody else does, so a
+ * process that only calls and waits never gets a second thread. That matters because glibc's
+ * fork() takes a slower path for good once a process has had a thread (it locks and resets
+ * every malloc arena and stdio lock around each fork), and the child inherits a second
+ * thread's arena: the bench lost a quarter of its calls per second to that. A supervisor
+ * thread is started only for what needs progress while nobody waits: a call with a timeout
+ * (its child must die on time) and ip_ready_fd() (the caller polls instead of waiting). From
+ * then on the thread alone drives, as before. Exactly one runs the loop at any time. */
 #include "internal.h"
 #include <fcntl.h>
 #include <stdlib.h>
@@ -91,50 +99,63 @@ static int next_timeout_locked(int64_t now) {
   return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-static void *supervise(void *unused) {
+int ip__supervise_once(int timeout_ms) {
   struct epoll_event ev[MAX_EVENTS];
+  pthread_mutex_lock(&ip__g.lock);
+  int t = next_timeout_locked(ip__now_ns());
+  pthread_mutex_unlock(&ip__g.lock);
+  if (t >= 0 && (timeout_ms < 0 || t < timeout_ms)) timeout_ms = t;
+  int n = epoll_wait(ip__g.epfd, ev, MAX_EVENTS, timeout_ms);
+  for (int i = 0; i < n; i++) {
+    void *tag = ev[i].data.ptr;
+    if (tag == SKIP) continue;
+    if (!tag) {
+      uint64_t v;
+      ssize_t r = read(ip__g.wake_fd, &v, sizeof v);
+      (void)r;
+      continue;
+    }
+    ip_future *f = (ip_future *)((uintptr_t)tag & ~TAG_PIDFD);
+    if (!((uintptr_t)tag & TAG_PIDFD)) {
+      on_readable(f);
+    } else if (on_child_exit(f)) {
+      /* f may be freed by its owner from now on: forget its other events in this batch. */
+      for (int j = i + 1; j < n; j++)
+        if (((uintptr_t)ev[j].data.ptr & ~TAG_PIDFD) == (uintptr_t)f) ev[j].data.ptr = SKIP;
+    }
+  }
+  return n;
+}
+
+static void *supervise(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&ip__g.lock);
+  while (ip__g.driving) pthread_cond_wait(&ip__g.cond, &ip__g.lock); /* see ip__wait */
   for (;;) {
-    pthread_mutex_lock(&ip__g.lock);
     bool stop = ip__g.stopping;
-    int timeout = next_timeout_locked(ip__now_ns());
     pthread_mutex_unlock(&ip__g.lock);
     if (stop) break;
-    int n = epoll_wait(ip__g.epfd, ev, MAX_EVENTS, timeout);
-    for (int i = 0; i < n; i++) {
-      void *tag = ev[i].data.ptr;
-      if (tag == SKIP) continue;
-      if (!tag) {
-        uint64_t v;
-        ssize_t r = read(ip__g.wake_fd, &v, sizeof v);
-        (void)r;
-        continue;
-      }
-      ip_future *f = (ip_future *)((uintptr_t)tag & ~TAG_PIDFD);
-      if (!((uintptr_t)tag & TAG_PIDFD)) {
-        on_readable(f);
-      } else if (on_child_exit(f)) {
-        /* f may be freed by its owner from now on: forget its other events in this batch. */
-        for (int j = i + 1; j < n; j++)
-          if (((uintptr_t)ev[j].data.ptr & ~TAG_PIDFD) == (uintptr_t)f) ev[j].data.ptr = SKIP;
-      }
-    }
+    ip__supervise_once(-1);
+    pthread_mutex_lock(&ip__g.lock);
   }
   return NULL;
 }
 
 static int fd_error(void) { return ip__errno_code(errno); }
 
-int ip__supervisor_ensure(void) {
+int ip__supervisor_ensure(bool thread) {
   ip__init();
   int rc = 0;
   pthread_mutex_lock(&ip__g.lock);
-  if (ip__g.started) goto out;
+  thread |= ip__g.want_thread;
+  if (ip__g.started || (ip__g.epfd >= 0 && !thread)) goto out;
   ip__g.owner = getpid();
   if (ip__g.epfd < 0 && (ip__g.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) goto fail;
   if (ip__g.wake_fd < 0 && (ip__g.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) goto fail;
   if (ip__g.lifeline[0] < 0 && pipe2(ip__g.lifeline, O_CLOEXEC) < 0) goto fail;
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
   if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, ip__g.wake_fd, &e) < 0 && errno != EEXIST) goto fail;
+  if (!thread) goto out;
   /* The host's signal handlers must run in the host's threads, never in ours. */
   sigset_t all, old;
   sigfillset(&all);
@@ -146,12 +167,22 @@ int ip__supervisor_ensure(void) {
     goto fail;
   }
   ip__g.started = true;
+  ip__supervisor_kick(); /* a thread driving in ip__wait hands over (the new one waits for it) */
   goto out;
 fail:
   rc = fd_error();
 out:
   pthread_mutex_unlock(&ip__g.lock);
   return rc;
+}
+
+int ip_use_supervisor_thread(void) {
+  ip__init();
+  pthread_mutex_lock(&ip__g.lock);
+  ip__g.want_thread = true;
+  bool now = ip__g.epfd >= 0;
+  pthread_mutex_unlock(&ip__g.lock);
+  return now ? ip__supervisor_ensure(true) : 0;
 }
 
 void ip__link_locked(ip_future *f) {
@@ -195,12 +226,15 @@ void ip__supervisor_kick(void) {
 
 void ip__supervisor_shutdown(void) {
   pthread_mutex_lock(&ip__g.lock);
-  bool ours = ip__g.started && ip__g.owner == getpid();
-  if (ours) ip__g.stopping = true;
+  bool ours = ip__g.owner == getpid();
+  bool thread = ours && ip__g.started;
+  if (thread) ip__g.stopping = true;
   pthread_mutex_unlock(&ip__g.lock);
   if (!ours) return;
-  ip__supervisor_kick();
-  pthread_join(ip__g.thread, NULL);
+  if (thread) {
+    ip__supervisor_kick();
+    pthread_join(ip__g.thread, NULL);
+  }
   pthread_mutex_lock(&ip__g.lock);
   ip__g.started = false;
   ip__close(&ip__g.epfd);

@@ -36,6 +36,7 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
     w->ip__flags &= ~ASKED;
     if (len <= w->ip__ask_len) w->ip__flags |= DECLINED;
   }
+  if (len) ip__progress(); /* rule 1 must see what already ended even when nobody drives */
   for (;;) {
     pthread_mutex_lock(&ip__g.lock);
     long i = first_done_locked(in_flight);

@@ -48,19 +48,21 @@ static int sig_warm_baseline(void) {
  * The signal must arrive while the waiting thread sleeps inside the library: one that comes
  * just before would run the handler and leave the wait asleep, which no library can report.
  * So the sender waits for the go byte the waiter writes right before it calls
- * ip_waitfor_next, then watches /proc until that thread is blocked in ppoll(2) (the call the
- * library sleeps in), and only then signals the process. */
+ * ip_waitfor_next, then watches /proc until that thread is blocked in one of the calls the
+ * library sleeps in (epoll_wait when it drives the supervisor loop itself, ppoll behind
+ * another thread or a supervisor thread), and only then signals the process. */
 
 struct sender {
   int go[2];
   pid_t pid, tid; /* the waiting process and thread */
   int sig;
   int sent;       /* 1 once the signal went out */
-  int in_ppoll;   /* 1 when the waiter was seen blocked in ppoll */
+  int asleep;     /* 1 when the waiter was seen blocked in epoll_wait or ppoll */
 };
 
-/* 1 when thread tid of pid is blocked in ppoll, per /proc/<pid>/task/<tid>/syscall. */
-static int blocked_in_ppoll(pid_t pid, pid_t tid) {
+/* 1 when thread tid of pid is blocked in epoll_wait or ppoll, per
+ * /proc/<pid>/task/<tid>/syscall. */
+static int blocked_asleep(pid_t pid, pid_t tid) {
   char path[80], buf[128];
   snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -69,14 +71,15 @@ static int blocked_in_ppoll(pid_t pid, pid_t tid) {
   close(fd);
   if (n <= 0) return 0;
   buf[n] = '\0';
-  return atol(buf) == SYS_ppoll && buf[0] != '-';
+  long nr = atol(buf);
+  return (nr == SYS_ppoll || nr == SYS_epoll_wait) && buf[0] != '-';
 }
 
 static void send_when_asleep(struct sender *s) {
   char c;
   if (read(s->go[0], &c, 1) != 1) return;
   int64_t deadline = fa_now_ms() + fa_guard_ms(20000);
-  while (!(s->in_ppoll = blocked_in_ppoll(s->pid, s->tid)) && fa_left_ms(deadline) > 0)
+  while (!(s->asleep = blocked_asleep(s->pid, s->tid)) && fa_left_ms(deadline) > 0)
     poll(NULL, 0, 1); /* re-check /proc every ms; this only paces the watching */
   /* Process-directed, as from a terminal or `kill`: the kernel picks the thread, and the
    * waiter (the main thread, the only one not blocking it) is the one it picks. */
@@ -134,7 +137,7 @@ static void interrupted_waitfor(int sig, int from_process, int concurrency, int 
     cr_assert_geq(helper, 0);
     if (helper == 0) {
       send_when_asleep(&s);
-      char r[2] = {(char)s.sent, (char)s.in_ppoll};
+      char r[2] = {(char)s.sent, (char)s.asleep};
       _exit(write(res[1], r, 2) == 2 ? 0 : 1);
     }
   } else {
@@ -152,11 +155,11 @@ static void interrupted_waitfor(int sig, int from_process, int concurrency, int 
     char r[2];
     cr_assert_eq(read(res[0], r, 2), 2);
     s.sent = r[0];
-    s.in_ppoll = r[1];
+    s.asleep = r[1];
   } else {
     pthread_join(th, NULL);
   }
-  cr_assert(s.in_ppoll, "the waiter was never seen asleep in ppoll");
+  cr_assert(s.asleep, "the waiter was never seen asleep in epoll_wait or ppoll");
   cr_assert(s.sent, "the signal could not be sent");
   cr_assert_eq(rc, IP_EINTR, "ip_waitfor_next returned %d (%s), not IP_EINTR", rc,
                ip_err_name(rc));
@@ -213,7 +216,7 @@ Test(signals, sigint_interrupts_future_wait) {
   cr_assert_eq(write(s.go[1], "g", 1), 1);
   int rc = ip_future_wait(f, -1);
   pthread_join(th, NULL);
-  cr_assert(s.in_ppoll && s.sent);
+  cr_assert(s.asleep && s.sent);
   cr_assert_eq(rc, IP_EINTR, "ip_future_wait returned %s", ip_err_name(rc));
   cr_assert_eq(handled[SIGINT], 1);
   cr_assert_eq(ip_future_done(f), 0);
