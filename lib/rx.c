@@ -28,7 +28,10 @@ static bool reserve(ip_future *f, size_t need, uint64_t hint) {
   size_t ncap = rx->cap * 2;
   if (ncap < need) ncap = need;
   if (hint > ncap && hint - ncap < ((size_t)256 << 20)) ncap = (size_t)hint;
-  if (ncap < 4096) ncap = 4096;
+  /* A small result gets its exact size (the frame header gave it): a 4 KiB buffer for a few
+   * bytes is one more page written after the fork, a copy-on-write fault while that child
+   * lives. Larger ones start at 4 KiB and double. */
+  if (ncap < 4096) ncap = hint >= need && hint < 4096 ? (size_t)hint : 4096;
   unsigned char *p = realloc(rx->payload, ncap);
   if (!p) {
     proto(f, IP_ENOMEM, "no memory for the result");
