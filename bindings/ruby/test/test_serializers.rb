@@ -67,6 +67,20 @@ class TestSerializers < InParallelTest
     assert_equal({ "a" => [1, 2] }, InParallel.task(serializer: JSON) { { a: [1, 2] } }.().value)
   end
 
+  # Making a task runs the child's path once in the parent (to warm method caches), but never
+  # the task's code, nor a user's serializer, whose dump may have effects.
+  def test_making_a_task_runs_neither_its_code_nor_a_users_serializer
+    calls = []
+    spy = Object.new
+    spy.define_singleton_method(:dump) { |v| calls << [:dump, v]; Marshal.dump(v) }
+    spy.define_singleton_method(:load) { |b| calls << [:load]; Marshal.load(b) }
+    t = InParallel.task(serializer: spy) { calls << :ran; 7 }
+    InParallel.task { calls << :ran_too }
+    assert_empty calls
+    assert_equal 7, t.().value
+    assert_equal [[:load]], calls # dump ran in the child, and :ran there too
+  end
+
   def test_unknown_serializers
     err = assert_raises(ArgumentError) { InParallel.task(serializer: :yaml) { 1 } }
     assert_match(/:marshal, :msgpack, :raw/, err.message)

@@ -14,6 +14,7 @@ module InParallel
     class Marshal
       def name = ":marshal"
       def wire = RAW
+      def sample = nil
       def encode(value) = ::Marshal.dump(value)
 
       def decode(bytes)
@@ -29,6 +30,7 @@ module InParallel
     class Raw
       def name = ":raw"
       def wire = RAW
+      def sample = ""
 
       def encode(value)
         return value if value.is_a?(String)
@@ -50,6 +52,7 @@ module InParallel
 
       def name = ":msgpack"
       def wire = InParallel::MSGPACK_WIRE ? MSGPACK : RAW
+      def sample = nil
       def encode(value) = ::MessagePack.pack(value)
       # Through the core plugin the bytes arrive already decoded by msgpack-c.
       def decode(obj) = wire == MSGPACK ? obj : ::MessagePack.unpack(obj)
@@ -60,6 +63,7 @@ module InParallel
       def initialize(klass) = @klass = klass
       def name = @klass.name
       def wire = RAW
+      def sample = @klass.new
 
       def encode(value)
         return @klass.encode(value) if value.is_a?(@klass)

@@ -25,6 +25,7 @@ module InParallel
       raise ArgumentError, "timeout is too large (#{timeout} s)" if ms > 2**31 - 1
 
       __setup(@serializer.wire, ms)
+      __warm
     end
 
     # Runs the task in a new child process and returns its Future at once.
@@ -39,6 +40,20 @@ module InParallel
     def inspect = "#<InParallel::Task serializer=#{@serializer.name}#{@timeout ? " timeout=#{@timeout}s" : ''}>"
 
     private
+
+    # Runs the child's Ruby path once, here, on the serializer's sample value (a user's own
+    # serializer has none: its encode may have effects). The method caches that fills are
+    # then the parent's, which every child shares, instead of each child filling them again:
+    # each page they live on was a copy-on-write fault per call. Signals wait until it is
+    # done, since __child answers one by ending the process.
+    def __warm
+      return unless @serializer.respond_to?(:sample)
+
+      sample = @serializer.sample
+      Thread.handle_interrupt(Object => :never) { __child(-> { sample }) }
+    rescue StandardError
+      nil # only an optimisation: the call itself reports what goes wrong
+    end
 
     # In the child: run the job and return the encoded result (a String), or
     # [code, class name, message, backtrace text] describing why there is none. Never raises:
