@@ -6,7 +6,7 @@
 /* What the parent's value points to: the object first, so the value pointer is the box. */
 struct box {
   msgpack_object obj;
-  msgpack_zone *zone;
+  msgpack_zone zone;
 };
 
 static uint64_t be(const unsigned char *p, int n) {
@@ -88,14 +88,6 @@ static int plausible(const unsigned char *p, size_t len) {
   return i == len;
 }
 
-/* True when buf holds exactly one complete object. */
-static int one_object(const char *buf, size_t len, msgpack_unpacked *u) {
-  if (!plausible((const unsigned char *)buf, len)) return 0;
-  size_t off = 0;
-  msgpack_unpack_return r = msgpack_unpack_next(u, buf, len, &off);
-  return r == MSGPACK_UNPACK_SUCCESS && off == len;
-}
-
 static int mp_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   const msgpack_sbuffer *sb = value;
   if (!sb || !sb->data || sb->size == 0) return IP_EENCODE;
@@ -106,25 +98,38 @@ static int mp_encode(const ip_serializer *s, const void *value, ip_write_fn w, v
   return w(ctx, sb->data, sb->size);
 }
 
+/* The zone's first chunk: every object takes at least one byte of the encoding and 24 bytes
+ * of zone (a map pair 48), so this holds most values whole. A small result then gets a small
+ * chunk from memory the parent already uses, not msgpack-c's default 8 KiB per decode, each a
+ * fresh page written after the fork (a copy-on-write fault while that child lives) and, being
+ * at the heap's top, a brk() up and down per call. Larger values grow the zone as needed. */
+static size_t zone_chunk(size_t len) {
+  size_t n = 64 + 24 * len;
+  return n < 8192 ? n : 8192;
+}
+
 static int mp_decode(const ip_serializer *s, const void *buf, size_t len, void **value) {
+  if (!plausible((const unsigned char *)buf, len)) return IP_EDECODE;
   struct box *b = malloc(sizeof *b);
   if (!b) return IP_ENOMEM;
-  msgpack_unpacked u;
-  msgpack_unpacked_init(&u);
-  if (!one_object(buf, len, &u)) {
-    msgpack_unpacked_destroy(&u);
+  if (!msgpack_zone_init(&b->zone, zone_chunk(len))) {
     free(b);
-    return IP_EDECODE;
+    return IP_ENOMEM;
   }
-  b->obj = u.data;
-  b->zone = msgpack_unpacked_release_zone(&u);
+  size_t off = 0;
+  msgpack_unpack_return r = msgpack_unpack(buf, len, &off, &b->zone, &b->obj);
+  if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
+    msgpack_zone_destroy(&b->zone);
+    free(b);
+    return r == MSGPACK_UNPACK_NOMEM_ERROR ? IP_ENOMEM : IP_EDECODE;
+  }
   *value = b;
   return 0;
 }
 
 static void mp_free(const ip_serializer *s, void *value) {
   struct box *b = value;
-  if (b->zone) msgpack_zone_free(b->zone);
+  msgpack_zone_destroy(&b->zone);
   free(b);
 }
 
