@@ -331,6 +331,83 @@ Test(hygiene, only_a_timed_call_or_the_ready_fd_adds_a_thread_and_only_one) {
   ip_task_free(timed);
 }
 
+/* A thread that runs the supervisor in its wait hands it over to the thread that a timed call
+ * starts, and every call still completes. The waiter is seen asleep in epoll_wait (driving)
+ * before the timed call is made. */
+struct driver {
+  ip_task *t;
+  struct gate *g;
+  _Atomic pid_t tid;
+  int ok;
+};
+
+static void *drive_and_wait(void *p) {
+  struct driver *d = p;
+  d->tid = (pid_t)syscall(SYS_gettid);
+  ip_future *f = ip_call(d->t, d->g);
+  const char *s = str_of(f);
+  d->ok = s && strcmp(s, "released") == 0;
+  ip_future_free(f);
+  return NULL;
+}
+
+static bool in_syscall(pid_t tid, long nr) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return atol(buf) == nr;
+}
+
+static void driving_waiter_hands_over(bool by_ready_fd) {
+  int threads0 = count_threads();
+  struct gate g;
+  gate_open(&g);
+  ip_task *gated = ip_task_new(wait_on_gate, NULL), *timed = ip_task_new(wait_on_gate, NULL);
+  cr_assert(gated && timed);
+  cr_assert_eq(ip_task_set_timeout(timed, 600000), 0);
+  struct driver d = {.t = gated, .g = &g};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, drive_and_wait, &d), 0);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (!d.tid || !in_syscall(d.tid, SYS_epoll_wait)) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiting thread never slept in epoll_wait");
+    poll(NULL, 0, 1); /* paces the watching of /proc only */
+  }
+  if (by_ready_fd) cr_assert_geq(ip_ready_fd(), 0);
+  ip_future *f = ip_call(by_ready_fd ? gated : timed, &g); /* an untimed call kicks nobody */
+  cr_expect_eq(threads_now(threads0 + 2), threads0 + 2, "the waiter and the supervisor");
+  /* Handed over: the waiter now sleeps on its eventfd (ppoll) while the thread drives. */
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (!in_syscall(d.tid, SYS_ppoll)) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiter kept driving after the thread started");
+    poll(NULL, 0, 1);
+  }
+  gate_release(&g, 2);
+  cr_expect_str_eq(str_of(f), "released", "%s", why(f));
+  cr_assert_eq(pthread_join(th, NULL), 0);
+  cr_expect(d.ok, "the driving waiter's call did not come back right");
+  cr_expect_eq(threads_now(threads0 + 1), threads0 + 1);
+  ip_future_free(f);
+  ip_task_free(gated);
+  ip_task_free(timed);
+  gate_close(&g);
+}
+
+Test(hygiene, a_driving_waiter_hands_over_to_the_thread_a_timed_call_starts) {
+  driving_waiter_hands_over(false);
+}
+Test(hygiene, a_driving_waiter_hands_over_to_the_thread_the_ready_fd_starts) {
+  driving_waiter_hands_over(true);
+}
+
 Test(hygiene, use_supervisor_thread_starts_it_at_the_next_call) {
   int threads0 = count_threads();
   cr_assert_eq(ip_use_supervisor_thread(), 0);
