@@ -1,8 +1,6 @@
 /* luaopen_inparallel: the module table. */
 #include "lip.h"
 
-#define LIP_VERSION "0.1.0"
-
 static int l_version(lua_State *L) {
   lua_pushstring(L, ip_version());
   return 1;
@@ -38,7 +36,7 @@ int luaopen_inparallel(lua_State *L) {
   lip_setfuncs(L, fns);
   lua_pushliteral(L, "inparallel");
   lua_setfield(L, -2, "_NAME");
-  lua_pushliteral(L, LIP_VERSION);
+  lua_pushstring(L, ip_version()); /* the module ships with its core, so they share one */
   lua_setfield(L, -2, "_VERSION");
   /* The core's error codes, to compare with err.code: ip.ESIGNALED, ip.ETIMEDOUT, ... */
 #define LIP_CODE(name, value, text) lua_pushinteger(L, IP_##name); lua_setfield(L, -2, #name);
