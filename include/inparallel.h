@@ -351,12 +351,12 @@ IP_EXTERN int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency
 IP_EXTERN int ip_ready_fd(void);
 
 /* Has this process run its supervisor in a thread of its own, as after a timed call, instead
- * of in the threads that wait (see "Threads" at the top). For hosts that need every call to
- * make sure a thread can be had first: the Ruby binding, whose Process.fork never fails with
- * EAGAIN but sleeps and retries forever, so a process out of processes and threads gets
- * IP_EAGAIN from its first call instead of a call that never returns. The thread starts now
- * if calls were made, else at the next call. Returns 0, or IP_EAGAIN / IP_ENOMEM when the
- * thread cannot start (each later call then tries again, and fails the same way). */
+ * of in the threads that wait (see "Threads" at the top). For hosts that call, then compute
+ * for a long time before they wait: with the thread, a child's large streamed result is
+ * read as it comes and the child exits, rather than waiting on a full socket for the first
+ * wait. The thread starts now if calls were made, else at the next call. Returns 0, or
+ * IP_EAGAIN / IP_ENOMEM when the thread cannot start (each later call then tries again, and
+ * fails the same way). */
 IP_EXTERN int ip_use_supervisor_thread(void);
 
 /* ---------------------------------------------------------------------------------------- */

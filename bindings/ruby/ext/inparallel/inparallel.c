@@ -27,9 +27,6 @@ RUBY_FUNC_EXPORTED void Init_inparallel(void) {
   rb_define_module_function(rbip_mInParallel, "__strerror", m_strerror, 1);
 
   rbip_init_task();
-  /* Process.fork retries EAGAIN forever: make the first call fail fast instead, where the
-   * supervisor thread cannot be made (see ip_use_supervisor_thread). */
-  ip_use_supervisor_thread();
   rbip_init_future();
   rbip_init_waitfor();
 }

@@ -3,8 +3,13 @@
  * this file only carries those bytes, or the failure it reports, to the core. */
 #include "ruby_inparallel.h"
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 VALUE rbip_cTask;
 static ID id_fork, id_child, id_errno;
@@ -46,7 +51,38 @@ static __thread int fork_state;
 
 static VALUE do_fork(VALUE unused) { return rb_funcall(rb_mProcess, id_fork, 0); }
 
+/* Process.fork never fails with EAGAIN: it sleeps a second and tries again, forever, so a
+ * process out of processes (RLIMIT_NPROC, a pids cgroup) would never get its call back. The
+ * kernel is asked first, with a child that shares this memory and exits at once (CLONE_VM |
+ * CLONE_VFORK: no page tables to copy, and no SIGCHLD for the host): if that fails, so would
+ * the fork. It runs with the GVL held, so one probe at a time uses the stack. Returns 0 or an
+ * errno. A slot taken by someone else between the probe and the fork still leaves Ruby
+ * retrying until one frees; that race is the only way left. */
+static int probe_child(void *unused) { _exit(0); }
+
+static int can_fork(void) {
+  static char stack[16384] __attribute__((aligned(16)));
+  /* Blocked while the child lives: a handler of the host's must not run in it, on this
+   * process's memory. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = clone(probe_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK, NULL);
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) return err;
+  int st;
+  while (waitpid(pid, &st, __WCLONE) < 0 && errno == EINTR) {
+  }
+  return 0;
+}
+
 static pid_t fork_hook(void *ud) {
+  int probe = can_fork();
+  if (probe == EAGAIN || probe == ENOMEM) {
+    errno = probe;
+    return -1;
+  }
   int state = 0;
   VALUE r = rb_protect(do_fork, Qnil, &state);
   if (state) {
