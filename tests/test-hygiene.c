@@ -231,16 +231,19 @@ static const char *why(ip_future *f) {
   return e ? e->message : "(no error)";
 }
 
+static bool have_pidfd(void) {
+  int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (pfd < 0) return false;
+  close(pfd);
+  return true;
+}
+
 /* Without pidfd_open (valgrind does not know it) the library reaps each child from a thread
  * of its own, which ends just after the call completes. Only there is the count given time
  * to settle (10 s, a hang guard); with pidfds it must be exact at once. */
 static int threads_now(int want) {
   int n = count_threads();
-  int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-  if (pfd >= 0) {
-    close(pfd);
-    return n;
-  }
+  if (have_pidfd()) return n;
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   while (n != want) {
@@ -382,7 +385,9 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   }
   if (by_ready_fd) cr_assert_geq(ip_ready_fd(), 0);
   ip_future *f = ip_call(by_ready_fd ? gated : timed, &g); /* an untimed call kicks nobody */
-  cr_expect_eq(threads_now(threads0 + 2), threads0 + 2, "the waiter and the supervisor");
+  /* Without pidfds (valgrind) each call in flight has a reaper thread too: no exact count. */
+  bool exact = have_pidfd();
+  if (exact) cr_expect_eq(count_threads(), threads0 + 2, "the waiter and the supervisor");
   /* Handed over: the waiter now sleeps on its eventfd (ppoll) while the thread drives. */
   clock_gettime(CLOCK_MONOTONIC, &t0);
   while (!in_syscall(d.tid, SYS_ppoll)) {
@@ -394,7 +399,7 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   cr_expect_str_eq(str_of(f), "released", "%s", why(f));
   cr_assert_eq(pthread_join(th, NULL), 0);
   cr_expect(d.ok, "the driving waiter's call did not come back right");
-  cr_expect_eq(threads_now(threads0 + 1), threads0 + 1);
+  if (exact) cr_expect_eq(count_threads(), threads0 + 1, "the supervisor stays");
   ip_future_free(f);
   ip_task_free(gated);
   ip_task_free(timed);
