@@ -88,7 +88,7 @@ int ip_future_cancel(ip_future *f) {
   pthread_mutex_unlock(&ip__g.lock);
   /* SIGKILL cannot be ignored: the supervisor (this thread, if no other drives) reaps the
    * child promptly. */
-  while (!is_done(f)) ip__wait(done_pred, f, -1, false);
+  ip__wait(done_pred, f, -1, false); /* returns only once f is done */
   return 0;
 }
 

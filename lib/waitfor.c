@@ -36,7 +36,7 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
     w->ip__flags &= ~ASKED;
     if (len <= w->ip__ask_len) w->ip__flags |= DECLINED;
   }
-  if (len) ip__progress(); /* rule 1 must see what already ended even when nobody drives */
+  bool looked = false;
   for (;;) {
     pthread_mutex_lock(&ip__g.lock);
     long i = first_done_locked(in_flight);
@@ -47,6 +47,13 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
       return 1;
     }
     if (concurrency_factor && len < (size_t)concurrency_factor && !(w->ip__flags & DECLINED)) {
+      /* Rule 1 must see what already ended before asking, even when nobody drives (a wait
+       * below drives by itself, so only an ask needs this look). */
+      if (len && !looked) {
+        looked = true;
+        ip__progress();
+        continue;
+      }
       w->ip__flags |= ASKED;
       w->ip__ask_len = len;
       return 1;
