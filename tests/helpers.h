@@ -65,6 +65,20 @@ static inline const char *str_of(ip_future *f) {
   return buf;
 }
 
+/* The system call that thread tid of process pid is blocked in, per
+ * /proc/<pid>/task/<tid>/syscall; -1 while it runs or sleeps outside one, or when unreadable. */
+static inline long blocked_syscall(pid_t pid, pid_t tid) {
+  char path[80], buf[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;
+  buf[n] = '\0';
+  return atol(buf);
+}
+
 /* A gate the test controls: each child blocks reading one byte until the test writes it. A
  * child that is never released blocks forever (it holds the write end itself). Children get
  * the pipe across fork; it is close-on-exec, so nothing a child or the host execs holds it. */

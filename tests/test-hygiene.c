@@ -354,18 +354,6 @@ static void *drive_and_wait(void *p) {
   return NULL;
 }
 
-static bool in_syscall(pid_t tid, long nr) {
-  char path[64], buf[64];
-  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  return atol(buf) == nr;
-}
-
 static void driving_waiter_hands_over(bool by_ready_fd) {
   int threads0 = count_threads();
   struct gate g;
@@ -378,7 +366,7 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   cr_assert_eq(pthread_create(&th, NULL, drive_and_wait, &d), 0);
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  while (!d.tid || !in_syscall(d.tid, SYS_epoll_wait)) {
+  while (!d.tid || blocked_syscall(getpid(), d.tid) != SYS_epoll_wait) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiting thread never slept in epoll_wait");
     poll(NULL, 0, 1); /* paces the watching of /proc only */
@@ -390,7 +378,7 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   if (exact) cr_expect_eq(count_threads(), threads0 + 2, "the waiter and the supervisor");
   /* Handed over: the waiter now sleeps on its eventfd (ppoll) while the thread drives. */
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  while (!in_syscall(d.tid, SYS_ppoll)) {
+  while (blocked_syscall(getpid(), d.tid) != SYS_ppoll) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiter kept driving after the thread started");
     poll(NULL, 0, 1);
@@ -439,7 +427,7 @@ Test(hygiene, the_ready_fd_starts_the_supervisor_thread) {
   /* Nobody waits in the library now, yet the call completes and the descriptor says so. */
   ip_future *f = ip_call(t, NULL);
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  cr_assert_eq(poll(&p, 1, -1), 1);
+  cr_assert_eq(poll(&p, 1, 20000), 1, "no completion reached the ready fd"); /* hang guard */
   cr_expect(ip_future_done(f));
   ip_future_free(f);
   ip_task_free(t);

@@ -63,16 +63,8 @@ struct sender {
 /* 1 when thread tid of pid is blocked in epoll_wait or ppoll, per
  * /proc/<pid>/task/<tid>/syscall. */
 static int blocked_asleep(pid_t pid, pid_t tid) {
-  char path[80], buf[128];
-  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  long nr = atol(buf);
-  return (nr == SYS_ppoll || nr == SYS_epoll_wait) && buf[0] != '-';
+  long nr = blocked_syscall(pid, tid);
+  return nr == SYS_ppoll || nr == SYS_epoll_wait;
 }
 
 static void send_when_asleep(struct sender *s) {
