@@ -9,10 +9,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-/* Set around fork() so the at-fork child handler knows which call the new process is for,
- * and keeps the descriptors that call's child needs. */
-__thread ip_future *ip__forking;
-
 static ip_future *future_new(void) {
   ip_future *f = calloc(1, sizeof *f);
   if (!f) return NULL;
@@ -43,6 +39,11 @@ static void *reaper_main(void *p) {
   int st;
   struct rusage ru;
   pid_t x;
+  siginfo_t si;
+  /* Ended, not yet reaped: its process group is still surely the call's (see kill_group). */
+  while (waitid(P_PID, (id_t)f->pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  kill(-f->pid, SIGKILL);
   while ((x = wait4(f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
   }
   pthread_mutex_lock(&ip__g.lock);

@@ -263,11 +263,12 @@ static void arm_crash_report(void) {
 
 /* ---- start-up ------------------------------------------------------------------------------ */
 
-/* The child must not outlive the parent process. PR_SET_PDEATHSIG would fire when the *thread*
+/* The call must not outlive the parent process. PR_SET_PDEATHSIG would fire when the *thread*
  * that forked exits, so instead the child opens its own file description of a pipe whose
  * only writer is the parent process and asks for SIGKILL on it (F_SETSIG): when the parent
- * dies, the last writer closes, and the kernel delivers the signal. The pipe never carries
- * data, so nothing else can trigger it. */
+ * dies, the last writer closes, and the kernel delivers the signal, to the child's whole
+ * process group, so whatever the call started dies with it. The pipe never carries data, so
+ * nothing else can trigger it. */
 static void arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
   bool armed = false;
   if (lifeline_r >= 0) {
@@ -280,7 +281,9 @@ static void arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
     *p = '\0';
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
-      armed = fcntl(fd, F_SETOWN, getpid()) == 0 && fcntl(fd, F_SETSIG, SIGKILL) == 0 &&
+      pid_t self = getpid();
+      armed = fcntl(fd, F_SETOWN, getpgrp() == self ? -self : self) == 0 &&
+              fcntl(fd, F_SETSIG, SIGKILL) == 0 &&
               fcntl(fd, F_SETFL, O_RDONLY | O_NONBLOCK | O_ASYNC) == 0;
       if (!armed) close(fd);
     }
@@ -303,6 +306,10 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.sending = 0;
   atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
 
+  /* A process group of its own: everything the call starts (a shell, its pipeline, their
+   * children) is in it, so a timeout, a cancel or the parent's death ends all of it with one
+   * kill(-pgid). */
+  setpgid(0, 0);
   if (t->pdeathsig) arm_lifeline(lifeline_r, parent, main_thread);
   if (lifeline_r >= 0) close(lifeline_r);
   if (t->stdio & IP_STDIO_PURGE_INHERITED) {

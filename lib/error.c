@@ -1,8 +1,16 @@
-/* Error codes, their names and messages, the version, and small shared utilities. */
+/* Error codes: their names and messages, and the errno they come from. */
 #include "internal.h"
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
+#include <limits.h>
+#include <string.h>
+
+/* Text for codes the list does not name is made per thread: one buffer per accessor, so
+ * ip_strerror(x) and ip_err_name(x) in one printf do not overwrite each other. */
+static __thread char other_text[64], other_name[32];
+
+/* Negative errno values the kernel can give are -1..-4095 (MAX_ERRNO): any other code that
+ * is not ours is unknown. */
+static bool is_errno(int code) { return code < 0 && code >= -4095; }
 
 const char *ip_strerror(int code) {
   switch (code) {
@@ -13,9 +21,14 @@ const char *ip_strerror(int code) {
 #undef IP__ERR_TEXT
   case 0:
     return "success";
-  default:
-    return "unknown error";
   }
+  const char *d = NULL;
+#ifdef HAVE_STRERRORDESC_NP
+  if (is_errno(code)) d = strerrordesc_np(-code);
+#endif
+  if (d) return d;
+  snprintf(other_text, sizeof other_text, "unknown error %d", code);
+  return other_text;
 }
 
 const char *ip_err_name(int code) {
@@ -27,50 +40,14 @@ const char *ip_err_name(int code) {
 #undef IP__ERR_NAME
   case 0:
     return "OK";
-  default:
-    return "UNKNOWN";
   }
+  const char *n = NULL;
+#ifdef HAVE_STRERRORNAME_NP
+  if (is_errno(code)) n = strerrorname_np(-code);
+#endif
+  if (n) return n;
+  snprintf(other_name, sizeof other_name, "E%d", code < 0 && code != INT_MIN ? -code : code);
+  return other_name;
 }
 
-#define IP__STR2(x) #x
-#define IP__STR(x) IP__STR2(x)
-const char *ip_version(void) {
-  return IP__STR(IP_VERSION_MAJOR) "." IP__STR(IP_VERSION_MINOR) "." IP__STR(IP_VERSION_PATCH);
-}
-
-int ip__errno_code(int err) {
-  switch (err) {
-  case EAGAIN:
-    return IP_EAGAIN;
-  case EMFILE:
-  case ENFILE:
-    return IP_EMFILE;
-  case ENOMEM:
-    return IP_ENOMEM;
-  case ENOSYS:
-    return IP_ENOSYS;
-  case EINTR:
-    return IP_EINTR;
-  default:
-    return IP_EINVAL;
-  }
-}
-
-void ip__close(int *fd) {
-  if (*fd >= 0) {
-    close(*fd);
-    *fd = -1;
-  }
-}
-
-int64_t ip__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void ip__format_rusage(char *buf, size_t n, const struct rusage *ru) {
-  double cpu = (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) +
-               (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e6;
-  snprintf(buf, n, "peak RSS %.1f MiB, CPU %.3f s", (double)ru->ru_maxrss / 1024.0, cpu);
-}
+int ip__errno_code(int err) { return err > 0 ? -err : IP_EINVAL; }

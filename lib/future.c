@@ -12,6 +12,27 @@ static bool is_done(const ip_future *f) {
 
 static bool done_pred(void *f) { return is_done(f); }
 
+static void decode(ip_future *f) {
+  f->decoded = true;
+#ifdef MADV_POPULATE_READ
+  /* An in-place result is read next: fill its page table in one call, here in the caller's
+   * thread rather than in the supervisor's. Linux < 5.14 says EINVAL; faults then do it. */
+  if (f->rx.mapped && f->rx.len) madvise(f->rx.payload, f->rx.len, MADV_POPULATE_READ);
+#endif
+  int rc = f->ser->decode(f->ser, f->rx.payload, f->rx.len, &f->value);
+  if (rc == 0) return;
+  char msg[200];
+  snprintf(msg, sizeof msg, "the %s serializer could not decode the %zu-byte result of child %d "
+           "(%s)", f->ser->name, f->rx.len, (int)f->pid, rc < 0 ? ip_err_name(rc) : "failed");
+  free(f->err_strings);
+  f->err_strings = strdup(msg);
+  f->value = NULL;
+  f->err.code = f->status = IP_EDECODE;
+  f->err.kind = ip_err_name(IP_EDECODE);
+  f->err.message = f->err_strings ? f->err_strings : ip_strerror(IP_EDECODE);
+  f->err.raised_code = rc;
+}
+
 int ip_future_wait(ip_future *f, int timeout_ms) {
   if (!f) return IP_EINVAL;
   if (is_done(ip__fresh(f))) return 0;
@@ -27,11 +48,11 @@ int ip_future_done(const ip_future *f) {
 
 int ip_future_status(const ip_future *f) {
   if (!f) return IP_EINVAL;
-  return is_done(ip__fresh(f)) ? f->status : IP_EAGAIN;
+  return is_done(ip__fresh(f)) ? ip__settle(f)->status : IP_EAGAIN;
 }
 
 const ip_error *ip_future_error(const ip_future *f) {
-  if (!f || !is_done(ip__fresh(f)) || f->status == 0) return NULL;
+  if (!f || !is_done(ip__fresh(f)) || ip__settle(f)->status == 0) return NULL;
   return &f->err;
 }
 
@@ -45,34 +66,25 @@ int ip_future_rusage(const ip_future *f, struct rusage *out) {
   return 0;
 }
 
+/* The outcome is read-only once `settled`; before that the first reader decodes, under
+ * dec_lock, and every other reader waits for it there. */
+ip_future *ip__settle(const ip_future *cf) {
+  ip_future *f = (ip_future *)cf;
+  if (atomic_load_explicit(&f->settled, memory_order_acquire)) return f;
+  pthread_mutex_lock(&f->dec_lock);
+  if (!atomic_load_explicit(&f->settled, memory_order_relaxed)) {
+    if (f->status == 0) decode(f);
+    atomic_store_explicit(&f->settled, true, memory_order_release);
+  }
+  pthread_mutex_unlock(&f->dec_lock);
+  return f;
+}
+
 const void *ip_future_value(ip_future *f) {
   if (!f) return NULL;
   while (!is_done(ip__fresh(f))) ip__wait(done_pred, f, -1, true); /* signals: just keep waiting */
-  pthread_mutex_lock(&f->dec_lock);
-  if (f->status == 0 && !f->decoded) {
-    f->decoded = true;
-#ifdef MADV_POPULATE_READ
-    /* An in-place result is read next: fill its page table in one call, here in the caller's
-     * thread rather than in the supervisor's. Linux < 5.14 says EINVAL; faults then do it. */
-    if (f->rx.mapped && f->rx.len) madvise(f->rx.payload, f->rx.len, MADV_POPULATE_READ);
-#endif
-    int rc = f->ser->decode(f->ser, f->rx.payload, f->rx.len, &f->value);
-    if (rc != 0) {
-      char msg[200];
-      snprintf(msg, sizeof msg, "the %s serializer could not decode the %zu-byte result of child "
-               "%d (%d)", f->ser->name, f->rx.len, (int)f->pid, rc);
-      free(f->err_strings);
-      f->err_strings = strdup(msg);
-      f->value = NULL;
-      f->err.code = f->status = IP_EDECODE;
-      f->err.kind = ip_err_name(IP_EDECODE);
-      f->err.message = f->err_strings ? f->err_strings : ip_strerror(IP_EDECODE);
-      f->err.raised_code = rc;
-    }
-  }
-  const void *v = f->status == 0 ? f->value : NULL;
-  pthread_mutex_unlock(&f->dec_lock);
-  return v;
+  ip__settle(f);
+  return f->status == 0 ? f->value : NULL;
 }
 
 int ip_future_cancel(ip_future *f) {
@@ -95,6 +107,15 @@ int ip_future_cancel(ip_future *f) {
 void ip_future_free(ip_future *f) {
   if (!f) return;
   if (!is_done(ip__fresh(f))) ip_future_cancel(f);
+  pthread_mutex_lock(&ip__g.lock);
+  ip_list *l = f->list;
+  size_t slot = f->slot;
+  if (l) {
+    ip__list_adopt_locked(l);
+    ip__list_detach_locked(f);
+  }
+  pthread_mutex_unlock(&ip__g.lock);
+  if (l) ip__list_vacate(l, slot); /* freed while in a list: the list forgets it */
   if (f->orphan) { /* see ip__orphan */
     free(f);
     return;

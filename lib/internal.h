@@ -16,6 +16,8 @@
 /* At or above this size ip_bytes_alloc() in a child builds the result in a memfd. Below it the
  * memfd set-up (create, truncate, map, seal, pass, map again) costs more than a copy. */
 #define IP__INPLACE_MIN ((size_t)1 << 20)
+/* How many pids of completed calls the library remembers (see ip__ours_locked). */
+#define IP__RECENT 256
 
 /* ---- tasks ---------------------------------------------------------------------------- */
 
@@ -90,6 +92,10 @@ struct ip_future {
   bool cancel_req, timed_out, killed, orphan;
   uint64_t done_seq;
   ip_future *prev, *next; /* in-flight list */
+  ip_list *list;          /* the list it is in, if any; `slot` is its index in list->items */
+  size_t slot;
+  bool queued;            /* on list's completion queue (dprev/dnext) */
+  ip_future *dprev, *dnext;
 
   /* Outcome, written before state becomes DONE, then read-only (except decoding). */
   int status;
@@ -97,11 +103,37 @@ struct ip_future {
   char *err_strings; /* owns err.kind/message/backtrace text unless they are static */
   struct rusage rusage;
 
-  /* Lazy decoding in the caller's thread. */
+  /* Decoding, on the first look at the outcome (ip__settle), in whichever thread that is.
+   * `settled` is set, with release order, once status, err and value are final. */
   pthread_mutex_t dec_lock;
+  _Atomic bool settled;
   bool decoded;
   void *value;
 };
+
+/* ---- lists -------------------------------------------------------------------------------- */
+
+/* The caller's list. `items` is the caller's alone (a list is used by one thread at a time);
+ * the completion queue is shared with the supervisor and guarded by ip__g.lock. A waitfor
+ * step takes the queue's head and leaves a hole (NULL) in items, so it costs O(1); holes are
+ * squeezed out once they outnumber the futures, or before anything reads by index. */
+struct ip_list {
+  unsigned gen;          /* as in ip_future: a list copied into a fork child is rebuilt */
+  ip_future **items;
+  size_t used, len, cap; /* slots in use (holes included), futures, slots allocated */
+  ip_future *done_head, *done_tail; /* completed members, earliest completion first */
+};
+
+/* Under the lock: appends f to its list's completion queue (it just completed, or it was
+ * done when pushed: then it goes where its completion order puts it). */
+void ip__list_enqueue_locked(ip_future *f);
+/* Under the lock: takes f off its list's completion queue and out of the list's reach. */
+void ip__list_detach_locked(ip_future *f);
+/* Frees f's slot (leaves a hole) in a list it was detached from. */
+void ip__list_vacate(ip_list *l, size_t slot);
+/* Under the lock: in a fork child, a list of the parent's: every future in it becomes an
+ * orphan (see ip__adopt_locked) and the queue is rebuilt from them. */
+void ip__list_adopt_locked(ip_list *l);
 
 /* ---- process-wide state ----------------------------------------------------------------- */
 
@@ -127,9 +159,13 @@ struct ip__global {
   pthread_t thread;
   int epfd, wake_fd, ready_fd;
   int lifeline[2];      /* [0] reopened by each child; [1] held by this process only */
+  int sigchld_fd;       /* signalfd for SIGCHLD: how a waiting thread tells the library's
+                           children's SIGCHLD from the host's (see wait.c) */
   ip_future *inflight;  /* doubly linked */
   size_t n_inflight, n_timed;
   uint64_t seq;         /* completion counter */
+  pid_t recent[IP__RECENT];    /* pids of the latest completed calls, for telling SIGCHLDs apart */
+  unsigned recent_at;
   struct ip__waiter *waiters;
   /* In a fork child: the parent's lists as they were, kept only so the copies stay reachable
    * (a leak checker would otherwise count them as lost). Never walked. */
@@ -143,13 +179,18 @@ extern __thread ip_future *ip__forking;
 
 /* One-time and per-process set-up (atfork handlers, backtrace warm-up). */
 void ip__init(void);
+/* Registers the at-fork handlers (fork.c). */
+void ip__fork_handlers_install(void);
 /* Sets up the supervisor's descriptors in this process if needed and, with `thread` (or after
  * ip_use_supervisor_thread), starts its thread. Call without the lock. 0 or a code. */
 int ip__supervisor_ensure(bool thread);
 /* One round of the supervisor loop: waits up to timeout_ms (-1: no limit; a deadline may cut
  * it short) and handles what came. Only the thread that drives may call it. Returns
- * epoll_wait's result: -1 with errno EINTR when a signal handler ran. */
-int ip__supervise_once(int timeout_ms);
+ * epoll_wait's result: -1 with errno EINTR when a signal handler ran. `*sigchld` (may be
+ * NULL) is set when a SIGCHLD became pending for this thread (see wait.c). */
+int ip__supervise_once(int timeout_ms, bool *sigchld);
+/* Whether `pid` is, or lately was, the child of one of the library's calls. Under the lock. */
+bool ip__ours_locked(pid_t pid);
 /* Handles what is ready without blocking, when no thread drives: for callers that only look
  * (ip_future_done, a waitfor step) in a process without a supervisor thread. */
 void ip__progress(void);
@@ -170,6 +211,10 @@ void ip__supervisor_shutdown(void);
  * ip__rx_drain reads the socket (up to `budget` bytes) and returns false at end of stream. */
 void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n);
 bool ip__rx_drain(ip_future *f, size_t budget);
+
+/* Decodes a completed future once, in the calling thread, so status, error and value agree
+ * from the first look on. Returns f. */
+ip_future *ip__settle(const ip_future *f);
 
 /* A future copied into a fork child belongs to the parent. The child's at-fork handler does
  * not touch it (every page it wrote would cost each child a copy-on-write fault); instead the
@@ -209,11 +254,6 @@ void ip__wake_waiters_locked(void);
 /* Child side. */
 _Noreturn void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent,
                               bool main_thread, void *arg);
-
-/* Handle registry: catches double frees of tasks and lists. Call with the lock held. */
-int ip__handle_add_locked(const void *p);
-bool ip__handle_del_locked(const void *p);
-void ip__handles_reset(void);
 
 /* Serializers. */
 uint32_t ip__ser_id(const char *name);

@@ -165,7 +165,9 @@ void ip__outcome_free(ip_future *f) {
 void ip__complete_locked(ip_future *f) {
   ip__unlink_locked(f);
   f->done_seq = ++ip__g.seq;
+  if (f->pid > 0) ip__g.recent[ip__g.recent_at++ % IP__RECENT] = f->pid;
   atomic_store_explicit(&f->state, IP__DONE, memory_order_release);
+  ip__list_enqueue_locked(f);
   pthread_cond_broadcast(&ip__g.cond);
   ip__wake_waiters_locked();
 }
@@ -176,23 +178,4 @@ void ip__fail_early(ip_future *f, int code, const char *message) {
   f->err.pid = f->pid;
   ip__complete_locked(f);
   pthread_mutex_unlock(&ip__g.lock);
-}
-
-void ip__adopt_locked(ip_future *f) {
-  if (f->gen == ip__g.gen) return;
-  f->gen = ip__g.gen;
-  /* at_child closed whatever descriptors the call still held; the numbers may name new
-   * files by now. */
-  f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
-  if (atomic_load_explicit(&f->state, memory_order_relaxed) != IP__DONE) ip__orphan(f);
-}
-
-void ip__orphan(ip_future *f) {
-  f->orphan = true;
-  f->err_strings = NULL;
-  set_static(f, IP_ECANCELED, "the call belongs to the parent process (this process was forked "
-                              "while it ran)");
-  f->prev = f->next = NULL;
-  f->done_seq = ++ip__g.seq;
-  atomic_store_explicit(&f->state, IP__DONE, memory_order_relaxed);
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,11 +25,28 @@
 #define TAG_PIDFD ((uintptr_t)1)
 #define SKIP ((void *)2)
 
+#define SIGCHLD_TAG ((void *)3)
+
+/* Every process a call's child started, however deep, is in the child's process group
+ * (child.c makes it one) unless it left it. The group is signalled only while its leader is
+ * unreaped, so the group's id cannot have passed to anyone else. */
+static void kill_group(pid_t pid) { kill(-pid, SIGKILL); }
+
 void ip__kill_locked(ip_future *f) {
   if (f->killed || f->pidfd < 0) return;
   f->killed = true;
   if (!f->exit_pipe) syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
   else if (!f->reaped) kill(f->pid, SIGKILL); /* not reaped yet, so the pid is still ours */
+  if (!f->reaped) kill_group(f->pid);
+}
+
+bool ip__ours_locked(pid_t pid) {
+  if (pid <= 0) return false;
+  for (size_t i = 0; i < IP__RECENT; i++)
+    if (ip__g.recent[i] == pid) return true;
+  for (ip_future *f = ip__g.inflight; f; f = f->next)
+    if (f->pid == pid) return true;
+  return false;
 }
 
 static void stop_reading(ip_future *f) {
@@ -57,6 +75,8 @@ static bool on_child_exit(ip_future *f) {
   if (!f->exit_pipe) {
     int st;
     pid_t r;
+    /* The call is over: so is whatever its child left running. */
+    kill_group(f->pid);
     while ((r = wait4(f->pid, &st, WNOHANG, &f->rusage)) < 0 && errno == EINTR) {
     }
     if (r == 0) return false;
@@ -99,7 +119,7 @@ static int next_timeout_locked(int64_t now) {
   return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-int ip__supervise_once(int timeout_ms) {
+int ip__supervise_once(int timeout_ms, bool *sigchld) {
   struct epoll_event ev[MAX_EVENTS];
   pthread_mutex_lock(&ip__g.lock);
   int t = next_timeout_locked(ip__now_ns());
@@ -109,6 +129,10 @@ int ip__supervise_once(int timeout_ms) {
   for (int i = 0; i < n; i++) {
     void *tag = ev[i].data.ptr;
     if (tag == SKIP) continue;
+    if (tag == SIGCHLD_TAG) {
+      if (sigchld) *sigchld = true;
+      continue;
+    }
     if (!tag) {
       uint64_t v;
       ssize_t r = read(ip__g.wake_fd, &v, sizeof v);
@@ -135,13 +159,29 @@ static void *supervise(void *unused) {
     bool stop = ip__g.stopping;
     pthread_mutex_unlock(&ip__g.lock);
     if (stop) break;
-    ip__supervise_once(-1);
+    ip__supervise_once(-1, NULL);
     pthread_mutex_lock(&ip__g.lock);
   }
   return NULL;
 }
 
 static int fd_error(void) { return ip__errno_code(errno); }
+
+/* A signalfd that reports a SIGCHLD pending for the thread that looks, and never takes it
+ * (wait.c does, when it must). Edge-triggered, so a SIGCHLD that every thread blocks, as a
+ * host may, wakes the loop once rather than for as long as it stays pending. */
+static int watch_sigchld_locked(void) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if ((ip__g.sigchld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) return -1;
+  struct epoll_event c = {.events = EPOLLIN | EPOLLET, .data.ptr = SIGCHLD_TAG};
+  if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, ip__g.sigchld_fd, &c) == 0) return 0;
+  int e = errno;
+  ip__close(&ip__g.sigchld_fd);
+  errno = e;
+  return -1;
+}
 
 int ip__supervisor_ensure(bool thread) {
   ip__init();
@@ -155,6 +195,7 @@ int ip__supervisor_ensure(bool thread) {
   if (ip__g.lifeline[0] < 0 && pipe2(ip__g.lifeline, O_CLOEXEC) < 0) goto fail;
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
   if (epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, ip__g.wake_fd, &e) < 0 && errno != EEXIST) goto fail;
+  if (ip__g.sigchld_fd < 0 && watch_sigchld_locked() < 0) goto fail;
   if (!thread) goto out;
   /* The host's signal handlers must run in the host's threads, never in ours. */
   sigset_t all, old;
@@ -185,15 +226,6 @@ int ip_use_supervisor_thread(void) {
   return now ? ip__supervisor_ensure(true) : 0;
 }
 
-void ip__link_locked(ip_future *f) {
-  f->prev = NULL;
-  f->next = ip__g.inflight;
-  if (f->next) f->next->prev = f;
-  ip__g.inflight = f;
-  ip__g.n_inflight++;
-  if (f->deadline_ns) ip__g.n_timed++;
-}
-
 int ip__supervisor_add(ip_future *f) {
   f->rx.sock_open = true;
   struct epoll_event es = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = f};
@@ -206,16 +238,6 @@ int ip__supervisor_add(ip_future *f) {
   }
   if (f->deadline_ns) ip__supervisor_kick();
   return 0;
-}
-
-void ip__unlink_locked(ip_future *f) {
-  if (f->prev) f->prev->next = f->next;
-  else if (ip__g.inflight == f) ip__g.inflight = f->next;
-  else return; /* not linked */
-  if (f->next) f->next->prev = f->prev;
-  f->prev = f->next = NULL;
-  ip__g.n_inflight--;
-  if (f->deadline_ns) ip__g.n_timed--;
 }
 
 void ip__supervisor_kick(void) {
@@ -240,7 +262,19 @@ void ip__supervisor_shutdown(void) {
   ip__close(&ip__g.epfd);
   ip__close(&ip__g.wake_fd);
   ip__close(&ip__g.ready_fd);
+  ip__close(&ip__g.sigchld_fd);
   ip__close(&ip__g.lifeline[0]);
   ip__close(&ip__g.lifeline[1]);
   pthread_mutex_unlock(&ip__g.lock);
+}
+
+int ip_ready_fd(void) {
+  /* Whoever polls this descriptor is not waiting in the library: a thread must drive. */
+  int rc = ip__supervisor_ensure(true);
+  if (rc < 0) return rc;
+  pthread_mutex_lock(&ip__g.lock);
+  if (ip__g.ready_fd < 0) ip__g.ready_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int fd = ip__g.ready_fd >= 0 ? ip__g.ready_fd : ip__errno_code(errno);
+  pthread_mutex_unlock(&ip__g.lock);
+  return fd;
 }

@@ -21,24 +21,10 @@ ip_task *ip_task_new(ip_fn fn, const ip_serializer *s) {
   t->stdio = IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD;
   t->crash_report = 1;
   t->max_result = IP__DEFAULT_MAX_RESULT;
-  pthread_mutex_lock(&ip__g.lock);
-  int rc = ip__handle_add_locked(t);
-  pthread_mutex_unlock(&ip__g.lock);
-  if (rc < 0) {
-    free(t);
-    errno = ENOMEM;
-    return NULL;
-  }
   return t;
 }
 
-void ip_task_free(ip_task *t) {
-  if (!t) return;
-  pthread_mutex_lock(&ip__g.lock);
-  bool live = ip__handle_del_locked(t);
-  pthread_mutex_unlock(&ip__g.lock);
-  if (live) free(t);
-}
+void ip_task_free(ip_task *t) { free(t); }
 
 int ip_task_set_timeout(ip_task *t, int timeout_ms) {
   if (!t) return IP_EINVAL;

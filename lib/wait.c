@@ -3,11 +3,21 @@
  * own eventfd (its waiter), which a completion writes to when armed, and takes the driver's
  * seat when the driver leaves. With a supervisor thread every waiter sleeps. Either sleep is
  * a single blocking call, so waiting costs no CPU, and a host signal handler interrupts it
- * (epoll_wait and ppoll are never restarted), which is how IP_EINTR reaches the caller. */
+ * (epoll_wait and ppoll are never restarted), which is how IP_EINTR reaches the caller.
+ *
+ * IP_EINTR is for the host's signals only. A wait whose condition holds when a handler ran
+ * returns it instead. And a SIGCHLD from one of the library's own children must not count:
+ * while a host handler for SIGCHLD is installed, a waiting thread blocks SIGCHLD, sees it
+ * arrive through a signalfd, takes it to read whose child sent it, and puts it back for the
+ * host's handler, which then runs at once, in this thread, as it would have; only a child
+ * that is not the library's ends the wait with IP_EINTR. */
 #include "internal.h"
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <string.h>
 #include <unistd.h>
 
 static __thread struct ip__waiter *self;
@@ -99,18 +109,83 @@ void ip__progress(void) {
   ip__g.driving |= drive;
   pthread_mutex_unlock(&ip__g.lock);
   if (!drive) return;
-  ip__supervise_once(0);
+  ip__supervise_once(0, NULL);
   pthread_mutex_lock(&ip__g.lock);
   stop_driving_locked();
   pthread_mutex_unlock(&ip__g.lock);
 }
+
+/* ---- the host's SIGCHLD ------------------------------------------------------------------ */
+
+struct chld {
+  bool watch; /* SIGCHLD blocked here by this wait, and watched */
+  sigset_t old;
+};
+
+static bool host_handles_sigchld(void) {
+  struct sigaction sa;
+  if (sigaction(SIGCHLD, NULL, &sa) < 0) return false;
+  return (sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+}
+
+/* Before the first sleep of a wait: without a handler no SIGCHLD interrupts anything, and a
+ * thread that blocks SIGCHLD itself runs no handler for it. */
+static void chld_begin(struct chld *c) {
+  sigset_t s;
+  if (ip__g.sigchld_fd < 0 || !host_handles_sigchld()) return;
+  sigemptyset(&s);
+  sigaddset(&s, SIGCHLD);
+  if (pthread_sigmask(SIG_BLOCK, &s, &c->old) != 0) return;
+  c->watch = !sigismember(&c->old, SIGCHLD);
+}
+
+static void chld_end(struct chld *c) {
+  if (c->watch) pthread_sigmask(SIG_SETMASK, &c->old, NULL);
+  c->watch = false;
+}
+
+/* Takes the SIGCHLDs pending for this thread, puts each back as it was (same sender, code and
+ * status) and lets the host's handler run them now. True when one came from a child that is
+ * not the library's. Standard signals merge: a host child that ends while a SIGCHLD of ours
+ * is pending is only seen by the handler, not here. */
+static bool chld_take(struct chld *c) {
+  struct signalfd_siginfo ssi[2]; /* standard signals do not queue: one per thread, one shared */
+  int n = 0;
+  while (n < 2 && read(ip__g.sigchld_fd, &ssi[n], sizeof *ssi) == (ssize_t)sizeof *ssi) n++;
+  bool host = false;
+  pthread_mutex_lock(&ip__g.lock);
+  for (int i = 0; i < n; i++) host |= !ip__ours_locked((pid_t)ssi[i].ssi_pid);
+  pthread_mutex_unlock(&ip__g.lock);
+  if (n) {
+    /* A process may queue any siginfo to itself; pending again, it merges into one. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGCHLD;
+    si.si_code = ssi[0].ssi_code;
+    si.si_pid = (pid_t)ssi[0].ssi_pid;
+    si.si_uid = ssi[0].ssi_uid;
+    si.si_status = ssi[0].ssi_status;
+    si.si_utime = (clock_t)ssi[0].ssi_utime;
+    si.si_stime = (clock_t)ssi[0].ssi_stime;
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), SIGCHLD, &si);
+  }
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGCHLD);
+  pthread_sigmask(SIG_SETMASK, &c->old, NULL); /* the host's handler runs here */
+  pthread_sigmask(SIG_BLOCK, &s, NULL);
+  return host;
+}
+
+/* ---- waiting ------------------------------------------------------------------------------- */
 
 int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible) {
   if (timeout_ms == 0) ip__progress(); /* a poll: the loop below would not drive at all */
   struct ip__waiter *w = interruptible ? waiter() : NULL;
   int64_t deadline = timeout_ms >= 0 ? ip__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
   int rc = 0;
-  bool driving = false;
+  bool driving = false, slept = false;
+  struct chld chld = {0};
   pthread_mutex_lock(&ip__g.lock);
   while (!done(ctx)) {
     int64_t left = timeout_ms >= 0 ? deadline - ip__now_ns() : -1;
@@ -118,24 +193,26 @@ int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible) {
       rc = IP_ETIMEDOUT;
       break;
     }
+    if (interruptible && !slept) {
+      slept = true;
+      pthread_mutex_unlock(&ip__g.lock);
+      chld_begin(&chld);
+      pthread_mutex_lock(&ip__g.lock);
+      continue; /* the condition may hold by now */
+    }
     if (driving && ip__g.started) { /* a timed call or ip_ready_fd started the thread */
       driving = false;
       stop_driving_locked();
     }
+    bool interrupted = false, sigchld = false;
     if (may_drive_locked(driving)) {
       ip__g.driving = driving = true;
       pthread_mutex_unlock(&ip__g.lock);
       int64_t ms = left < 0 ? -1 : (left + 999999) / 1000000;
-      int n = ip__supervise_once(ms > INT32_MAX ? INT32_MAX : (int)ms);
-      int e = errno;
+      int n = ip__supervise_once(ms > INT32_MAX ? INT32_MAX : (int)ms, &sigchld);
+      interrupted = n < 0 && errno == EINTR;
       pthread_mutex_lock(&ip__g.lock);
-      if (n < 0 && e == EINTR && interruptible) {
-        rc = IP_EINTR;
-        break;
-      }
-      continue;
-    }
-    if (!w) {
+    } else if (!w) {
       /* No eventfd to be had (or a wait that must not be interrupted): a condition variable
        * still sleeps until a completion, it just cannot report signals. */
       if (timeout_ms < 0) {
@@ -149,35 +226,34 @@ int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible) {
         pthread_cond_timedwait(&ip__g.cond, &ip__g.lock, &ts);
       }
       continue;
+    } else {
+      w->armed = true;
+      pthread_mutex_unlock(&ip__g.lock);
+      struct pollfd p[2] = {{.fd = w->efd, .events = POLLIN},
+                            {.fd = chld.watch ? ip__g.sigchld_fd : -1, .events = POLLIN}};
+      struct timespec ts = {left / 1000000000, left % 1000000000};
+      int pr = ppoll(p, 2, left >= 0 ? &ts : NULL, NULL);
+      interrupted = pr < 0 && errno == EINTR;
+      sigchld = pr > 0 && (p[1].revents & POLLIN);
+      uint64_t v;
+      ssize_t r = read(w->efd, &v, sizeof v);
+      (void)r;
+      pthread_mutex_lock(&ip__g.lock);
+      w->armed = false;
     }
-    w->armed = true;
+    if (!interruptible || !(interrupted || (sigchld && chld.watch))) continue;
     pthread_mutex_unlock(&ip__g.lock);
-    struct pollfd p = {.fd = w->efd, .events = POLLIN};
-    struct timespec ts = {left / 1000000000, left % 1000000000};
-    int pr = ppoll(&p, 1, left >= 0 ? &ts : NULL, NULL);
-    int e = errno;
-    uint64_t v;
-    ssize_t r = read(w->efd, &v, sizeof v);
-    (void)r;
+    if (sigchld && chld.watch && chld_take(&chld)) interrupted = true;
+    /* A handler ran. What completed meanwhile still counts: take it in before judging. */
+    if (interrupted && driving) ip__supervise_once(0, NULL);
     pthread_mutex_lock(&ip__g.lock);
-    w->armed = false;
-    if (pr < 0 && e == EINTR) {
-      rc = IP_EINTR;
+    if (interrupted) {
+      if (!done(ctx)) rc = IP_EINTR;
       break;
     }
   }
   if (driving) stop_driving_locked();
   pthread_mutex_unlock(&ip__g.lock);
+  chld_end(&chld);
   return rc;
-}
-
-int ip_ready_fd(void) {
-  /* Whoever polls this descriptor is not waiting in the library: a thread must drive. */
-  int rc = ip__supervisor_ensure(true);
-  if (rc < 0) return rc;
-  pthread_mutex_lock(&ip__g.lock);
-  if (ip__g.ready_fd < 0) ip__g.ready_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  int fd = ip__g.ready_fd >= 0 ? ip__g.ready_fd : ip__errno_code(errno);
-  pthread_mutex_unlock(&ip__g.lock);
-  return fd;
 }

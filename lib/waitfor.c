@@ -1,31 +1,32 @@
-/* ip_waitfor_next: the seed's waitfor generator as a step function, blocking instead of
- * polling. The rules, in the order they are tried at each step:
+/* ip_waitfor_next: walking a list of futures in completion order, as a step function that
+ * blocks instead of polling. The rules, in the order they are tried at each step:
  *   1. a completed future in the list is handed back (the earliest completion first);
  *   2. with a factor, fewer than `cf` in the list, and the last ask not declined: ask;
  *   3. an empty list ends the loop;
  *   4. otherwise sleep until one of the list's futures completes.
  * An ask is declined when the list did not grow by the next step; that holds off further
- * asks until something completes, which is what ends the loop on an empty list. */
+ * asks until something completes, which is what ends the loop on an empty list.
+ * Rule 1 costs O(1): completions queue up on their list as they happen (list.c). */
 #include "internal.h"
 
 enum { ASKED = 1u, DECLINED = 2u };
 
-/* The done future that completed first, or -1. Under the lock, so done_seq is stable. */
-static long first_done_locked(const ip_list *l) {
-  long best = -1;
-  uint64_t seq = UINT64_MAX;
-  for (size_t i = 0, n = ip_list_len(l); i < n; i++) {
-    ip_future *f = ip_list_at(l, i);
-    ip__adopt_locked(f);
-    if (atomic_load_explicit(&f->state, memory_order_acquire) == IP__DONE && f->done_seq < seq) {
-      seq = f->done_seq;
-      best = (long)i;
-    }
-  }
-  return best;
+static bool any_done(void *l) {
+  ip__list_adopt_locked(l);
+  return ((ip_list *)l)->done_head != NULL;
 }
 
-static bool any_done(void *l) { return first_done_locked(l) >= 0; }
+/* The earliest completion of l, taken off the list; NULL when none. */
+static ip_future *take_done(ip_list *l) {
+  pthread_mutex_lock(&ip__g.lock);
+  ip__list_adopt_locked(l);
+  ip_future *f = l->done_head;
+  size_t slot = f ? f->slot : 0;
+  if (f) ip__list_detach_locked(f);
+  pthread_mutex_unlock(&ip__g.lock);
+  if (f) ip__list_vacate(l, slot);
+  return f;
+}
 
 int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, int timeout_ms,
                     ip_future **out) {
@@ -38,11 +39,9 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
   }
   bool looked = false;
   for (;;) {
-    pthread_mutex_lock(&ip__g.lock);
-    long i = first_done_locked(in_flight);
-    pthread_mutex_unlock(&ip__g.lock);
-    if (i >= 0) {
-      *out = ip_list_remove(in_flight, (size_t)i);
+    ip_future *f = take_done(in_flight);
+    if (f) {
+      *out = f;
       w->ip__flags &= ~DECLINED;
       return 1;
     }

@@ -111,17 +111,6 @@ Test(badinput, waitfor_negative_concurrency_factor_is_einval) {
   ip_list_free(l);
 }
 
-Test(badinput, double_list_free_is_ignored) {
-  ip_list *l = ip_list_new();
-  cr_assert_not_null(l);
-  ip_list_free(l);
-  ip_list_free(l); /* caught by the handle registry; a real double free() would abort */
-  ip_list *l2 = ip_list_new();
-  cr_assert_not_null(l2);
-  cr_expect_eq(ip_list_len(l2), 0);
-  ip_list_free(l2);
-}
-
 /* ---- tasks ------------------------------------------------------------------------------ */
 
 Test(badinput, task_new_with_null_fn_is_null_einval) {
@@ -142,19 +131,6 @@ Test(badinput, task_setters_with_null_task_are_einval) {
   cr_expect_eq(ip_task_set_crash_report(NULL, 1), IP_EINVAL);
   cr_expect_eq(ip_task_set_fork(NULL, NULL, NULL), IP_EINVAL);
   ip_task_free(NULL); /* ignored */
-}
-
-Test(badinput, double_task_free_is_ignored) {
-  ip_task *t = ip_task_new(fn_hello, NULL);
-  cr_assert_not_null(t);
-  ip_task_free(t);
-  ip_task_free(t); /* caught by the handle registry; a real double free() would abort */
-  ip_task *t2 = ip_task_new(fn_hello, NULL);
-  cr_assert_not_null(t2);
-  ip_future *f = ip_call(t2, NULL);
-  cr_expect_str_eq(str_of(f), "hello");
-  ip_future_free(f);
-  ip_task_free(t2);
 }
 
 Test(badinput, rlimit_negative_or_unknown_resource_is_einval) {

@@ -672,12 +672,53 @@ Test(task, error_codes_are_negative_and_distinct) {
   cr_assert_eq(IP_ECANCELED, -ECANCELED);
 }
 
-Test(task, unknown_codes_give_unknown_text) {
-  static const int unknown[] = {1, -1, 12345, -2999, -3005, INT_MIN, INT_MAX};
+/* Codes the library does not name are an errno when they can be (they pass through as its
+ * negative), and say their number otherwise. */
+Test(task, other_errno_codes_keep_their_name_and_text) {
+  cr_assert_str_eq(ip_err_name(-EPERM), "EPERM");
+  cr_assert_str_eq(ip_strerror(-EPERM), strerror(EPERM));
+  cr_assert_str_eq(ip_err_name(-ENOENT), "ENOENT");
+  cr_assert_str_eq(ip_err_name(-ECONNREFUSED), "ECONNREFUSED");
+  cr_assert_str_eq(ip_strerror(-ECONNREFUSED), strerror(ECONNREFUSED));
+}
+
+Test(task, unknown_codes_say_their_number) {
+  static const int unknown[] = {1, 12345, -2999, -3005, -4242, INT_MIN, INT_MAX};
   for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
-    cr_assert_str_eq(ip_strerror(unknown[i]), "unknown error", "code %d", unknown[i]);
-    cr_assert_str_eq(ip_err_name(unknown[i]), "UNKNOWN", "code %d", unknown[i]);
+    char num[16];
+    snprintf(num, sizeof num, "%d", unknown[i] < 0 && unknown[i] != INT_MIN ? -unknown[i]
+                                                                            : unknown[i]);
+    cr_assert(strstr(ip_strerror(unknown[i]), num), "code %d: %s", unknown[i],
+              ip_strerror(unknown[i]));
+    cr_assert(strstr(ip_err_name(unknown[i]), num), "code %d: %s", unknown[i],
+              ip_err_name(unknown[i]));
+    cr_assert_eq(ip_err_name(unknown[i])[0], 'E', "code %d: %s", unknown[i],
+                 ip_err_name(unknown[i]));
   }
+  cr_assert_str_eq(ip_err_name(-4242), "E4242");
+  cr_assert_str_eq(ip_strerror(-4242), "unknown error -4242");
+}
+
+static pid_t fork_eperm(void *ud) {
+  (void)ud;
+  errno = EPERM;
+  return -1;
+}
+
+/* A fork the kernel refused says what the kernel said. */
+Test(task, a_failed_fork_keeps_its_errno) {
+  ip_task *t = ip_task_new(return_hello, NULL);
+  cr_assert_eq(ip_task_set_fork(t, fork_eperm, NULL), 0);
+  ip_future *f = ip_call(t, NULL);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  cr_assert_eq(ip_future_status(f), -EPERM);
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, -EPERM);
+  cr_assert_str_eq(e->kind, "EPERM");
+  ip_future_free(f);
+  ip_task_free(t);
+  cr_assert(no_children());
 }
 
 /* ---- task construction ----------------------------------------------------------------------- */
@@ -705,10 +746,9 @@ Test(task, call_with_null_task_is_an_already_failed_future) {
   ip_future_free(f);
 }
 
-Test(task, task_free_twice_and_null_are_ignored_and_futures_outlive_the_task) {
+Test(task, task_free_of_null_is_ignored_and_futures_outlive_the_task) {
   ip_task *t = ip_task_new(return_hello, NULL);
   ip_future *f = ip_call(t, NULL);
-  ip_task_free(t);
   ip_task_free(t);
   ip_task_free(NULL);
   cr_assert_str_eq(str_of(f), "hello");

@@ -537,14 +537,50 @@ Test(list, grows_past_its_first_allocation_in_order) {
   for (int i = 0; i < N; i++) ip_future_free(fs[i]);
 }
 
-Test(list, the_same_future_may_be_pushed_twice) {
+/* A future is in one list at a time: it is handed back once, by the list it is in. */
+Test(list, a_future_is_in_one_list_at_a_time) {
   ip_future *f = ip_call(NULL, NULL);
-  ip_list *l = ip_list_new();
+  ip_list *l = ip_list_new(), *m = ip_list_new();
   cr_assert_eq(ip_list_push(l, f), 0);
-  cr_assert_eq(ip_list_push(l, f), 0);
-  cr_assert_eq(ip_list_len(l), 2);
+  cr_assert_eq(ip_list_push(l, f), IP_EALREADY);
+  cr_assert_eq(ip_list_push(m, f), IP_EALREADY);
+  cr_assert_eq(ip_list_len(l), 1);
+  cr_assert_eq(ip_list_len(m), 0);
+  cr_assert_eq(ip_list_remove(l, 0), f);
+  cr_assert_eq(ip_list_push(m, f), 0, "out of one list, it may go into another");
+  ip_list_free(m);
+  cr_assert_eq(ip_list_push(l, f), 0, "a freed list lets go of its futures");
   ip_list_free(l);
   ip_future_free(f);
+}
+
+/* Freeing a future takes it out of its list. */
+Test(list, a_freed_future_leaves_its_list) {
+  ip_task *t = ip_task_new(return_int_as_text, NULL);
+  ip_list *l = ip_list_new();
+  ip_future *f[3];
+  static int args[3] = {7, 7, 7};
+  for (int i = 0; i < 3; i++) {
+    f[i] = ip_call(t, &args[i]);
+    cr_assert_eq(ip_list_push(l, f[i]), 0);
+  }
+  ip_future_free(f[1]);
+  cr_assert_eq(ip_list_len(l), 2);
+  cr_assert_eq(ip_list_at(l, 0), f[0]);
+  cr_assert_eq(ip_list_at(l, 1), f[2]);
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *out;
+  int got = 0;
+  while (ip_waitfor_next(&w, l, 0, -1, &out) == 1) {
+    cr_assert(out == f[0] || out == f[2]);
+    cr_assert_str_eq(str_of(out), "7");
+    ip_future_free(out);
+    got++;
+  }
+  cr_assert_eq(got, 2);
+  ip_list_free(l);
+  ip_task_free(t);
+  cr_assert(no_children());
 }
 
 Test(list, null_arguments) {
@@ -561,16 +597,3 @@ Test(list, null_arguments) {
   ip_future_free(f);
 }
 
-Test(list, double_free_is_ignored) {
-  ip_list *l = ip_list_new();
-  ip_future *f = ip_call(NULL, NULL);
-  ip_list_push(l, f);
-  ip_list_free(l);
-  ip_list_free(l); /* caught by the library's registry of live lists */
-  ip_list *l2 = ip_list_new();
-  cr_assert_not_null(l2);
-  cr_assert_eq(ip_list_push(l2, f), 0);
-  cr_assert_eq(ip_list_at(l2, 0), f);
-  ip_list_free(l2);
-  ip_future_free(f);
-}
