@@ -55,7 +55,8 @@ static int sig_warm_baseline(void) {
 struct sender {
   int go[2];
   pid_t pid, tid; /* the waiting process and thread */
-  int sig;
+  int sig;               /* the signal to send, or 0 to release `release` instead */
+  struct fa_gate *release; /* with sig 0: a gate whose release ends the host's own child */
   int sent;       /* 1 once the signal went out */
   int asleep;     /* 1 when the waiter was seen blocked in epoll_wait or ppoll */
 };
@@ -75,7 +76,8 @@ static void send_when_asleep(struct sender *s) {
     poll(NULL, 0, 1); /* re-check /proc every ms; this only paces the watching */
   /* Process-directed, as from a terminal or `kill`: the kernel picks the thread, and the
    * waiter (the main thread, the only one not blocking it) is the one it picks. */
-  if (s->tid == s->pid) s->sent = kill(s->pid, s->sig) == 0;
+  if (!s->sig) s->sent = fa_gate_release(s->release, 1) == 0;
+  else if (s->tid == s->pid) s->sent = kill(s->pid, s->sig) == 0;
   else s->sent = syscall(SYS_tgkill, s->pid, s->tid, s->sig) == 0;
 }
 
@@ -85,6 +87,7 @@ static void *sender_thread(void *p) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGCHLD);
   pthread_sigmask(SIG_BLOCK, &set, NULL); /* never the one the kernel picks */
   send_when_asleep(s);
   return NULL;
@@ -192,10 +195,11 @@ Test(signals, sigterm_from_another_process_interrupts_waitfor_with_a_factor) {
   interrupted_waitfor(SIGTERM, 1, 8, -1);
 }
 
-/* The same through ip_future_wait, which shares the waiting. */
-Test(signals, sigint_interrupts_future_wait) {
+/* The same through ip_future_wait, which shares the waiting; with SA_RESTART too, as glibc's
+ * signal() installs handlers: a Ctrl-C handler must be able to stop a wait either way. */
+static void interrupted_future_wait(int flags) {
   int base = sig_warm_baseline();
-  struct sigaction old = install(SIGINT, 0);
+  struct sigaction old = install(SIGINT, flags);
   struct fa_gate g;
   cr_assert_eq(fa_gate_open(&g), 0);
   ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
@@ -221,6 +225,11 @@ Test(signals, sigint_interrupts_future_wait) {
   close(s.go[1]);
   sigaction(SIGINT, &old, NULL);
   cr_assert_eq(count_fds(), base);
+}
+
+Test(signals, sigint_interrupts_future_wait) { interrupted_future_wait(0); }
+Test(signals, sigint_with_sa_restart_interrupts_future_wait) {
+  interrupted_future_wait(SA_RESTART);
 }
 
 /* ---- the host's SIGCHLD handler and its own children ------------------------------------------ */
@@ -253,12 +262,106 @@ static void collect_all(ip_list *l, const char *want) {
   ip_future *f;
   int rc;
   while ((rc = ip_waitfor_next(&w, l, 0, fa_guard_ms(60000), &f)) != 0) {
-    if (rc == IP_EINTR) continue; /* the host's SIGCHLD handler, by design */
-    cr_assert_eq(rc, 1, "waitfor: %s", ip_err_name(rc));
+    cr_assert_eq(rc, 1, "waitfor: %s", ip_err_name(rc)); /* never IP_EINTR: no host child
+                                                            ends meanwhile */
     const ip_error *e = ip_future_error(f);
     cr_assert_str_eq(str_of(f), want, "%s", e ? e->message : "(no error)");
     ip_future_free(f);
   }
+}
+
+/* ---- whose SIGCHLD ends a wait --------------------------------------------------------------
+ * A host's SIGCHLD handler runs whenever a child of the process changes state, the library's
+ * included. Only the host's own children are the host's business: a wait ends with IP_EINTR
+ * for them, never for a call's child, and never for a call that completed. */
+
+/* Each call completes during the wait for it; the handler runs, the wait returns 0. */
+static void own_children_never_interrupt(bool thread) {
+  struct sigaction old = install(SIGCHLD, SA_RESTART);
+  ip_task *t = ip_task_new(return_hello, NULL);
+  if (thread) ip_task_set_timeout(t, 600000); /* a timed call runs the supervisor thread */
+  for (int i = 0; i < 20; i++) {
+    ip_future *f = ip_call(t, NULL);
+    int rc = ip_future_wait(f, -1);
+    cr_assert_eq(rc, 0, "call %d: ip_future_wait returned %s", i, ip_err_name(rc));
+    cr_assert_str_eq(str_of(f), "hello");
+    ip_future_free(f);
+  }
+  /* And through waitfor, many at a time. */
+  ip_list *l = ip_list_new();
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *out;
+  int started = 0, done = 0, rc;
+  while ((rc = ip_waitfor_next(&w, l, 16, -1, &out)) == 1) {
+    if (!out) {
+      if (started < 200) {
+        cr_assert_eq(ip_list_push(l, ip_call(t, NULL)), 0);
+        started++;
+      }
+      continue;
+    }
+    cr_assert_str_eq(str_of(out), "hello");
+    ip_future_free(out);
+    done++;
+  }
+  cr_assert_eq(rc, 0, "waitfor returned %s after %d of 200", ip_err_name(rc), done);
+  cr_assert_eq(done, 200);
+  cr_assert_gt(handled[SIGCHLD], 0, "the host's handler never ran");
+  cr_assert(no_children());
+  ip_list_free(l);
+  ip_task_free(t);
+  sigaction(SIGCHLD, &old, NULL);
+}
+
+Test(signals, the_librarys_own_sigchld_never_interrupts_a_wait) {
+  own_children_never_interrupt(false);
+}
+Test(signals, the_librarys_own_sigchld_never_interrupts_a_wait_with_the_supervisor_thread) {
+  own_children_never_interrupt(true);
+}
+
+/* The host's own child ends while a call runs: the wait ends with IP_EINTR after the host's
+ * handler ran, and the host's child is still there for the host to reap. */
+static void host_child_interrupts(bool thread) {
+  struct sigaction old = install(SIGCHLD, SA_RESTART);
+  struct fa_gate lib_gate, host_gate;
+  cr_assert_eq(fa_gate_open(&lib_gate), 0);
+  cr_assert_eq(fa_gate_open(&host_gate), 0);
+  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  if (thread) ip_task_set_timeout(t, 600000);
+  ip_future *f = ip_call(t, &lib_gate);
+  pid_t h = host_child(&host_gate, 7);
+  struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = 0,
+                     .release = &host_gate};
+  cr_assert_eq(pipe2(s.go, O_CLOEXEC), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, sender_thread, &s), 0);
+  cr_assert_eq(write(s.go[1], "g", 1), 1);
+  int rc = ip_future_wait(f, -1);
+  pthread_join(th, NULL);
+  cr_assert(s.asleep && s.sent);
+  cr_assert_eq(rc, IP_EINTR, "ip_future_wait returned %s", ip_err_name(rc));
+  cr_assert_gt(handled[SIGCHLD], 0, "the host's handler did not run");
+  cr_assert_eq(ip_future_done(f), 0);
+  int st;
+  cr_assert_eq(waitpid(h, &st, WNOHANG), h, "the host's child was taken from it");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 7);
+  cr_assert_eq(fa_gate_release(&lib_gate, 1), 0);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  cr_assert_str_eq(str_of(f), "released");
+  ip_future_free(f);
+  cr_assert(no_children());
+  ip_task_free(t);
+  fa_gate_close(&lib_gate);
+  fa_gate_close(&host_gate);
+  close(s.go[0]);
+  close(s.go[1]);
+  sigaction(SIGCHLD, &old, NULL);
+}
+
+Test(signals, the_hosts_own_child_interrupts_a_wait) { host_child_interrupts(false); }
+Test(signals, the_hosts_own_child_interrupts_a_wait_with_the_supervisor_thread) {
+  host_child_interrupts(true);
 }
 
 Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
