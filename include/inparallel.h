@@ -34,7 +34,27 @@
  *     (or NULL / 0 for accessors, as documented per function).
  *   - Everything is thread-safe unless a function says otherwise.
  *
- * Linux only: the library relies on pidfd (Linux 5.3+), epoll, eventfd and memfd.
+ * Processes: each call's child leads a process group of its own, and everything it starts
+ * (its children, a shell and the commands the shell runs, however deep) is in that group
+ * unless it leaves it. A timeout, ip_future_cancel(), freeing a running future, the end of
+ * the call, and the death of the calling process each SIGKILL the whole group. For this to
+ * hold, a task must not move what it starts into another group or session (setsid(),
+ * setpgid(), coreutils' `timeout` without --foreground, a shell with job control), and must
+ * not close descriptors it did not open (closefrom(), close_range()): one of them carries
+ * the parent-death signal. Being in its own group also means a task is not in the terminal's
+ * foreground group: the terminal's Ctrl-C reaches the caller, which ends the calls, and a
+ * task that reads the terminal is stopped by SIGTTIN.
+ *
+ * Signals: a wait returns IP_EINTR only for the host's own signals (a handler of the host's
+ * ran in the waiting thread, and nothing the wait was waiting for completed meanwhile). The
+ * SIGCHLD of the library's own children never interrupts a wait; the SIGCHLD of the host's
+ * own children does, so a host's handler sees its children as before. While a thread waits
+ * with a host SIGCHLD handler installed, the library blocks SIGCHLD in it, reads whose child
+ * sent it, and re-raises it for the handler at once, with the same information.
+ *
+ * Linux only: the library relies on epoll, eventfd, signalfd and memfd, and on pidfd (Linux
+ * 5.3+) to watch each child. Without pidfd (an older kernel, or valgrind, which does not know
+ * the call) each call in flight has a small thread of its own that waits for its child.
  */
 #ifndef INPARALLEL_H
 #define INPARALLEL_H
@@ -84,7 +104,9 @@ IP_EXTERN const char *ip_version(void);
 /* Error codes                                                                               */
 
 /* One list makes the enum, the names and the messages, so they can never disagree.
- * Codes that have an errno twin use its negative value, as libuv does. */
+ * Codes that have an errno twin use its negative value, as libuv does, and an errno the
+ * kernel gives that is not listed here passes through the same way: a fork refused with
+ * EPERM fails its call with -EPERM, whose name is "EPERM". */
 #define IP_ERRNO_MAP(XX)                                                                      \
   XX(ERAISED, -3000, "the task function raised an error")                                   \
   XX(ESIGNALED, -3001, "the child process was killed by a signal")                          \
@@ -101,7 +123,7 @@ IP_EXTERN const char *ip_version(void);
   XX(EMFILE, -EMFILE, "no file descriptor could be created (see RLIMIT_NOFILE)")            \
   XX(E2BIG, -E2BIG, "the result is larger than the task's size limit")                      \
   XX(EALREADY, -EALREADY, "the future had already completed")                               \
-  XX(ENOSYS, -ENOSYS, "the kernel lacks a feature the library needs (pidfd, Linux 5.3+)")
+  XX(ENOSYS, -ENOSYS, "the kernel lacks a feature the library needs")
 
 typedef enum {
 #define IP__ERR_ENUM(name, value, text) IP_##name = (value),
@@ -109,11 +131,13 @@ typedef enum {
 #undef IP__ERR_ENUM
 } ip_errno;
 
-/* A sentence describing `code` (static storage). 0 gives "success", unknown codes
- * "unknown error". */
+/* A sentence describing `code`. 0 gives "success", another errno's negative strerror's text
+ * ("Operation not permitted"), any other code "unknown error <code>". Static storage, except
+ * for that last kind: a buffer of the calling thread's, valid until its next call. */
 IP_EXTERN const char *ip_strerror(int code);
-/* The code's name without the IP_ prefix, e.g. "ETIMEDOUT" (static storage); 0 gives "OK",
- * unknown codes "UNKNOWN". */
+/* The code's name without the IP_ prefix, e.g. "ETIMEDOUT"; 0 gives "OK", another errno's
+ * negative its name ("EPERM"), any other code "E<number>" ("E4242" for -4242). Storage as
+ * for ip_strerror. */
 IP_EXTERN const char *ip_err_name(int code);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -206,17 +230,18 @@ IP_EXTERN void ip_serializer_free(ip_serializer *s);
  * NULL, s with a wrong abi or without encode/decode) or ENOMEM. Tasks may be shared between
  * threads; set options before sharing. */
 IP_EXTERN ip_task *ip_task_new(ip_fn fn, const ip_serializer *s);
-/* Frees the task. Futures already made stay valid. NULL and a second free of the same task
- * are ignored (the library keeps a registry of live tasks, so a double free is caught). */
+/* Frees the task. Futures already made stay valid. NULL is ignored; freeing a task twice is
+ * undefined, as for free(). */
 IP_EXTERN void ip_task_free(ip_task *t);
 
-/* Kill the child with SIGKILL when a call runs longer than `timeout_ms` (0 or negative: no
- * limit, the default). The future then fails with IP_ETIMEDOUT. The first call of such a
+/* Kill the child (and its process group) with SIGKILL when a call runs longer than
+ * `timeout_ms` (0 or negative: no limit, the default). The future then fails with
+ * IP_ETIMEDOUT. The first call of such a
  * task starts the process's supervisor thread (see "Threads" above). Returns 0 or
  * IP_EINVAL. */
 IP_EXTERN int ip_task_set_timeout(ip_task *t, int timeout_ms);
-/* Parent-death protection (on by default): the child is SIGKILLed when the parent process
- * dies, whichever thread made the call and even if that thread exits first. An execve() by
+/* Parent-death protection (on by default): the child and its process group are SIGKILLed
+ * when the parent process dies, whichever thread made the call and even if that thread exits first. An execve() by
  * the parent counts as its death: the new program knows nothing of the calls. 0 turns it
  * off. Returns 0 or IP_EINVAL. */
 IP_EXTERN int ip_task_set_pdeathsig(ip_task *t, int on);
@@ -255,17 +280,17 @@ IP_EXTERN int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud);
 /* Forks and runs t's fn(arg) in the child. Returns at once with a future owned by the caller
  * (free it with ip_future_free). `arg` is borrowed: the child sees its own copy of the
  * caller's memory, so arg needs no serialization. If the call cannot start (fork or
- * socketpair failed, t is NULL) the future comes back already failed (IP_EAGAIN, IP_EMFILE,
- * IP_ENOMEM, IP_EINVAL). NULL only when the future itself cannot be allocated. */
+ * socketpair failed, t is NULL) the future comes back already failed, with the errno the
+ * kernel gave as its code (IP_EAGAIN, IP_EMFILE, -ENFILE, IP_ENOMEM, -EPERM, ...) or
+ * IP_EINVAL. NULL only when the future itself cannot be allocated. */
 IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
 
 /* Blocks until f completes or timeout_ms passes (negative = forever, 0 = poll).
- * Returns 0 when done, IP_ETIMEDOUT, IP_EINTR when a signal handler ran, IP_EINVAL.
- * IP_EINTR means any handler of the host's that ran while this thread slept, including a
- * SIGCHLD handler, which runs whenever one of the library's children exits if the signal is
- * delivered to this thread: block SIGCHLD in waiting threads, or call again on IP_EINTR. A
- * signal that arrives after the wait began but before it went to sleep runs its handler
- * without interrupting the wait.
+ * Returns 0 when done (also when a handler ran but f completed meanwhile), IP_ETIMEDOUT,
+ * IP_EINTR when a handler of the host's ran in this thread while f was still running
+ * (with or without SA_RESTART; see "Signals" above), IP_EINVAL. A signal that arrives
+ * after the wait began but before it went to sleep runs its handler without interrupting the
+ * wait.
  * The first wait that blocks in a thread gives that thread an eventfd to sleep on when
  * another thread runs the supervisor (this and ip_waitfor_next share it); it is closed when
  * the thread exits. */
@@ -275,17 +300,20 @@ IP_EXTERN int ip_future_wait(ip_future *f, int timeout_ms);
  * polls this sees its calls complete. */
 IP_EXTERN int ip_future_done(const ip_future *f);
 /* 0 when f succeeded, its failure code when it failed, IP_EINVAL for NULL. A future still
- * running reports IP_EAGAIN (try again later). Never blocks; decoding does not count: a value
- * that fails to decode turns the status into IP_EDECODE once ip_future_value() tried it. */
+ * running reports IP_EAGAIN (try again later). Never waits for the call. A completed future
+ * never changes: the first look at it (this, ip_future_error or ip_future_value, in whichever
+ * thread) decodes the value, in that thread, so a value that fails to decode is IP_EDECODE
+ * in all three from the first look on. */
 IP_EXTERN int ip_future_status(const ip_future *f);
 /* Waits for f (through signals: it never returns early with IP_EINTR), then decodes the
- * result in this thread on first use. The value is owned by the future and valid until
+ * result in this thread if no look at f did yet. The value is owned by the future and valid until
  * ip_future_free(). NULL when f failed (see ip_future_error), or when
  * the serializer decoded to NULL. */
 IP_EXTERN const void *ip_future_value(ip_future *f);
-/* Why f failed, or NULL while it runs, when it succeeded, or for NULL. Owned by the future. */
+/* Why f failed, or NULL while it runs, when it succeeded, or for NULL. Owned by the future.
+ * Decodes f on first look, as ip_future_status does. */
 IP_EXTERN const ip_error *ip_future_error(const ip_future *f);
-/* SIGKILLs the child, reaps it, and fails f with IP_ECANCELED. Returns 0 once done;
+/* SIGKILLs the child and its process group, reaps it, and fails f with IP_ECANCELED. Returns 0 once done;
  * IP_EALREADY when f had already completed (its outcome stands); IP_EINVAL for NULL. */
 IP_EXTERN int ip_future_cancel(ip_future *f);
 /* The child's pid, or 0 when no child was created. */
@@ -295,23 +323,30 @@ IP_EXTERN void *ip_future_arg(const ip_future *f);
 /* The child's resource usage once f completed (also on success). 0, IP_EAGAIN while
  * running, IP_EINVAL for NULL. */
 IP_EXTERN int ip_future_rusage(const ip_future *f, struct rusage *out);
-/* Cancels f if it still runs (so no child or zombie is left), then frees it and its value.
- * NULL is ignored. Using f afterwards is undefined. */
+/* Cancels f if it still runs (so no child or zombie is left), takes it out of the list it is
+ * in, if any, then frees it and its value. NULL is ignored. Using f afterwards is undefined.
+ * A future in a list may only be freed by the thread that uses the list, or while no thread
+ * does. */
 IP_EXTERN void ip_future_free(ip_future *f);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Lists and waitfor                                                                         */
 
 /* A growable array of future pointers, in the order they were pushed. The list does not own
- * the futures: ip_list_free() frees only the list, and you free each future you take out. */
+ * the futures: ip_list_free() frees only the list, and you free each future you take out.
+ * A future is in at most one list at a time. A list is used by one thread at a time (any
+ * thread may complete its futures). ip_list_push, ip_list_len and a waitfor step cost O(1)
+ * amortized; ip_list_at and ip_list_remove may cost O(n) after waitfor steps. */
 IP_EXTERN ip_list *ip_list_new(void); /* NULL with errno ENOMEM */
-/* Appends f. Returns 0, IP_EINVAL (NULL list or future), IP_ENOMEM. */
+/* Appends f. Returns 0, IP_EINVAL (NULL list or future), IP_EALREADY (f is in a list
+ * already, this one or another), IP_ENOMEM. */
 IP_EXTERN int ip_list_push(ip_list *l, ip_future *f);
 IP_EXTERN size_t ip_list_len(const ip_list *l);            /* 0 for NULL */
 IP_EXTERN ip_future *ip_list_at(const ip_list *l, size_t i); /* NULL when out of range */
 /* Removes and returns item i, keeping the order of the others; NULL when out of range. */
 IP_EXTERN ip_future *ip_list_remove(ip_list *l, size_t i);
-/* Frees the list (not the futures in it). NULL and a second free are ignored. */
+/* Frees the list (not the futures in it, which may then go into another list). NULL is
+ * ignored; freeing a list twice is undefined, as for free(). */
 IP_EXTERN void ip_list_free(ip_list *l);
 
 /* Iterator state for ip_waitfor_next. Make one with `ip_waitfor w = IP_WAITFOR_INIT;`; it
@@ -331,7 +366,8 @@ typedef struct ip_waitfor {
  *                   are in the list, so start another task (push it) if you have one.
  *   0               the end: the list is empty (with a factor: and the last ask added none).
  *   IP_ETIMEDOUT    nothing completed within timeout_ms (negative = forever); call again.
- *   IP_EINTR        a signal handler ran while waiting; call again to resume.
+ *   IP_EINTR        a host's signal handler ran while waiting and nothing completed (see
+ *                   "Signals" at the top); call again to resume.
  *   IP_EINVAL       w, in_flight or out NULL, or concurrency_factor < 0.
  *
  * concurrency_factor 0 means none: it never asks. With a factor it asks again immediately
