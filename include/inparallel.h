@@ -334,12 +334,13 @@ IP_EXTERN void ip_future_free(ip_future *f);
 
 /* A growable array of future pointers, in the order they were pushed. The list does not own
  * the futures: ip_list_free() frees only the list, and you free each future you take out.
- * A future is in at most one list at a time. A list is used by one thread at a time (any
- * thread may complete its futures). ip_list_push, ip_list_len and a waitfor step cost O(1)
+ * A future is in at most one list at a time: pushing it into another moves it there. A list
+ * is used by one thread at a time (any thread may complete its futures), and a future may
+ * only move out of a list that no other thread is using. ip_list_push, ip_list_len and a waitfor step cost O(1)
  * amortized; ip_list_at and ip_list_remove may cost O(n) after waitfor steps. */
 IP_EXTERN ip_list *ip_list_new(void); /* NULL with errno ENOMEM */
-/* Appends f. Returns 0, IP_EINVAL (NULL list or future), IP_EALREADY (f is in a list
- * already, this one or another), IP_ENOMEM. */
+/* Appends f, taking it out of the list it was in, if another. Returns 0, IP_EINVAL (NULL
+ * list or future), IP_EALREADY (f is in this list already), IP_ENOMEM. */
 IP_EXTERN int ip_list_push(ip_list *l, ip_future *f);
 IP_EXTERN size_t ip_list_len(const ip_list *l);            /* 0 for NULL */
 IP_EXTERN ip_future *ip_list_at(const ip_list *l, size_t i); /* NULL when out of range */

@@ -104,15 +104,22 @@ int ip_list_push(ip_list *l, ip_future *f) {
   pthread_mutex_lock(&ip__g.lock);
   ip__list_adopt_locked(l);
   ip__adopt_locked(f);
-  if (f->list) {
+  if (f->list == l) {
     pthread_mutex_unlock(&ip__g.lock);
     return IP_EALREADY;
+  }
+  ip_list *from = f->list; /* a future moves: it leaves the list it was in */
+  size_t from_slot = f->slot;
+  if (from) {
+    ip__list_adopt_locked(from);
+    ip__list_detach_locked(f);
   }
   f->list = l;
   f->slot = l->used;
   if (atomic_load_explicit(&f->state, memory_order_relaxed) == IP__DONE)
     ip__list_enqueue_locked(f);
   pthread_mutex_unlock(&ip__g.lock);
+  if (from) ip__list_vacate(from, from_slot);
   l->items[l->used++] = f;
   l->len++;
   return 0;

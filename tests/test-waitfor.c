@@ -537,21 +537,33 @@ Test(list, grows_past_its_first_allocation_in_order) {
   for (int i = 0; i < N; i++) ip_future_free(fs[i]);
 }
 
-/* A future is in one list at a time: it is handed back once, by the list it is in. */
+/* A future is in one list at a time: it is handed back once, by the list it is in. Pushing
+ * it into another list moves it (a waitfor loop given up half way leaves its list behind). */
 Test(list, a_future_is_in_one_list_at_a_time) {
-  ip_future *f = ip_call(NULL, NULL);
+  ip_future *f = ip_call(NULL, NULL), *g = ip_call(NULL, NULL);
   ip_list *l = ip_list_new(), *m = ip_list_new();
   cr_assert_eq(ip_list_push(l, f), 0);
+  cr_assert_eq(ip_list_push(l, g), 0);
   cr_assert_eq(ip_list_push(l, f), IP_EALREADY);
-  cr_assert_eq(ip_list_push(m, f), IP_EALREADY);
-  cr_assert_eq(ip_list_len(l), 1);
-  cr_assert_eq(ip_list_len(m), 0);
-  cr_assert_eq(ip_list_remove(l, 0), f);
-  cr_assert_eq(ip_list_push(m, f), 0, "out of one list, it may go into another");
-  ip_list_free(m);
-  cr_assert_eq(ip_list_push(l, f), 0, "a freed list lets go of its futures");
+  cr_assert_eq(ip_list_len(l), 2);
+  cr_assert_eq(ip_list_push(m, f), 0);
+  cr_assert_eq(ip_list_len(l), 1, "f moved out of l");
+  cr_assert_eq(ip_list_at(l, 0), g);
+  cr_assert_eq(ip_list_len(m), 1);
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *out;
+  cr_assert_eq(ip_waitfor_next(&w, l, 0, -1, &out), 1);
+  cr_assert_eq(out, g);
+  cr_assert_eq(ip_waitfor_next(&w, l, 0, -1, &out), 0, "f is handed back by m only");
+  ip_waitfor w2 = IP_WAITFOR_INIT;
+  cr_assert_eq(ip_waitfor_next(&w2, m, 0, -1, &out), 1);
+  cr_assert_eq(out, f);
+  cr_assert_eq(ip_list_push(l, f), 0, "out of every list, it may go into any");
   ip_list_free(l);
+  cr_assert_eq(ip_list_push(m, f), 0, "a freed list lets go of its futures");
+  ip_list_free(m);
   ip_future_free(f);
+  ip_future_free(g);
 }
 
 /* Freeing a future takes it out of its list. */
