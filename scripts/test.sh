@@ -28,7 +28,7 @@ c_suites() {
   return $rc
 }
 step "C tests (Criterion)" c_suites
-storm() { # issue 7's storm, bounded: one thread, then 8 threads on their own lists
+storm() { # the storm, bounded: one thread, then 8 threads on their own lists
   make -s tests/storm/storm >/dev/null &&
     tests/storm/storm --tasks 1000 --concurrency 64 &&
     tests/storm/storm --tasks 1000 --concurrency 64 --threads 8

@@ -1,8 +1,8 @@
 /* storm: many calls with every kind of ending at once, and proof that nothing is left behind.
  *
- * A standalone program (plain main, no Criterion) for issue 7. It runs N tasks (default 1000)
- * at concurrency C (default 64) through ip_waitfor_next with a concurrency factor. A seeded
- * random mix (exact counts, shuffled by the seed) decides what each child does:
+ * A standalone program (plain main, no Criterion). It runs N tasks (default 1000) at
+ * concurrency C (default 64) through ip_waitfor_next with a concurrency factor. A seeded random
+ * mix (exact counts, shuffled by the seed) decides what each child does:
  *
  *   5%  SIGSEGV      a real null write through a volatile pointer
  *   5%  abort        abort(), i.e. SIGABRT
