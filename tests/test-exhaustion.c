@@ -349,13 +349,13 @@ static void nproc_storm(void *arg) {
 
 Test(exhaustion, nproc_rlimit_fails_forks_with_eagain_and_recovers) {
   struct nproc_case c = {.mode = BY_RLIMIT, .k = 6, .n = 20};
-  if (getuid() == 0 && under_valgrind())
-    cr_skip_test("under valgrind a subject that gave up root cannot create valgrind's "
-                 "per-process log files, so its children die; the pids cgroup test covers "
-                 "fork failures under valgrind");
   struct subject_outcome o = subject_run(nproc_storm, &c, guard_ms(120000), NULL, NULL);
   if (strstr(o.fail, "unshare(CLONE_NEWUSER)"))
     cr_skip_test("no user namespaces here (%s): RLIMIT_NPROC cannot be isolated", o.fail);
+  /* Under valgrind every process the subject forks as nobody opens a log file of its own. */
+  if (under_valgrind() && getuid() == 0 && (o.hung || o.fail[0] || !o.done))
+    cr_log_warn("under valgrind, as root: valgrind's --log-file must be in a directory that "
+                "the user nobody can write to (tests/valgrind.sh makes one)");
   ASSERT_SUBJECT_OK(o, "RLIMIT_NPROC storm");
 }
 
