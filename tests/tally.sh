@@ -57,7 +57,7 @@ tally_make_check() {
 }
 
 # tally_tap SUITE TAP LOG [EXTRA_FAILURES]: one suite's Criterion TAP report (written with
-# CRITERION_OUTPUTS=tap:FILE); LOG is its usual output, for Criterion's own count.
+# --tap=FILE); LOG is its usual output, for Criterion's own count.
 # EXTRA_FAILURES (0 or 1) counts a failure the report does not show (a finding of valgrind,
 # a bad exit status) when no test failed. Prints the suite's line; the "skipped:" lines
 # come from tally_tap_skips.

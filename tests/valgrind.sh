@@ -24,11 +24,11 @@ for p in "${progs[@]}"; do
   # nouserintercepts: test-alloc defines malloc itself to fail allocations in turn; valgrind
   # still tracks the __libc_malloc calls behind it. Other suites define no allocator.
   # Timeouts are 10x longer under valgrind; Criterion's own timeout is off by default.
-  if ! CRITERION_OUTPUTS="tap:$tap" ./libtool --mode=execute valgrind -q --trace-children=yes \
+  if ! ./libtool --mode=execute valgrind -q --trace-children=yes \
       --child-silent-after-fork=no --error-exitcode=99 --leak-check=full \
       --errors-for-leak-kinds=definite --soname-synonyms=somalloc=nouserintercepts \
       --show-leak-kinds=definite --suppressions="$src/tests/valgrind.supp" \
-      --log-file="$logs/$name.vg.%p" "$p" --jobs 1 >"$out" 2>&1; then
+      --log-file="$logs/$name.vg.%p" "$p" --jobs 1 --tap="$tap" >"$out" 2>&1; then
     echo "valgrind: $p FAILED"; cat "$out"; bad=1
   fi
   # Criterion reports a failing worker in its own output; valgrind's findings land per pid.
