@@ -1,6 +1,6 @@
--- The seed's example in Lua: "log in" to twelve servers, three at a time, and collect each
--- one's `uname -a`. Each call runs in its own forked child; results are printed as they
--- complete, and a failure prints what happened instead of hanging the loop.
+-- "Log in" to twelve servers, three at a time, and collect each one's `uname -a`. Each call
+-- runs in its own forked child; results are printed as they complete, and a failure prints
+-- what happened instead of hanging the loop.
 --
 -- In-tree, after make:  LUA_CPATH='bindings/lua/5.4/.libs/?.so;;' lua5.4 examples/uname.lua
 -- Installed (luarocks make / make install):  lua examples/uname.lua

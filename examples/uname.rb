@@ -1,6 +1,6 @@
-# The seed's example, made local: "log in" to twelve servers, three at a time, and collect
-# each one's `uname -a`. Each call runs in its own forked child; results are printed as they
-# complete, and a failure prints what happened instead of hanging the loop.
+# "Log in" to twelve servers, three at a time, and collect each one's `uname -a`. Each call
+# runs in its own forked child; results are printed as they complete, and a failure prints
+# what happened instead of hanging the loop.
 #
 # Run from the source tree after `rake -f bindings/ruby/Rakefile compile` (or with the gem
 # installed):  ruby examples/uname.rb

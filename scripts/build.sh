@@ -2,6 +2,11 @@
 # Configures (once) and builds the tree in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x configure ] || { mkdir -p m4 && autoreconf -fi >/dev/null; }
+# autoreconf --install also when configure.ac changed since configure was made: make's own
+# rebuild rules would rerun automake without installing an auxiliary file it newly needs
+# (build-aux/tap-driver.sh, say) and fail.
+if [ ! -x configure ] || [ configure.ac -nt configure ]; then
+  mkdir -p m4 && autoreconf -fi >/dev/null
+fi
 [ -f Makefile ] || ./configure -q --enable-werror
 make -s -j"$(nproc)"

@@ -1,46 +1,120 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
-# (Criterion, via make check), the Ruby and Lua bindings' suites, and the C suites again
-# under valgrind.
-# Ends with one line "N passed, N failed".
+# (Criterion, via make check), the storm, the Ruby and Lua bindings' suites, the C suites and
+# the storm under ASan+UBSan, and the C suites and the storm again under valgrind.
+#
+# Each step ends with "--> STEP: ok|FAILED (N passed, N failed, N skipped)", counting tests.
+# A test that cannot run here (no user namespaces, no pids cgroup, an ASan or valgrind run,
+# no shared library, ...) is skipped, never counted as passed: the summary lists each one
+# with its reason, then the last line is "N passed, N failed, N skipped" over every step. A
+# step that fails without naming a failed test (a build error, a sanitizer or valgrind
+# finding) counts as one failed test. The exit status is non-zero when anything failed;
+# skips are not failures.
+#
+# Steps report through the lines tests/tally.sh describes: "skipped: WHAT: WHY" per skipped
+# test and "tally: N passed / N failed / N skipped" for the step's totals.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh || exit 1
 bash scripts/build.sh || exit 1
+. tests/tally.sh
 
-passed=0 failed=0
+work=$(mktemp -d "${TMPDIR:-/tmp}/ip-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+: >"$work/skipped"
+passed=0 failed=0 skipped=0 steps_failed=0
+
 step() { # name command...
   local name=$1; shift
   echo "==> $name"
-  if "$@"; then passed=$((passed + 1)); echo "--> $name: ok"
-  else failed=$((failed + 1)); echo "--> $name: FAILED"; fi
+  "$@" 2>&1 | tee "$work/out"
+  local rc=${PIPESTATUS[0]} p=0 f=0 s=0 line
+  line=$(grep -E '^tally: [0-9]+ passed / [0-9]+ failed / [0-9]+ skipped$' "$work/out" | tail -1)
+  if [[ $line =~ ^tally:\ ([0-9]+)\ passed\ /\ ([0-9]+)\ failed\ /\ ([0-9]+)\ skipped$ ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[3]}
+  fi
+  ((rc == 0 || f > 0)) || f=1
+  grep '^skipped: ' "$work/out" | sed "s/^skipped: /  $name: /" >>"$work/skipped"
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+  if ((rc == 0 && f == 0)); then echo "--> $name: ok ($p passed, $f failed, $s skipped)"
+  else steps_failed=$((steps_failed + 1)); echo "--> $name: FAILED ($p passed, $f failed, $s skipped)"; fi
 }
+
 c_suites() {
+  rm -f tests/test-*.trs
   make -s -j"$(nproc)" check >/dev/null 2>&1
   local rc=$?
-  # Criterion's own summary lines, one per suite, then automake's totals.
-  for log in tests/test-*.log; do
-    printf '%-28s %s\n' "$(basename "$log" .log)" "$(grep -h 'Synthesis' "$log" | tail -1)"
-  done
-  grep -hE '^# (TOTAL|PASS|FAIL|ERROR|XPASS|SKIP)' tests/test-suite.log 2>/dev/null ||
-    sed -n '/^# TOTAL/,/^# ERROR/p' test-suite.log
+  # A line per suite (automake's TAP driver records each test: see Makefile.am), the
+  # skipped tests with their reasons, the totals; automake's summary; its log on failure.
+  tally_make_check .
+  tally_line
+  grep -hE '^# (TOTAL|PASS|FAIL|ERROR|XPASS|SKIP)' test-suite.log 2>/dev/null
   if [ $rc -ne 0 ]; then cat test-suite.log; fi
   return $rc
 }
 step "C tests (Criterion)" c_suites
-storm() { # issue 7's storm, bounded: one thread, then 8 threads on their own lists
-  make -s tests/storm/storm >/dev/null &&
-    tests/storm/storm --tasks 1000 --concurrency 64 &&
-    tests/storm/storm --tasks 1000 --concurrency 64 --threads 8
+
+storm() { # the storm, bounded: one thread, then 8 threads on their own lists; a test each
+  make -s tests/storm/storm >/dev/null || return 1
+  local rc=0 args
+  for args in "" "--threads 8"; do
+    # shellcheck disable=SC2086
+    if tests/storm/storm --tasks 1000 --concurrency 64 $args; then tally_add 1 0 0
+    else tally_add 0 1 0; rc=1; fi
+  done
+  tally_line
+  return $rc
 }
 step "Storm (1000 tasks, every kind of ending; 1 and 8 threads)" storm
-ruby_suite() { (cd bindings/ruby && rake test); }
+
+ruby_suite() {
+  (cd bindings/ruby && rake test) 2>&1 | tee "$work/ruby"
+  local rc=${PIPESTATUS[0]} line
+  # "N runs, N assertions, N failures, N errors, N skips"; test_helper.rb names each skip.
+  line=$(grep -E '^[0-9]+ runs, [0-9]+ assertions, [0-9]+ failures, [0-9]+ errors, [0-9]+ skips' "$work/ruby" | tail -1)
+  if [[ $line =~ ^([0-9]+)\ runs,\ [0-9]+\ assertions,\ ([0-9]+)\ failures,\ ([0-9]+)\ errors,\ ([0-9]+)\ skips ]]; then
+    local runs=${BASH_REMATCH[1]} fl=${BASH_REMATCH[2]} er=${BASH_REMATCH[3]} sk=${BASH_REMATCH[4]}
+    tally_add $((runs - fl - er - sk)) $((fl + er)) "$sk"
+  fi
+  tally_line
+  return $rc
+}
 step "Ruby binding (minitest)" ruby_suite
-lua_suite() { make -s check-lua; } # the modules `make` built, one per Lua found
+
+lua_suite() { # the modules `make` built, one per Lua found
+  make -s check-lua 2>&1 | tee "$work/lua"
+  local rc=${PIPESTATUS[0]}
+  # busted: "N successes / N failures / N errors / N pending" per Lua, each pending spec as
+  # "Pending -> FILE @ LINE", its name, then its message (if any) up to a blank line.
+  # run-specs.sh and check-lua announce a Lua they cannot run as "skipped: ..." themselves.
+  local counts
+  counts=$(awk '
+    function flush() {
+      if (pend) print "skipped: " lua ": " name ": " (msg == "" ? "pending (" where ")" : msg) > "/dev/stderr"
+      pend = 0
+    }
+    /^== / { flush(); lua = $2 }
+    /^[0-9]+ success(es)? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ {
+      flush(); split($0, w, " "); p += w[1]; f += w[4] + w[7]; s += w[10]; next
+    }
+    /^Pending -> / { flush(); pend = 1; name = ""; msg = ""; where = $3 " line " $5; next }
+    /^$/ || /^(Failure|Error) -> / { flush(); next }
+    pend && name == "" { name = $0; next }
+    pend && msg == "" { msg = $0 }
+    END { flush(); print p + 0, f + 0, s + 0 }' "$work/lua" 2>"$work/lua-skips")
+  cat "$work/lua-skips"
+  # shellcheck disable=SC2086
+  tally_add $counts
+  tally_add 0 0 "$(grep -c '^skipped: ' "$work/lua" || true)"
+  tally_line
+  return $rc
+}
 step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
+
 # ASan+UBSan with leak checking, built with clang 19 in build-asan/ (gcc 12's libasan has no
 # fork handlers and deadlocks in children of multi-threaded processes; see tests/sanitize.sh).
 step "C tests under ASan+UBSan" bash tests/sanitize.sh
+
 # valgrind slows the fork- and thread-heavy suites (hygiene, fork, large) past their hang
 # guards on a busy 2-core machine; they run under ASan above. `bash tests/valgrind.sh` with
 # no arguments runs every suite.
@@ -50,8 +124,19 @@ vg_suites=(tests/test-task tests/test-waitfor tests/test-errors tests/test-cance
 [ -x tests/test-msgpack ] && vg_suites+=(tests/test-msgpack)
 [ -x tests/test-protobuf ] && vg_suites+=(tests/test-protobuf)
 step "C tests under valgrind" bash tests/valgrind.sh "${vg_suites[@]}"
-step "Storm under valgrind (100 calls, every child traced)" bash tests/storm/valgrind.sh
+
+storm_valgrind() { # one test
+  if bash tests/storm/valgrind.sh; then tally_add 1 0 0; else tally_add 0 1 0; fi
+  tally_line
+  ((TALLY_F == 0))
+}
+step "Storm under valgrind (100 calls, every child traced)" storm_valgrind
 
 echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+if ((skipped)); then
+  echo "Skipped, with the reason ($skipped):"
+  cat "$work/skipped"
+fi
+((steps_failed == 0)) || echo "Steps that failed: $steps_failed"
+echo "$passed passed, $failed failed, $skipped skipped"
+((failed == 0 && steps_failed == 0))

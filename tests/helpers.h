@@ -1,109 +1,23 @@
-/* Shared by the Criterion suites: small task functions, the gate, and "nothing left behind"
- * checks. Include it first: it asks for _GNU_SOURCE (pipe2) when the suite has not. */
+/* The one helpers header of the Criterion suites: everything in tests/proc.h (time and hang
+ * guards, descriptor/thread/child counts, pidfds, gates, raw values), the gate and warm-up
+ * steps that assert, and "subjects": scenarios run in a forked process that report back.
+ * Include it first: it asks for _GNU_SOURCE (pipe2) when the suite has not. */
 #ifndef IP_TEST_HELPERS_H
 #define IP_TEST_HELPERS_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
-#include <inparallel.h>
+#include "proc.h"
 #include <criterion/criterion.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <poll.h>
+#include <stdarg.h>
 
-/* Open descriptors of this process. */
-static inline int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1; /* the DIR's own descriptor */
+/* ---- gates, asserting ------------------------------------------------------------------------ */
+
+static inline void gate_open(struct gate *g) {
+  cr_assert_eq(gate_try_open(g), 0, "pipe2: %s", strerror(errno));
 }
-
-/* Threads of this process. */
-static inline int count_threads(void) {
-  DIR *d = opendir("/proc/self/task");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
-
-/* 1 when this process has no child at all, alive or zombie. Reaps nothing. */
-static inline int no_children(void) {
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  int r = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
-  return r < 0 && errno == ECHILD;
-}
-
-/* 1 when `pid` no longer exists (not even as a zombie). */
-static inline int pid_gone(pid_t pid) { return kill(pid, 0) < 0 && errno == ESRCH; }
-
-/* A raw result holding a copy of a C string. */
-static inline void *bytes_of(const char *s) { return ip_bytes_copy(s, strlen(s)); }
-
-/* The raw value of a future as a NUL-terminated string (static buffer; tests only). */
-static inline const char *str_of(ip_future *f) {
-  static char buf[4096];
-  const ip_bytes *b = ip_future_value(f);
-  if (!b) return NULL;
-  size_t n = b->len < sizeof buf - 1 ? b->len : sizeof buf - 1;
-  memcpy(buf, b->data, n);
-  buf[n] = '\0';
-  return buf;
-}
-
-/* The system call that thread tid of process pid is blocked in, per
- * /proc/<pid>/task/<tid>/syscall; -1 while it runs or sleeps outside one, or when unreadable. */
-static inline long blocked_syscall(pid_t pid, pid_t tid) {
-  char path[80], buf[128];
-  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;
-  buf[n] = '\0';
-  return atol(buf);
-}
-
-/* A gate the test controls: each child blocks reading one byte until the test writes it. A
- * child that is never released blocks forever (it holds the write end itself). Children get
- * the pipe across fork; it is close-on-exec, so nothing a child or the host execs holds it. */
-struct gate {
-  int fd[2];
-};
-static inline void gate_open(struct gate *g) { cr_assert_eq(pipe2(g->fd, O_CLOEXEC), 0); }
 /* Lets n children through (one byte each). */
 static inline void gate_release(struct gate *g, int n) {
-  for (int i = 0; i < n; i++) cr_assert_eq(write(g->fd[1], "x", 1), 1);
-}
-static inline void gate_close(struct gate *g) {
-  close(g->fd[0]);
-  close(g->fd[1]);
-}
-
-/* Task function: waits at the gate `arg` (a struct gate *) and returns "released" once let
- * through, "read failed" if the read fails or finds the pipe closed. */
-static inline void *wait_on_gate(void *arg) {
-  const struct gate *g = arg;
-  char c;
-  ssize_t r;
-  while ((r = read(g->fd[0], &c, 1)) < 0 && errno == EINTR) {
-  }
-  return bytes_of(r == 1 ? "released" : "read failed");
+  cr_assert_eq(gate_try_release(g, n), 0, "gate write: %s", strerror(errno));
 }
 
 /* The library keeps a few descriptors (supervisor, lifeline, and an eventfd per thread that
@@ -120,12 +34,149 @@ static inline int warm_baseline(void) {
   cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
   gate_release(&g, 1);
   cr_assert_eq(ip_future_wait(f, -1), 0);
-  const ip_error *e = ip_future_error(f);
-  cr_assert_str_eq(str_of(f), "released", "%s", e ? e->message : "(no error)");
+  cr_assert_str_eq(str_of(f), "released", "%s", why(f));
   ip_future_free(f);
   ip_task_free(t);
   gate_close(&g);
   return count_fds();
 }
+
+/* ---- subjects ------------------------------------------------------------------------------
+ * A scenario that must not run in the Criterion worker itself (it drops privileges, joins a
+ * cgroup, or needs a process where the library was never used) runs in a forked "subject".
+ * The subject checks with SUBJECT_CHECK, which sends the failed condition to the worker and
+ * _exit()s; subject_run() turns that, a crash or a hang into a Criterion failure. Only the
+ * subject's own thread may use SUBJECT_CHECK. */
+
+struct subject_record {
+  char kind; /* 'F' failed check, 'D' done, 'I' information for the log */
+  char text[1023];
+};
+
+static int subject_report_fd = -1;
+static pid_t subject_pid;
+
+static inline void subject_send(char kind, const char *fmt, ...) IP_PRINTF(2, 3);
+static inline void subject_send(char kind, const char *fmt, ...) {
+  struct subject_record r;
+  memset(&r, 0, sizeof r);
+  r.kind = kind;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r.text, sizeof r.text, fmt, ap);
+  va_end(ap);
+  if (subject_report_fd >= 0 && getpid() == subject_pid) {
+    ssize_t w = write(subject_report_fd, &r, sizeof r); /* < PIPE_BUF: atomic */
+    (void)w;
+  }
+}
+
+#define SUBJECT_CHECK(cond, ...)                                                              \
+  do {                                                                                        \
+    if (!(cond)) {                                                                            \
+      char subject_msg_[700];                                                                 \
+      snprintf(subject_msg_, sizeof subject_msg_, __VA_ARGS__);                               \
+      subject_send('F', "%s:%d: check failed: %s: %s", __FILE__, __LINE__, #cond, subject_msg_); \
+      _exit(1);                                                                               \
+    }                                                                                         \
+  } while (0)
+
+#define SUBJECT_INFO(...) subject_send('I', __VA_ARGS__)
+
+struct subject_outcome {
+  int done;        /* the subject reported 'D' */
+  int hung;        /* the guard ran out; the subject was SIGKILLed */
+  int wstatus;     /* how the subject ended */
+  char fail[1024]; /* the first failed check, or "" */
+};
+
+/* Runs body(arg) in a forked subject, with `limit_ms` as a hang guard. `before_go(pid, ud)`,
+ * when given, runs in the worker after the fork and before the subject starts its body (to
+ * put the subject in a cgroup, say); it returns 0 or an error that aborts the subject. */
+static inline struct subject_outcome subject_run(void (*body)(void *), void *arg, int limit_ms,
+                                                 int (*before_go)(pid_t, void *), void *ud) {
+  struct subject_outcome o;
+  memset(&o, 0, sizeof o);
+  int rep[2], go[2];
+  cr_assert_eq(pipe2(rep, O_CLOEXEC), 0);
+  cr_assert_eq(pipe2(go, O_CLOEXEC), 0);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    close(rep[0]);
+    close(go[1]);
+    subject_report_fd = rep[1];
+    subject_pid = getpid();
+    char c;
+    if (read(go[0], &c, 1) != 1 || c != 'g') _exit(3);
+    close(go[0]);
+    body(arg);
+    subject_send('D', "done");
+    _exit(0);
+  }
+  close(rep[1]);
+  close(go[0]);
+  int brc = before_go ? before_go(pid, ud) : 0;
+  ssize_t w = write(go[1], brc == 0 ? "g" : "n", 1);
+  (void)w;
+  close(go[1]);
+  /* Records until 'D' or 'F'. The subject's own children inherit the write end, so EOF may
+   * come late: the subject's exit is checked between reads as well. */
+  int64_t deadline = now_ms() + limit_ms;
+  int exited = 0;
+  for (;;) {
+    struct pollfd p = {rep[0], POLLIN, 0};
+    int left = left_ms(deadline);
+    int pr = poll(&p, 1, left < 100 ? left : 100);
+    if (pr > 0) {
+      struct subject_record r;
+      ssize_t n = read(rep[0], &r, sizeof r);
+      if (n == (ssize_t)sizeof r) {
+        if (r.kind == 'I') {
+          fprintf(stderr, "  [subject %d] %s\n", (int)pid, r.text);
+          continue;
+        }
+        if (r.kind == 'F') snprintf(o.fail, sizeof o.fail, "%s", r.text);
+        else o.done = 1;
+        break;
+      }
+      if (n == 0 && exited) break;
+    }
+    if (!exited) {
+      pid_t x = waitpid(pid, &o.wstatus, WNOHANG);
+      if (x == pid) {
+        exited = 1;
+        deadline = now_ms() + 2000; /* drain what it wrote before it ended */
+        continue;
+      }
+    }
+    if (left_ms(deadline) == 0) {
+      if (!exited) o.hung = 1;
+      break;
+    }
+  }
+  close(rep[0]);
+  if (!exited) {
+    if (o.hung) kill(pid, SIGKILL);
+    while (waitpid(pid, &o.wstatus, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (brc != 0 && !o.fail[0]) snprintf(o.fail, sizeof o.fail, "set-up before the body failed");
+  return o;
+}
+
+/* Criterion assertions over an outcome. */
+#define ASSERT_SUBJECT_OK(o, what)                                                            \
+  do {                                                                                        \
+    cr_assert(!(o).hung, "%s: the subject hung (killed after the guard)", (what));            \
+    cr_assert_str_empty((o).fail, "%s: %s", (what), (o).fail);                                \
+    cr_assert(WIFEXITED((o).wstatus) && WEXITSTATUS((o).wstatus) == 0,                        \
+              "%s: the subject ended with %s %d", (what),                                     \
+              WIFSIGNALED((o).wstatus) ? "signal" : "status",                                 \
+              WIFSIGNALED((o).wstatus) ? WTERMSIG((o).wstatus) : WEXITSTATUS((o).wstatus));   \
+    cr_assert((o).done, "%s: the subject never reported done", (what));                       \
+  } while (0)
 
 #endif

@@ -44,7 +44,7 @@ if ! cc=$(pick_cc); then
 fi
 
 # A build made with another compiler (or an older version of this script) starts over.
-stamp="$cc $(major "$cc") leak-hooks-1"
+stamp="$cc $(major "$cc") leak-hooks-1 tap-1"
 if [ -f "$dst/.sanitize-stamp" ] && [ "$(cat "$dst/.sanitize-stamp")" != "$stamp" ]; then
   rm -rf "$dst"
 elif [ -d "$dst" ] && [ ! -f "$dst/.sanitize-stamp" ]; then
@@ -81,30 +81,38 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 sym="$(dirname "$(readlink -f "$(command -v "$cc")")")/llvm-symbolizer"
 [ -x "$sym" ] && export ASAN_SYMBOLIZER_PATH="$sym"
 make -s -j"$(nproc)" >/dev/null
-rm -f tests/*.log
+. "$top/tests/tally.sh"
+rm -f tests/*.log tests/*.trs
 # A leak found at a test worker's exit does not fail the Criterion test (its result was
 # already sent), so the logs are searched whatever make check says.
-if make -s -j"$(nproc)" check >check.out 2>&1 &&
-    ! grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' tests/*.log; then
-  grep -E '^# (TOTAL|PASS|FAIL|ERROR)' check.out || true
-else
+check_ok=1
+make -s -j"$(nproc)" check >check.out 2>&1 || check_ok=0
+if grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' tests/*.log; then check_ok=0; fi
+tally_make_check .
+if ((!check_ok)); then
   cat check.out
   for log in tests/*.log; do
     if grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error|Assertion Failed|CRASH' "$log"; then
       echo "---- $log"; cat "$log"
     fi
   done
+  ((TALLY_F > 0)) || tally_add 0 1 0
+  tally_line
   exit 1
 fi
 
 # The storm, smaller than the test command's (ASan makes each call several times dearer):
-# every kind of ending, one thread and then four on their own lists.
+# every kind of ending, one thread and then four on their own lists. Each run is a test.
 for args in "--tasks 300 --concurrency 32" "--tasks 300 --concurrency 32 --threads 4"; do
   # shellcheck disable=SC2086
   if ! tests/storm/storm $args >storm.out 2>&1 ||
       grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' storm.out; then
     cat storm.out
+    tally_add 0 1 0
+    tally_line
     exit 1
   fi
   grep -E '^storm: seed|result' storm.out
+  tally_add 1 0 0
 done
+tally_line

@@ -11,7 +11,7 @@
  * to leave this executable's malloc in place (it still tracks the __libc_malloc calls behind
  * it); without it the test skips. */
 #define _GNU_SOURCE
-#include "faults.h"
+#include "helpers.h"
 #include <stdatomic.h>
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -197,8 +197,8 @@ static void run_cycle(struct cycle *c) {
   ip_waitfor w = IP_WAITFOR_INIT;
   ip_future *f;
   int rc;
-  int64_t guard = fa_now_ms() + fa_guard_ms(30000);
-  while ((rc = ip_waitfor_next(&w, l, 0, fa_left_ms(guard), &f)) != 0) {
+  int64_t guard = now_ms() + guard_ms(30000);
+  while ((rc = ip_waitfor_next(&w, l, 0, left_ms(guard), &f)) != 0) {
     if (rc == IP_EINTR) continue;
     if (rc != 1) {
       c->waitfor_rc = rc;
@@ -210,7 +210,7 @@ static void run_cycle(struct cycle *c) {
   while (ip_list_len(l)) ip_future_free(ip_list_remove(l, 0)); /* after a failed wait */
   for (int k = 0; k < NKINDS; k++)
     if (unlisted[k]) {
-      ip_future_wait(unlisted[k], fa_guard_ms(30000));
+      ip_future_wait(unlisted[k], guard_ms(30000));
       record(c, unlisted[k]);
       ip_future_free(unlisted[k]);
     }
@@ -275,25 +275,25 @@ struct shared {
 
 static void check_cycle(const struct cycle *c, long injected, long k) {
   if (getenv("IP_ALLOC_VERBOSE") && (c->task_null || c->list_null))
-    FA_INFO("k=%ld: ip_%s_new returned NULL", k, c->task_null ? "task" : "list");
-  FA_CHECK(!c->task_null || (injected && c->task_errno == ENOMEM),
-           "k=%ld: ip_task_new returned NULL, errno %d", k, c->task_errno);
-  FA_CHECK(!c->list_null || (injected && c->list_errno == ENOMEM),
-           "k=%ld: ip_list_new returned NULL, errno %d", k, c->list_errno);
-  FA_CHECK(c->waitfor_rc == 0, "k=%ld: ip_waitfor_next returned %s (a hang?)", k,
-           ip_err_name(c->waitfor_rc));
+    SUBJECT_INFO("k=%ld: ip_%s_new returned NULL", k, c->task_null ? "task" : "list");
+  SUBJECT_CHECK(!c->task_null || (injected && c->task_errno == ENOMEM),
+                "k=%ld: ip_task_new returned NULL, errno %d", k, c->task_errno);
+  SUBJECT_CHECK(!c->list_null || (injected && c->list_errno == ENOMEM),
+                "k=%ld: ip_list_new returned NULL, errno %d", k, c->list_errno);
+  SUBJECT_CHECK(c->waitfor_rc == 0, "k=%ld: ip_waitfor_next returned %s (a hang?)", k,
+                ip_err_name(c->waitfor_rc));
   if (c->task_null || c->list_null) return;
   int deviations = 0;
   for (int i = 0; i < NKINDS; i++) {
     if (as_expected((enum kind)i, &c->s[i])) continue;
     char why[400];
     int clean = clean_failure((enum kind)i, &c->s[i], why, sizeof why);
-    FA_CHECK(injected && clean, "k=%ld: the %s call: %s", k, kind_name[i], why);
-    if (getenv("IP_ALLOC_VERBOSE")) FA_INFO("k=%ld: the %s call: %s", k, kind_name[i], why);
+    SUBJECT_CHECK(injected && clean, "k=%ld: the %s call: %s", k, kind_name[i], why);
+    if (getenv("IP_ALLOC_VERBOSE")) SUBJECT_INFO("k=%ld: the %s call: %s", k, kind_name[i], why);
     deviations++;
   }
-  FA_CHECK(deviations <= injected, "k=%ld: %d calls failed for %ld injected failure", k,
-           deviations, injected);
+  SUBJECT_CHECK(deviations <= injected, "k=%ld: %d calls failed for %ld injected failure", k,
+                deviations, injected);
 }
 
 static void *held_fn(void *arg) {
@@ -306,12 +306,12 @@ static void *held_fn(void *arg) {
 /* A call whose child holds until this thread has waited on it once, unfinished. */
 static void ensure_waiter(void) {
   int p[2];
-  FA_CHECK(pipe(p) == 0, "pipe: %s", strerror(errno));
+  SUBJECT_CHECK(pipe(p) == 0, "pipe: %s", strerror(errno));
   ip_task *t = ip_task_new(held_fn, NULL);
   ip_future *f = ip_call(t, &p[0]);
-  FA_CHECK(ip_future_wait(f, 0) == IP_ETIMEDOUT, "the held call was done before its release");
-  FA_CHECK(write(p[1], "x", 1) == 1, "write: %s", strerror(errno));
-  FA_CHECK(ip_future_wait(f, fa_guard_ms(30000)) == 0, "the held call did not end");
+  SUBJECT_CHECK(ip_future_wait(f, 0) == IP_ETIMEDOUT, "the held call was done before its release");
+  SUBJECT_CHECK(write(p[1], "x", 1) == 1, "write: %s", strerror(errno));
+  SUBJECT_CHECK(ip_future_wait(f, guard_ms(30000)) == 0, "the held call did not end");
   ip_future_free(f);
   ip_task_free(t);
   close(p[0]);
@@ -321,7 +321,7 @@ static void ensure_waiter(void) {
 static void alloc_subject(void *arg) {
   struct shared *sh = arg;
   int before = count_fds();
-  int sockets = fa_count_fds_like("socket:");
+  int sockets = count_fds_like("socket:");
   struct cycle c;
 
   arm(sh->k); /* k = 0 counts and never fails */
@@ -333,28 +333,29 @@ static void alloc_subject(void *arg) {
   if (getenv("IP_ALLOC_VERBOSE") && sh->injected) {
     Dl_info di;
     if (dladdr(failed_caller, &di) && di.dli_sname)
-      FA_INFO("k=%ld: failed the allocation of %s+%#lx (%s)", sh->k, di.dli_sname,
-              (unsigned long)((char *)failed_caller - (char *)di.dli_saddr), di.dli_fname);
+      SUBJECT_INFO("k=%ld: failed the allocation of %s+%#lx (%s)", sh->k, di.dli_sname,
+                   (unsigned long)((char *)failed_caller - (char *)di.dli_saddr), di.dli_fname);
     else
-      FA_INFO("k=%ld: failed the allocation of %p", sh->k, failed_caller);
+      SUBJECT_INFO("k=%ld: failed the allocation of %p", sh->k, failed_caller);
   }
   check_cycle(&c, sh->injected, sh->k);
-  FA_CHECK(no_children(), "k=%ld: a child or zombie is left", sh->k);
-  FA_CHECK(fa_count_fds_like("socket:") == sockets, "k=%ld: a channel is left open", sh->k);
-  FA_CHECK(fa_count_fds_like("anon_inode:[pidfd]") == 0, "k=%ld: a pidfd is left open", sh->k);
+  SUBJECT_CHECK(no_children(), "k=%ld: a child or zombie is left", sh->k);
+  SUBJECT_CHECK(count_fds_like("socket:") == sockets, "k=%ld: a channel is left open", sh->k);
+  SUBJECT_CHECK(count_fds_like("anon_inode:[pidfd]") == 0, "k=%ld: a pidfd is left open", sh->k);
 
   /* Recovery: with memory back, a full cycle works, and the descriptors are exactly those of
    * a process that never ran out (the library's own: supervisor, lifeline, waiter). */
   run_cycle(&c);
   check_cycle(&c, 0, sh->k);
-  FA_CHECK(no_children(), "k=%ld: a child or zombie is left after recovery", sh->k);
+  SUBJECT_CHECK(no_children(), "k=%ld: a child or zombie is left after recovery", sh->k);
   /* Whether a cycle's waits ever blocked (and so made this thread's eventfd) depends on how
    * fast the children were; one wait that surely blocks makes the count exact. */
   ensure_waiter();
   sh->fd_delta = count_fds() - before;
   if (sh->want_delta >= 0)
-    FA_CHECK(sh->fd_delta == sh->want_delta, "k=%ld: %d descriptors more than before, a process "
-             "that never ran out has %d more", sh->k, sh->fd_delta, sh->want_delta);
+    SUBJECT_CHECK(sh->fd_delta == sh->want_delta,
+                  "k=%ld: %d descriptors more than before, a process that never ran out has %d "
+                  "more", sh->k, sh->fd_delta, sh->want_delta);
 }
 
 Test(alloc, every_allocation_failing_in_turn_is_a_clean_error) {
@@ -368,9 +369,9 @@ Test(alloc, every_allocation_failing_in_turn_is_a_clean_error) {
   /* k = 0: nothing fails; measures the allocations of a cycle and the library's own fds. */
   sh->k = 0;
   sh->want_delta = -1;
-  struct fa_outcome o = fa_subject_run(alloc_subject, sh, fa_guard_ms(60000), NULL, NULL);
-  FA_ASSERT_SUBJECT_OK(o, "k=0");
-  if (sh->allocs == 0 && fa_under_valgrind())
+  struct subject_outcome o = subject_run(alloc_subject, sh, guard_ms(60000), NULL, NULL);
+  ASSERT_SUBJECT_OK(o, "k=0");
+  if (sh->allocs == 0 && under_valgrind())
     cr_skip_test("valgrind replaced this executable's malloc with its own; run valgrind with "
                  "--soname-synonyms=somalloc=nouserintercepts so the failing allocator runs "
                  "(its __libc_malloc calls are still tracked)");
@@ -384,8 +385,8 @@ Test(alloc, every_allocation_failing_in_turn_is_a_clean_error) {
     sh->allocs = sh->injected = 0;
     char what[32];
     snprintf(what, sizeof what, "k=%ld", k);
-    o = fa_subject_run(alloc_subject, sh, fa_guard_ms(60000), NULL, NULL);
-    FA_ASSERT_SUBJECT_OK(o, what);
+    o = subject_run(alloc_subject, sh, guard_ms(60000), NULL, NULL);
+    ASSERT_SUBJECT_OK(o, what);
     last_allocs = sh->allocs;
     if (sh->injected == 0) break; /* the cycle made fewer than k allocations */
   }

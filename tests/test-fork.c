@@ -75,11 +75,6 @@ static void sub_finish(struct sub *s) {
 
 static void *fn_hello(void *arg) { return bytes_of("hello"); }
 
-static const char *why(ip_future *f) {
-  const ip_error *e = ip_future_error(f);
-  return e ? e->message : "(no error)";
-}
-
 /* ---- a plain fork() of the host --------------------------------------------------------------- */
 
 Test(fork, fork_child_sees_calls_in_flight_as_canceled_and_can_call_again) {
@@ -349,8 +344,6 @@ static void *call_in_thread(void *p) {
   return NULL;
 }
 
-static int64_t now_ms(void);
-
 /* pthread_join returns before the kernel has finished the thread's exit (when
  * PR_SET_PDEATHSIG would fire): wait until the thread is gone from /proc as well. 0 when it
  * is; the 10 s deadline is only a hang guard. */
@@ -422,12 +415,6 @@ static void *start_calls(void *unused) {
     child_pids[i] = ip_future_done(f) ? 0 : ip_future_pid(f); /* kept running: never freed */
   }
   return (void *)(intptr_t)syscall(SYS_gettid);
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* In P: returns only by failing. With `helper`, P also forks a plain child of its own that
@@ -532,7 +519,7 @@ static int proc_dead(pid_t pid) {
 static const char *watch_add(struct watch *w, pid_t pid) {
   if (pid <= 0) return "a process was not started";
   if (w->n == WATCH_MAX) return "too many processes to watch";
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int fd = open_pidfd(pid);
   if (fd < 0 && errno != ENOSYS) return "a process was gone already";
   if (fd < 0 && proc_dead(pid)) return "a process was gone already";
   w->pid[w->n] = pid;

@@ -37,43 +37,25 @@ struct fdinfo {
   ino_t ino;
 };
 
-/* Descriptors that belong to valgrind when the suite runs under it (tests/valgrind.sh): its
- * reserved range at and above the soft RLIMIT_NOFILE it shows the program, its log files and
- * its vgdb pipes. Without valgrind no descriptor matches. */
-static int valgrinds(int fd, const char *target) {
-  static rlim_t limit;
-  if (!limit) {
-    struct rlimit rl;
-    limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
-  }
-  return (rlim_t)fd >= limit || strstr(target, "valgrind") || strstr(target, "vgdb");
-}
-
-static int valgrinds_fd(int fd) {
-  char path[64], target[256];
-  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  ssize_t r = readlink(path, target, sizeof target - 1);
-  target[r < 0 ? 0 : r] = '\0';
-  return valgrinds(fd, target);
+struct inventory_ {
+  struct fdinfo *out;
+  int max, n;
+};
+static int inventory_one_(int fd, void *ud) {
+  struct inventory_ *x = ud;
+  struct stat st;
+  int fl = fcntl(fd, F_GETFD), ac = fcntl(fd, F_GETFL);
+  if (x->n == x->max || fl < 0 || fstat(fd, &st) < 0) return 0;
+  x->out[x->n++] = (struct fdinfo){fd, (fl & FD_CLOEXEC) != 0, ac < 0 ? -1 : ac & O_ACCMODE,
+                                   st.st_mode & S_IFMT, st.st_dev, st.st_ino};
+  return 0;
 }
 
 /* The descriptors of this process (without the DIR's own and valgrind's), sorted. */
 static int inventory(struct fdinfo *out, int max) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return -1;
-  int n = 0, self = dirfd(d);
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    int fd = atoi(e->d_name);
-    if (fd == self || n == max || valgrinds_fd(fd)) continue;
-    struct stat st;
-    int fl = fcntl(fd, F_GETFD), ac = fcntl(fd, F_GETFL);
-    if (fl < 0 || fstat(fd, &st) < 0) continue;
-    out[n++] = (struct fdinfo){fd, (fl & FD_CLOEXEC) != 0, ac < 0 ? -1 : ac & O_ACCMODE,
-                               st.st_mode & S_IFMT, st.st_dev, st.st_ino};
-  }
-  closedir(d);
+  struct inventory_ x = {out, max, 0};
+  if (each_fd(inventory_one_, &x) < 0) return -1;
+  int n = x.n;
   for (int i = 1; i < n; i++) /* insertion sort: n is small */
     for (int j = i; j > 0 && out[j - 1].fd > out[j].fd; j--) {
       struct fdinfo tmp = out[j];
@@ -226,33 +208,11 @@ static void *fn_big_inplace(void *arg) {
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static const char *why(ip_future *f) {
-  const ip_error *e = ip_future_error(f);
-  return e ? e->message : "(no error)";
-}
-
-static bool have_pidfd(void) {
-  int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-  if (pfd < 0) return false;
-  close(pfd);
-  return true;
-}
-
 /* Without pidfd_open (valgrind does not know it) the library reaps each child from a thread
  * of its own, which ends just after the call completes. Only there is the count given time
  * to settle (10 s, a hang guard); with pidfds it must be exact at once. */
 static int threads_now(int want) {
-  int n = count_threads();
-  if (have_pidfd()) return n;
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  while (n != want) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (t.tv_sec - t0.tv_sec > 10) break;
-    sched_yield();
-    n = count_threads();
-  }
-  return n;
+  return have_pidfd() ? count_threads() : threads_settled(want, 10000, NULL);
 }
 
 /* One complete call of fn_hello, waited on by this thread. */
@@ -309,7 +269,7 @@ static void deny_pidfd_open(void) {
   cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s",
                strerror(errno));
   errno = 0;
-  cr_assert_eq(syscall(SYS_pidfd_open, getpid(), 0), -1);
+  cr_assert_eq(open_pidfd(getpid()), -1);
   cr_assert_eq(errno, ENOSYS);
 }
 
@@ -364,11 +324,9 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   struct driver d = {.t = gated, .g = &g};
   pthread_t th;
   cr_assert_eq(pthread_create(&th, NULL, drive_and_wait, &d), 0);
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int64_t deadline = now_ms() + 20000;
   while (!d.tid || blocked_syscall(getpid(), d.tid) != SYS_epoll_wait) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiting thread never slept in epoll_wait");
+    cr_assert_gt(left_ms(deadline), 0, "the waiting thread never slept in epoll_wait");
     poll(NULL, 0, 1); /* paces the watching of /proc only */
   }
   if (by_ready_fd) cr_assert_geq(ip_ready_fd(), 0);
@@ -377,10 +335,9 @@ static void driving_waiter_hands_over(bool by_ready_fd) {
   bool exact = have_pidfd();
   if (exact) cr_expect_eq(count_threads(), threads0 + 2, "the waiter and the supervisor");
   /* Handed over: the waiter now sleeps on its eventfd (ppoll) while the thread drives. */
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  deadline = now_ms() + 20000;
   while (blocked_syscall(getpid(), d.tid) != SYS_ppoll) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    cr_assert_lt(t.tv_sec - t0.tv_sec, 20, "the waiter kept driving after the thread started");
+    cr_assert_gt(left_ms(deadline), 0, "the waiter kept driving after the thread started");
     poll(NULL, 0, 1);
   }
   gate_release(&g, 2);

@@ -54,11 +54,6 @@ static void *fn_inplace(void *arg) {
 static void *fn_null(void *arg) { return NULL; }
 static void *fn_alloc_zero(void *arg) { return ip_bytes_alloc(0); }
 
-static const char *why(ip_future *f) {
-  const ip_error *e = ip_future_error(f);
-  return e ? e->message : "(no error)";
-}
-
 /* Checks length and every byte of the value. */
 static void expect_value(ip_future *f, const struct spec *s) {
   const ip_bytes *b = ip_future_value(f);

@@ -2,7 +2,7 @@
  * children is alive. Checked from the grandparent (this test process), which makes itself a
  * child subreaper so the orphans come to it and it can watch them with pidfds and reap them. */
 #define _GNU_SOURCE
-#include "faults.h"
+#include "helpers.h"
 #include <pthread.h>
 #include <sys/prctl.h>
 
@@ -77,8 +77,8 @@ static _Noreturn void intermediate(int from_thread) {
     /* pthread_join returns once the thread cleared its tid, which is before the kernel has
      * finished its exit (where a PR_SET_PDEATHSIG tied to the thread would fire). Its task
      * entry goes away only after that, so wait for /proc/self/task to list one thread. */
-    int64_t deadline = fa_now_ms() + 10000;
-    while (count_threads() > 2 && fa_left_ms(deadline) > 0) /* us and the supervisor */
+    int64_t deadline = now_ms() + 10000;
+    while (count_threads() > 2 && left_ms(deadline) > 0) /* us and the supervisor */
       sched_yield();
   }
   if (write(P.info[1], &r, sizeof r) != (ssize_t)sizeof r) _exit(2);
@@ -87,14 +87,14 @@ static _Noreturn void intermediate(int from_thread) {
 
 /* ---- the test side ----------------------------------------------------------------------------- */
 
-/* Reads exactly n bytes from fd within guard_ms; returns how many came. */
-static int read_n(int fd, int n, int guard_ms) {
-  int64_t deadline = fa_now_ms() + guard_ms;
+/* Reads exactly n bytes from fd within limit_ms; returns how many came. */
+static int read_n(int fd, int n, int limit_ms) {
+  int64_t deadline = now_ms() + limit_ms;
   int got = 0;
   char buf[N];
   while (got < n) {
     struct pollfd p = {fd, POLLIN, 0};
-    int pr = poll(&p, 1, fa_left_ms(deadline));
+    int pr = poll(&p, 1, left_ms(deadline));
     if (pr < 0 && errno == EINTR) continue;
     if (pr <= 0) break;
     ssize_t r = read(fd, buf, (size_t)(n - got) < sizeof buf ? (size_t)(n - got) : sizeof buf);
@@ -123,7 +123,7 @@ static int reap_orphans_by_waitpid(const pid_t *pids, int *status, int64_t deadl
   sigemptyset(&sa.sa_mask);
   sigaction(SIGALRM, &sa, &old);
   alarmed = 0;
-  int left = fa_left_ms(deadline);
+  int left = left_ms(deadline);
   struct itimerval it = {{0, 0}, {left / 1000, (left % 1000) * 1000 + 1}};
   setitimer(ITIMER_REAL, &it, NULL);
   int reaped = 0;
@@ -155,7 +155,7 @@ static void parent_death(int from_thread) {
   cr_assert_geq(mid, 0);
   if (mid == 0) intermediate(from_thread);
 
-  int guard = fa_guard_ms(60000);
+  int guard = guard_ms(60000);
   struct report r;
   struct pollfd ip = {P.info[0], POLLIN, 0};
   cr_assert_eq(poll(&ip, 1, guard), 1, "the intermediate parent never reported");
@@ -166,12 +166,12 @@ static void parent_death(int from_thread) {
   cr_assert_eq(read_n(P.ready[0], N, guard), N, "not every child started");
   /* Watch them from here: a pidfd pins the pid, so none can be recycled under the test. */
   int pfd[N];
-  int have_pidfd = 1;
+  int pidfds = 1;
   for (int i = 0; i < N; i++) {
-    pfd[i] = fa_pidfd_open(r.pids[i]);
+    pfd[i] = open_pidfd(r.pids[i]);
     if (pfd[i] < 0) {
       cr_assert_eq(errno, ENOSYS, "pidfd_open(%d): %s", (int)r.pids[i], strerror(errno));
-      have_pidfd = 0;
+      pidfds = 0;
     }
   }
   /* Alive and answering, also after the calling thread exited (a PR_SET_PDEATHSIG tied to
@@ -184,13 +184,13 @@ static void parent_death(int from_thread) {
   cr_assert_eq(kill(mid, SIGKILL), 0);
   int st;
   cr_assert_eq(waitpid(mid, &st, 0), mid);
-  int64_t killed_at = fa_now_ms(), deadline = killed_at + DEATH_MS;
+  int64_t killed_at = now_ms(), deadline = killed_at + DEATH_MS;
   cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 
   int status[N];
   for (int i = 0; i < N; i++) status[i] = -1;
   int gone = 0;
-  if (have_pidfd) {
+  if (pidfds) {
     int ended[N] = {0};
     while (gone < N) {
       struct pollfd p[N];
@@ -200,7 +200,7 @@ static void parent_death(int from_thread) {
           p[k] = (struct pollfd){pfd[i], POLLIN, 0};
           idx[k++] = i;
         }
-      int pr = poll(p, (nfds_t)k, fa_left_ms(deadline));
+      int pr = poll(p, (nfds_t)k, left_ms(deadline));
       if (pr < 0 && errno == EINTR) continue;
       if (pr <= 0) break; /* the deadline passed */
       for (int j = 0; j < k; j++)
@@ -209,7 +209,7 @@ static void parent_death(int from_thread) {
           gone++;
         }
     }
-    int64_t took = fa_now_ms() - killed_at;
+    int64_t took = now_ms() - killed_at;
     for (int i = 0; i < N; i++) {
       cr_expect(ended[i], "child %d was still alive %d ms after its parent died",
                 (int)r.pids[i], DEATH_MS);

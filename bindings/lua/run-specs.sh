@@ -20,7 +20,8 @@ for v in $versions; do
   dir=$BUILD_DIR/$v
   [ -f "$dir/inparallel.so" ] || dir=$BUILD_DIR/$v/.libs
   if ! command -v "$lua" >/dev/null || [ ! -f "$dir/inparallel.so" ]; then
-    echo "run-specs.sh: skipping $v (no $lua or no $BUILD_DIR/$v/inparallel.so)" >&2
+    # In the form scripts/test.sh counts and lists as a skip.
+    echo "skipped: Lua $v: every spec: no $lua or no $BUILD_DIR/$v/inparallel.so" >&2
     continue
   fi
   echo "== $lua ($dir/inparallel.so)"

@@ -1,8 +1,8 @@
 /* storm: many calls with every kind of ending at once, and proof that nothing is left behind.
  *
- * A standalone program (plain main, no Criterion) for issue 7. It runs N tasks (default 1000)
- * at concurrency C (default 64) through ip_waitfor_next with a concurrency factor. A seeded
- * random mix (exact counts, shuffled by the seed) decides what each child does:
+ * A standalone program (plain main, no Criterion). It runs N tasks (default 1000) at
+ * concurrency C (default 64) through ip_waitfor_next with a concurrency factor. A seeded random
+ * mix (exact counts, shuffled by the seed) decides what each child does:
  *
  *   5%  SIGSEGV      a real null write through a volatile pointer
  *   5%  abort        abort(), i.e. SIGABRT
@@ -49,26 +49,14 @@
  * Build: make tests/storm/storm (a check program of the autotools build).
  */
 #define _GNU_SOURCE
-#include <inparallel.h>
+#include "../proc.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #define MIB ((size_t)1 << 20)
 #define RSS_SLACK_KIB (64 * 1024) /* VmRSS may exceed the baseline by this much */
@@ -112,28 +100,7 @@ static uint64_t rnd_range(uint64_t *s, uint64_t lo, uint64_t hi) { /* [lo, hi] *
   return lo + rnd(s) % (hi - lo + 1);
 }
 
-/* ---- "nothing left behind" measurements (as tests/helpers.h, without Criterion) ------------ */
-
-static int count_dir(const char *path) {
-  DIR *d = opendir(path);
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
-static int count_fds(void) { return count_dir("/proc/self/fd") - 1; /* the DIR's own */ }
-static int count_threads(void) { return count_dir("/proc/self/task"); }
-
-/* 1 when this process has no child at all, alive or zombie. Reaps nothing. */
-static int no_children(void) {
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  int r = waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
-  return r < 0 && errno == ECHILD;
-}
+/* ---- "nothing left behind" measurements (the counters are tests/proc.h's) ----------------- */
 
 /* Pids of this process's children (alive or zombie), from /proc; for the failure report. */
 static void print_children(FILE *out) {
@@ -155,6 +122,9 @@ static void print_children(FILE *out) {
   closedir(d);
 }
 
+/* Seconds since `t0` (a now_ms() time). */
+static double seconds_since(int64_t t0) { return (double)(now_ms() - t0) / 1e3; }
+
 static long vm_rss_kib(void) {
   FILE *f = fopen("/proc/self/status", "r");
   if (!f) return -1;
@@ -164,28 +134,6 @@ static long vm_rss_kib(void) {
     if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
   fclose(f);
   return kib;
-}
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* A thread that pthread_join() returned for can still be listed in /proc for a moment (the
- * kernel wakes the joiner before it unhashes the thread), and without pidfd (valgrind) the
- * library's per-call reaper threads end just after their call completes. So thread counts
- * are given up to 5 s to settle; this is a measurement, not synchronisation. */
-static int threads_settled(int want, int *waited_ms) {
-  double t0 = now_s();
-  int n = count_threads();
-  while (n != want && now_s() - t0 < 5.0) {
-    struct timespec ts = {0, 2 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    n = count_threads();
-  }
-  if (waited_ms) *waited_ms = (int)((now_s() - t0) * 1000);
-  return n;
 }
 
 /* ---- the mix -------------------------------------------------------------------------------- */
@@ -589,7 +537,7 @@ static void drop(struct storm *st, ip_future *f) {
 }
 
 static void run_storm(struct storm *st) {
-  double t0 = now_s();
+  int64_t t0 = now_ms();
   pthread_mutex_init(&st->mu, NULL);
   pthread_cond_init(&st->cv, NULL);
   st->kill_pipe[0] = st->kill_pipe[1] = -1;
@@ -688,7 +636,7 @@ out:
   ip_task_free(st->t_timeout);
   pthread_cond_destroy(&st->cv);
   pthread_mutex_destroy(&st->mu);
-  st->wall = now_s() - t0;
+  st->wall = seconds_since(t0);
 }
 
 static void *storm_thread(void *p) {
@@ -735,7 +683,7 @@ static void run_round(struct round *rd, const struct baseline *base) {
     st[i].conc = rd->conc_each;
   }
   alarm((unsigned)opt.watchdog_s);
-  double t0 = now_s();
+  int64_t t0 = now_ms();
   if (T == 1) {
     run_storm(&st[0]);
   } else {
@@ -748,7 +696,7 @@ static void run_round(struct round *rd, const struct baseline *base) {
     }
     for (int i = 0; i < started; i++) pthread_join(st[i].thread, NULL);
   }
-  rd->wall = now_s() - t0;
+  rd->wall = seconds_since(t0);
   alarm(0);
 
   for (int i = 0; i < T; i++) {
@@ -772,7 +720,7 @@ static void run_round(struct round *rd, const struct baseline *base) {
     fprintf(stdout, "  children left behind:\n");
     print_children(stdout);
   }
-  rd->threads_after = threads_settled(base->threads, &rd->thread_wait_ms);
+  rd->threads_after = threads_settled(base->threads, 5000, &rd->thread_wait_ms);
   rd->fds_after = count_fds();
   rd->rss_after_kib = vm_rss_kib();
   size_t total_correct = 0;
@@ -925,7 +873,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!opt.seed_given)
-    opt.seed = splitmix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)now_s());
+    opt.seed = splitmix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)now_ms());
 
   /* 50 crashing children per 1000 tasks must not write cores (or wake a core handler). */
   struct rlimit nocore = {0, 0};
@@ -952,14 +900,14 @@ int main(int argc, char **argv) {
   }
 
   /* Soak. */
-  double t0 = now_s();
+  int64_t t0 = now_ms();
   size_t rounds = 0, failed = 0;
   struct round sum = {.seed = opt.seed};
   long worst_rss = base.rss_kib;
   int worst_fds = base.fds, worst_threads = base.threads;
   printf("soak: %.0f s of storms of %zu tasks at concurrency %d\n", opt.duration, opt.tasks,
          opt.concurrency);
-  while (now_s() - t0 < opt.duration) {
+  while (seconds_since(t0) < opt.duration) {
     struct round rd = {.seed = splitmix64(opt.seed + rounds),
                        .threads = opt.threads ? opt.threads : (rounds % 2 ? 8 : 1),
                        .tasks = opt.tasks};
@@ -983,11 +931,11 @@ int main(int argc, char **argv) {
            "  threads %d/%d  VmRSS %+ld KiB  children %s  %s  (%.0f s elapsed)\n",
            rounds, rd.seed, rd.threads, tc, rd.tasks, rd.wall, rd.fds_after, base.fds,
            rd.threads_after, base.threads, rd.rss_after_kib - base.rss_kib,
-           rd.children_left ? "LEFT" : "none", rd.pass ? "PASS" : "FAIL", now_s() - t0);
+           rd.children_left ? "LEFT" : "none", rd.pass ? "PASS" : "FAIL", seconds_since(t0));
     if (!rd.pass) print_table(&rd, &base);
   }
   printf("\nsoak summary: %zu rounds in %.0f s (%.0f s in storms), %zu tasks, %zu rounds failed\n",
-         rounds, now_s() - t0, sum.wall, sum.tasks, failed);
+         rounds, seconds_since(t0), sum.wall, sum.tasks, failed);
   printf("  %-14s %10s %10s %10s\n", "outcome", "expected", "got", "exact");
   for (int k = 0; k < K_N; k++) {
     if (k == K_OTHER && !sum.got[k]) continue;

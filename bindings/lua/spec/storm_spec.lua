@@ -1,4 +1,4 @@
--- A seeded storm (issue 7, the Lua part): ~200 calls at concurrency 16 through ip.waitfor,
+-- A seeded storm: ~200 calls at concurrency 16 through ip.waitfor,
 -- mixing values of every kind, Lua errors, crashes by real signals, kills from outside,
 -- timeouts, exits without a result, encode failures, cancels, and futures dropped while their
 -- child still runs. Every future must come back with exactly the right outcome; afterwards no

@@ -1,4 +1,5 @@
--- ip.waitfor: the exact rules of DESIGN.md section 4.
+-- ip.waitfor: the exact rules of the core's ip_waitfor_next (include/inparallel.h), as seen
+-- from Lua.
 local ip = require "inparallel"
 local S = require "spec.support"
 

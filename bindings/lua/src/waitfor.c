@@ -1,5 +1,5 @@
 /* ip.waitfor(list [, cf]) for a generic `for`. Each step mirrors the caller's table into an
- * ip_list and lets the core's ip_waitfor_next decide (DESIGN.md section 4), so the rules and
+ * ip_list and lets the core's ip_waitfor_next decide, so the rules and
  * the blocking wait (no polling) are the C library's own; the future it hands back is then
  * removed from the caller's table the way table.remove would. */
 #include "lip.h"

@@ -4,6 +4,33 @@ $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
 require "minitest/autorun"
 require "inparallel"
 
+module Minitest
+  # Minitest's summary only counts skips ("S" in the progress line): this names each skipped
+  # test and why, one "skipped: Class#test: why" line each after the summary (scripts/test.sh
+  # lists them in its own summary).
+  class SkipListReporter < AbstractReporter
+    def initialize(io)
+      super()
+      @io = io
+      @skips = []
+    end
+
+    def record(result)
+      @skips << result if result.skipped?
+    end
+
+    def report
+      @skips.each { |r| @io.puts "skipped: #{r.class_name}##{r.name}: #{r.failure.message}" }
+    end
+  end
+
+  def self.plugin_skip_list_init(options)
+    reporter << SkipListReporter.new(options[:io])
+  end
+end
+Minitest.load_plugins # what Minitest.run does first, but only while no extension is known
+Minitest.extensions << "skip_list"
+
 module Hygiene
   # pids of this process's children (zombies included), from /proc.
   def children

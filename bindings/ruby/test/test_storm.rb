@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# The Ruby binding's storm (issue 7): a seeded mix of calls that crash, raise, time out, exit
+# The Ruby binding's storm: a seeded mix of calls that crash, raise, time out, exit
 # without a result, are killed from outside, canceled or dropped unreferenced, among calls that
 # return values of every serializer, run through InParallel.waitfor at a concurrency factor.
 # Every future must come back exactly once with exactly the right outcome, and afterwards

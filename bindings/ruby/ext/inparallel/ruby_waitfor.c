@@ -1,5 +1,5 @@
 /* InParallel::Waiter: one waitfor loop. Each step mirrors the caller's Array into an ip_list,
- * lets ip_waitfor_next decide (the rules of DESIGN.md section 4 live in the core only), and
+ * lets ip_waitfor_next decide (the rules live in the core only), and
  * applies its answer to the Array: a completed future is deleted from it and handed back. */
 #include "ruby_inparallel.h"
 
