@@ -2,7 +2,7 @@
  * IP_EINTR after the host's handler ran, and freeing the calls still running then leaves
  * nothing behind. A host's own SIGCHLD handler and its own children are never disturbed. */
 #define _GNU_SOURCE
-#include "faults.h"
+#include "helpers.h"
 #include <pthread.h>
 #include <sys/prctl.h>
 
@@ -28,22 +28,6 @@ static struct sigaction install(int sig, int flags) {
   return old;
 }
 
-/* Descriptor baseline after one call this thread really waited for: the supervisor runs and
- * this thread has its waiter. */
-static int sig_warm_baseline(void) {
-  struct fa_gate g;
-  cr_assert_eq(fa_gate_open(&g), 0);
-  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
-  ip_future *f = ip_call(t, &g);
-  cr_assert_eq(ip_future_wait(f, 0), IP_ETIMEDOUT);
-  fa_gate_release(&g, 1);
-  cr_assert_eq(ip_future_wait(f, -1), 0);
-  ip_future_free(f);
-  ip_task_free(t);
-  fa_gate_close(&g);
-  return count_fds();
-}
-
 /* ---- the sender ------------------------------------------------------------------------------
  * The signal must arrive while the waiting thread sleeps inside the library: one that comes
  * just before would run the handler and leave the wait asleep, which no library can report.
@@ -56,7 +40,7 @@ struct sender {
   int go[2];
   pid_t pid, tid; /* the waiting process and thread */
   int sig;               /* the signal to send, or 0 to release `release` instead */
-  struct fa_gate *release; /* with sig 0: a gate whose release ends the host's own child */
+  struct gate *release; /* with sig 0: a gate whose release ends the host's own child */
   int sent;       /* 1 once the signal went out */
   int asleep;     /* 1 when the waiter was seen blocked in epoll_wait or ppoll */
 };
@@ -71,12 +55,12 @@ static int blocked_asleep(pid_t pid, pid_t tid) {
 static void send_when_asleep(struct sender *s) {
   char c;
   if (read(s->go[0], &c, 1) != 1) return;
-  int64_t deadline = fa_now_ms() + fa_guard_ms(20000);
-  while (!(s->asleep = blocked_asleep(s->pid, s->tid)) && fa_left_ms(deadline) > 0)
+  int64_t deadline = now_ms() + guard_ms(20000);
+  while (!(s->asleep = blocked_asleep(s->pid, s->tid)) && left_ms(deadline) > 0)
     poll(NULL, 0, 1); /* re-check /proc every ms; this only paces the watching */
   /* Process-directed, as from a terminal or `kill`: the kernel picks the thread, and the
    * waiter (the main thread, the only one not blocking it) is the one it picks. */
-  if (!s->sig) s->sent = fa_gate_release(s->release, 1) == 0;
+  if (!s->sig) s->sent = gate_try_release(s->release, 1) == 0;
   else if (s->tid == s->pid) s->sent = kill(s->pid, s->sig) == 0;
   else s->sent = syscall(SYS_tgkill, s->pid, s->tid, s->sig) == 0;
 }
@@ -96,11 +80,11 @@ static void *sender_thread(void *p) {
 /* ---- SIGINT / SIGTERM while waiting in waitfor ------------------------------------------------ */
 
 static void interrupted_waitfor(int sig, int from_process, int concurrency, int timeout_ms) {
-  int base = sig_warm_baseline();
+  int base = warm_baseline();
   struct sigaction old = install(sig, 0);
-  struct fa_gate g;
-  cr_assert_eq(fa_gate_open(&g), 0);
-  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  struct gate g;
+  cr_assert_eq(gate_try_open(&g), 0);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   ip_list *l = ip_list_new();
   pid_t pids[NCALLS];
   for (int i = 0; i < NCALLS; i++) {
@@ -173,7 +157,7 @@ static void interrupted_waitfor(int sig, int from_process, int concurrency, int 
   cr_assert(no_children(), "a child or zombie is left");
   ip_list_free(l);
   ip_task_free(t);
-  fa_gate_close(&g);
+  gate_close(&g);
   close(s.go[0]);
   close(s.go[1]);
   close(res[0]);
@@ -198,11 +182,11 @@ Test(signals, sigterm_from_another_process_interrupts_waitfor_with_a_factor) {
 /* The same through ip_future_wait, which shares the waiting; with SA_RESTART too, as glibc's
  * signal() installs handlers: a Ctrl-C handler must be able to stop a wait either way. */
 static void interrupted_future_wait(int flags) {
-  int base = sig_warm_baseline();
+  int base = warm_baseline();
   struct sigaction old = install(SIGINT, flags);
-  struct fa_gate g;
-  cr_assert_eq(fa_gate_open(&g), 0);
-  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  struct gate g;
+  cr_assert_eq(gate_try_open(&g), 0);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   ip_future *f = ip_call(t, &g);
   pid_t pid = ip_future_pid(f);
   struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = SIGINT};
@@ -220,7 +204,7 @@ static void interrupted_future_wait(int flags) {
   cr_assert(pid_gone(pid));
   cr_assert(no_children());
   ip_task_free(t);
-  fa_gate_close(&g);
+  gate_close(&g);
   close(s.go[0]);
   close(s.go[1]);
   sigaction(SIGINT, &old, NULL);
@@ -244,7 +228,7 @@ static void wait_exited_nowait(pid_t pid) {
 }
 
 /* Host child: blocks on its own gate, then exits with `status`. */
-static pid_t host_child(struct fa_gate *g, int status) {
+static pid_t host_child(struct gate *g, int status) {
   fflush(stdout);
   fflush(stderr);
   pid_t pid = fork();
@@ -261,7 +245,7 @@ static void collect_all(ip_list *l, const char *want) {
   ip_waitfor w = IP_WAITFOR_INIT;
   ip_future *f;
   int rc;
-  while ((rc = ip_waitfor_next(&w, l, 0, fa_guard_ms(60000), &f)) != 0) {
+  while ((rc = ip_waitfor_next(&w, l, 0, guard_ms(60000), &f)) != 0) {
     cr_assert_eq(rc, 1, "waitfor: %s", ip_err_name(rc)); /* never IP_EINTR: no host child
                                                             ends meanwhile */
     const ip_error *e = ip_future_error(f);
@@ -324,10 +308,10 @@ Test(signals, the_librarys_own_sigchld_never_interrupts_a_wait_with_the_supervis
  * handler ran, and the host's child is still there for the host to reap. */
 static void host_child_interrupts(bool thread) {
   struct sigaction old = install(SIGCHLD, SA_RESTART);
-  struct fa_gate lib_gate, host_gate;
-  cr_assert_eq(fa_gate_open(&lib_gate), 0);
-  cr_assert_eq(fa_gate_open(&host_gate), 0);
-  ip_task *t = ip_task_new(fa_wait_on_gate, NULL);
+  struct gate lib_gate, host_gate;
+  cr_assert_eq(gate_try_open(&lib_gate), 0);
+  cr_assert_eq(gate_try_open(&host_gate), 0);
+  ip_task *t = ip_task_new(wait_on_gate, NULL);
   if (thread) ip_task_set_timeout(t, 600000);
   ip_future *f = ip_call(t, &lib_gate);
   pid_t h = host_child(&host_gate, 7);
@@ -346,14 +330,14 @@ static void host_child_interrupts(bool thread) {
   int st;
   cr_assert_eq(waitpid(h, &st, WNOHANG), h, "the host's child was taken from it");
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 7);
-  cr_assert_eq(fa_gate_release(&lib_gate, 1), 0);
+  cr_assert_eq(gate_try_release(&lib_gate, 1), 0);
   cr_assert_eq(ip_future_wait(f, -1), 0);
   cr_assert_str_eq(str_of(f), "released");
   ip_future_free(f);
   cr_assert(no_children());
   ip_task_free(t);
-  fa_gate_close(&lib_gate);
-  fa_gate_close(&host_gate);
+  gate_close(&lib_gate);
+  gate_close(&host_gate);
   close(s.go[0]);
   close(s.go[1]);
   sigaction(SIGCHLD, &old, NULL);
@@ -365,12 +349,12 @@ Test(signals, the_hosts_own_child_interrupts_a_wait_with_the_supervisor_thread) 
 }
 
 Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
-  int base = sig_warm_baseline();
+  int base = warm_baseline();
   struct sigaction old = install(SIGCHLD, SA_RESTART);
-  struct fa_gate lib_gate, host_gate;
-  cr_assert_eq(fa_gate_open(&lib_gate), 0);
-  cr_assert_eq(fa_gate_open(&host_gate), 0);
-  ip_task *blocked = ip_task_new(fa_wait_on_gate, NULL);
+  struct gate lib_gate, host_gate;
+  cr_assert_eq(gate_try_open(&lib_gate), 0);
+  cr_assert_eq(gate_try_open(&host_gate), 0);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL);
   ip_task *quick = ip_task_new(return_hello, NULL);
   ip_list *slow = ip_list_new(), *fast = ip_list_new();
 
@@ -383,7 +367,7 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
 
   /* The host's first child ends while library calls are still in flight; the supervisor
    * reaps only its own children, so the zombie waits for the host. */
-  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  cr_assert_eq(gate_try_release(&host_gate, 1), 0);
   pid_t first = -1;
   /* Whichever of h1/h2 took the byte. */
   siginfo_t si;
@@ -398,7 +382,7 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
   cr_assert_gt(handled[SIGCHLD], 0, "the host's SIGCHLD handler never ran");
 
   /* Now the library calls complete, then the host reaps its child: status intact. */
-  cr_assert_eq(fa_gate_release(&lib_gate, NCALLS), 0);
+  cr_assert_eq(gate_try_release(&lib_gate, NCALLS), 0);
   collect_all(slow, "released");
   int st;
   cr_assert_eq(waitpid(first, &st, WNOHANG), first, "the host's child %d was taken from it",
@@ -409,7 +393,7 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
   /* The other host child, reaped by a blocking waitpid while more library calls run. */
   for (int i = 0; i < NCALLS; i++) cr_assert_eq(ip_list_push(fast, ip_call(quick, NULL)), 0);
   int before = handled[SIGCHLD];
-  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  cr_assert_eq(gate_try_release(&host_gate, 1), 0);
   pid_t second = first == h1 ? h2 : h1;
   pid_t x;
   while ((x = waitpid(second, &st, 0)) < 0 && errno == EINTR) {
@@ -427,7 +411,7 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
 
   /* And a host child made after all that is the host's alone too. */
   pid_t h3 = host_child(&host_gate, 44);
-  cr_assert_eq(fa_gate_release(&host_gate, 1), 0);
+  cr_assert_eq(gate_try_release(&host_gate, 1), 0);
   wait_exited_nowait(h3);
   cr_assert_eq(waitpid(h3, &st, 0), h3);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 44);
@@ -437,8 +421,8 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
   ip_list_free(fast);
   ip_task_free(blocked);
   ip_task_free(quick);
-  fa_gate_close(&lib_gate);
-  fa_gate_close(&host_gate);
+  gate_close(&lib_gate);
+  gate_close(&host_gate);
   sigaction(SIGCHLD, &old, NULL);
   cr_assert_eq(count_fds(), base);
 }

@@ -4,7 +4,7 @@
  * all of it. Descendants are reparented away from the test, so each is watched through a
  * pidfd (opened while it surely still runs) until it has exited. */
 #define _GNU_SOURCE
-#include "faults.h"
+#include "helpers.h"
 #include <sys/prctl.h>
 
 TestSuite(tree, .timeout = 120);
@@ -49,10 +49,10 @@ static void read_descendants(int rfd, pid_t pids[NDESC], int pidfds[NDESC]) {
   char buf[128];
   size_t have = 0;
   int n = 0;
-  int64_t deadline = fa_now_ms() + fa_guard_ms(20000);
+  int64_t deadline = now_ms() + guard_ms(20000);
   while (n < NDESC) {
     struct pollfd p = {rfd, POLLIN, 0};
-    cr_assert_gt(poll(&p, 1, fa_left_ms(deadline)), 0, "the task's descendants never reported");
+    cr_assert_gt(poll(&p, 1, left_ms(deadline)), 0, "the task's descendants never reported");
     ssize_t r = read(rfd, buf + have, sizeof buf - 1 - have);
     cr_assert_gt(r, 0);
     have += (size_t)r;
@@ -61,7 +61,7 @@ static void read_descendants(int rfd, pid_t pids[NDESC], int pidfds[NDESC]) {
     while (n < NDESC && (nl = strchr(buf, '\n'))) {
       pids[n] = (pid_t)atoi(buf);
       cr_assert_gt(pids[n], 0, "report: %s", buf);
-      pidfds[n] = fa_pidfd_open(pids[n]);
+      pidfds[n] = open_pidfd(pids[n]);
       cr_assert(pidfds[n] >= 0 || errno == ESRCH, "pidfd_open(%d): %s", (int)pids[n],
                 strerror(errno));
       n++;
@@ -77,7 +77,7 @@ static void expect_gone(const pid_t pids[NDESC], int pidfds[NDESC], const char *
     if (pidfds[i] < 0) continue;
     struct pollfd p = {pidfds[i], POLLIN, 0};
     int r;
-    while ((r = poll(&p, 1, fa_guard_ms(20000))) < 0 && errno == EINTR) {
+    while ((r = poll(&p, 1, guard_ms(20000))) < 0 && errno == EINTR) {
     }
     if (r != 1) /* a failing run must not leave them behind either */
       for (int j = i; j < NDESC; j++) syscall(SYS_pidfd_send_signal, pidfds[j], SIGKILL, NULL, 0);
@@ -160,13 +160,13 @@ static void ends_with_the_caller(ip_fn fn) {
   int child_fd[1];
   char buf[32];
   struct pollfd p = {fwd[0], POLLIN, 0};
-  cr_assert_gt(poll(&p, 1, fa_guard_ms(20000)), 0);
+  cr_assert_gt(poll(&p, 1, guard_ms(20000)), 0);
   ssize_t r = read(fwd[0], buf, sizeof buf - 1);
   cr_assert_gt(r, 0);
   buf[r] = '\0';
   child_pid[0] = (pid_t)atoi(buf);
   cr_assert_gt(child_pid[0], 0);
-  child_fd[0] = fa_pidfd_open(child_pid[0]);
+  child_fd[0] = open_pidfd(child_pid[0]);
   cr_assert_geq(child_fd[0], 0);
   pid_t pids[NDESC];
   int pidfds[NDESC];
@@ -176,7 +176,7 @@ static void ends_with_the_caller(ip_fn fn) {
   cr_assert_eq(waitpid(caller, &st, 0), caller);
   expect_gone(pids, pidfds, "the caller's death");
   p = (struct pollfd){child_fd[0], POLLIN, 0};
-  cr_assert_eq(poll(&p, 1, fa_guard_ms(20000)), 1, "the call's child outlived its caller");
+  cr_assert_eq(poll(&p, 1, guard_ms(20000)), 1, "the call's child outlived its caller");
   close(child_fd[0]);
   close(rep[0]);
   close(fwd[0]);

@@ -1,4 +1,4 @@
-/* ip_waitfor_next: the exact semantics of DESIGN.md section 4 and the header, and ip_list. */
+/* ip_waitfor_next: the rules the header gives for it, exactly, and ip_list. */
 #define _GNU_SOURCE
 #include "helpers.h"
 #include <pthread.h>
@@ -35,7 +35,7 @@ static char now(ip_waitfor *w, ip_list *l, int cf, ip_future **out) {
   return step_in(w, l, cf, 0, out);
 }
 
-/* ---- the checked cases of section 4 ---------------------------------------------------------- */
+/* ---- the rules of ip_waitfor_next, case by case ---------------------------------------------- */
 
 Test(waitfor, empty_list_with_factor_asks_exactly_once_then_ends) {
   ip_list *l = ip_list_new();
