@@ -54,9 +54,10 @@ static inline int pid_gone(pid_t pid) { return kill(pid, 0) < 0 && errno == ESRC
 /* A raw result holding a copy of a C string. */
 static inline void *bytes_of(const char *s) { return ip_bytes_copy(s, strlen(s)); }
 
-/* The raw value of a future as a NUL-terminated string (static buffer; tests only). */
+/* The raw value of a future as a NUL-terminated string (a buffer of the calling thread's own,
+ * valid until its next str_of; tests only). */
 static inline const char *str_of(ip_future *f) {
-  static char buf[4096];
+  static __thread char buf[4096];
   const ip_bytes *b = ip_future_value(f);
   if (!b) return NULL;
   size_t n = b->len < sizeof buf - 1 ? b->len : sizeof buf - 1;
