@@ -44,9 +44,11 @@ static void *reaper_main(void *p) {
   while (waitid(P_PID, (id_t)f->pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   kill(-f->pid, SIGKILL);
+  /* Reaped under the lock, as in the supervisor's on_child_exit: a cancel must never see the
+   * child unreaped once its pid is free. The child has ended, so wait4 returns at once. */
+  pthread_mutex_lock(&ip__g.lock);
   while ((x = wait4(f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
   }
-  pthread_mutex_lock(&ip__g.lock);
   f->wstatus = x < 0 ? -1 : st;
   if (x > 0) f->rusage = ru;
   f->reaped = true;
