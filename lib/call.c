@@ -174,12 +174,14 @@ ip_future *ip_call(ip_task *t, void *arg) {
   if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;
   pthread_mutex_lock(&ip__g.lock);
   rc = open_channel_locked(f);
+  /* Read under the lock: the first timed call, in whatever thread, writes ip__g.owner again
+   * as it starts the supervisor thread. */
+  pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
+  int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   pthread_mutex_unlock(&ip__g.lock);
   if (rc < 0) return abandon(f, rc, "ip_call: no socketpair for the channel");
 
-  pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
   bool main_thread = is_main_thread(parent);
-  int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   consolidate_heap();
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
