@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
 # (Criterion, via make check), the Ruby and Lua bindings' suites, and the C suites again
-# under valgrind.
+# under ASan+UBSan, ThreadSanitizer and valgrind.
 # Ends with one line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,9 @@ step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
 # ASan+UBSan with leak checking, built with clang 19 in build-asan/ (gcc 12's libasan has no
 # fork handlers and deadlocks in children of multi-threaded processes; see tests/sanitize.sh).
 step "C tests under ASan+UBSan" bash tests/sanitize.sh
+# ThreadSanitizer, clang 19 in build-tsan/: the suites and the storm, every process that makes
+# calls checked for data races (a call's child is not; see tests/tsan.sh).
+step "C tests under ThreadSanitizer" bash tests/tsan.sh
 # valgrind slows the fork- and thread-heavy suites (hygiene, fork, large) past their hang
 # guards on a busy 2-core machine; they run under ASan above. `bash tests/valgrind.sh` with
 # no arguments runs every suite.
