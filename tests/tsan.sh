@@ -4,14 +4,15 @@
 # the run.
 #
 # What TSan sees: the processes that make calls, which is where the library's threads meet
-# (callers, waiters that drive the supervisor loop, the supervisor thread). A call's child is
-# forked from a process with threads (a Criterion worker always has some), and there the
-# runtime turns itself off: it checks nothing, since only the forking thread survived, and it
-# ends such a child if it starts a thread (die_after_fork=1, the default, kept so that no test
-# runs unchecked children by accident). The few tests whose subject is such a child skip under
-# TSan (TSAN_SKIP_THREADS_IN_CHILDREN in tests/helpers.h), as does the failing allocator
-# (test-alloc), since the runtime owns malloc. clang >= 19: its runtime takes its own locks
-# around fork(), so a child does not inherit one held by another thread.
+# (callers, waiters that drive the supervisor loop, the supervisor thread, reaper threads). A
+# call's child is forked from a process with threads (a Criterion worker always has some), and
+# there the runtime turns itself off: only the forking thread survived a fork, so it checks
+# nothing until an exec. If such a child starts a thread the runtime ends it
+# (die_after_fork=1, the default); die_after_fork=0 would let the thread run on runtime state
+# it calls unsupported, so the few tests whose subject is such a child skip under TSan instead
+# (TSAN_SKIP_THREADS_IN_CHILDREN in tests/helpers.h), as does the failing allocator of
+# test-alloc, since the runtime owns malloc. clang >= 19: its runtime takes its own locks
+# around fork(), so a child never inherits one that another thread held.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dst="$top/build-tsan/src"
@@ -84,7 +85,7 @@ fi
 # halt_on_error: the first report ends the process with exit status 66, so the test (or, in a
 # child, the call) fails; the logs are searched as well. The suites check how children die of
 # SIGSEGV, SIGABRT...: leave those signals alone.
-TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1"
+TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=1"
 TSAN_OPTIONS+=":handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:handle_abort=0"
 # The runtime looks for llvm-symbolizer-19 by name; any llvm-symbolizer will do.
 sym="$(dirname "$(readlink -f "$(command -v "$cc")")")/llvm-symbolizer"
