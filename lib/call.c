@@ -44,9 +44,11 @@ static void *reaper_main(void *p) {
   while (waitid(P_PID, (id_t)f->pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   kill(-f->pid, SIGKILL);
+  /* Reaped under the lock, as in the supervisor's on_child_exit: a cancel must never see the
+   * child unreaped once its pid is free. The child has ended, so wait4 returns at once. */
+  pthread_mutex_lock(&ip__g.lock);
   while ((x = wait4(f->pid, &st, 0, &ru)) < 0 && errno == EINTR) {
   }
-  pthread_mutex_lock(&ip__g.lock);
   f->wstatus = x < 0 ? -1 : st;
   if (x > 0) f->rusage = ru;
   f->reaped = true;
@@ -172,12 +174,14 @@ ip_future *ip_call(ip_task *t, void *arg) {
   if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;
   pthread_mutex_lock(&ip__g.lock);
   rc = open_channel_locked(f);
+  /* Read under the lock: the first timed call, in whatever thread, writes ip__g.owner again
+   * as it starts the supervisor thread. */
+  pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
+  int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   pthread_mutex_unlock(&ip__g.lock);
   if (rc < 0) return abandon(f, rc, "ip_call: no socketpair for the channel");
 
-  pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
   bool main_thread = is_main_thread(parent);
-  int lifeline = ip__g.lifeline[0], child_sock = f->child_sock;
   consolidate_heap();
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();

@@ -83,7 +83,7 @@ struct ip_future {
   int reaper_wfd; /* see exit_pipe */
   struct ip__rx rx;
   int wstatus; /* from wait4; -1 when someone else reaped the child */
-  bool reaped;
+  bool reaped; /* set under ip__g.lock, in the same hold as the reap (see on_child_exit) */
   bool exit_pipe; /* no pidfd (old kernel, valgrind): `pidfd` is a pipe that a reaper thread
                      closes once it has reaped the child and filled wstatus and rusage */
 

@@ -77,11 +77,19 @@ static bool on_child_exit(ip_future *f) {
     pid_t r;
     /* The call is over: so is whatever its child left running. */
     kill_group(f->pid);
+    /* Reaped under the lock, and `reaped` set in the same hold: ip__kill_locked (a cancel, in
+     * another thread) signals the process group only while `reaped` is false, which is safe
+     * only if the leader cannot be reaped, and the group's id freed, between that look and the
+     * kill. WNOHANG: nothing waits under the lock. */
+    pthread_mutex_lock(&ip__g.lock);
     while ((r = wait4(f->pid, &st, WNOHANG, &f->rusage)) < 0 && errno == EINTR) {
     }
+    if (r != 0) {
+      f->reaped = true;
+      f->wstatus = r < 0 ? -1 : st; /* ECHILD: the host's waitpid(-1) took it */
+    }
+    pthread_mutex_unlock(&ip__g.lock);
     if (r == 0) return false;
-    f->reaped = true;
-    f->wstatus = r < 0 ? -1 : st; /* ECHILD: the host's waitpid(-1) took it */
   }
   if (f->rx.sock_open) {
     /* Everything the child wrote is in the socket now; a grandchild that inherited the

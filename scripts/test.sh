@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
 # (Criterion, via make check), the storm, the Ruby and Lua bindings' suites, the C suites and
-# the storm under ASan+UBSan, and the C suites and the storm again under valgrind.
+# the storm under ASan+UBSan and ThreadSanitizer, and the C suites and the storm again under valgrind.
 #
 # Each step ends with "--> STEP: ok|FAILED (N passed, N failed, N skipped)", counting tests.
 # A test that cannot run here (no user namespaces, no pids cgroup, an ASan or valgrind run,
@@ -114,6 +114,9 @@ step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
 # ASan+UBSan with leak checking, built with clang 19 in build-asan/ (gcc 12's libasan has no
 # fork handlers and deadlocks in children of multi-threaded processes; see tests/sanitize.sh).
 step "C tests under ASan+UBSan" bash tests/sanitize.sh
+# ThreadSanitizer, clang 19 in build-tsan/: the suites and the storm, every process that makes
+# calls checked for data races (a call's child is not; see tests/tsan.sh).
+step "C tests under ThreadSanitizer" bash tests/tsan.sh
 
 # valgrind slows the fork- and thread-heavy suites (hygiene, fork, large) past their hang
 # guards on a busy 2-core machine; they run under ASan above. `bash tests/valgrind.sh` with

@@ -10,6 +10,26 @@
 #include <poll.h>
 #include <stdarg.h>
 
+/* A ThreadSanitizer build (tests/tsan.sh). In a child forked from a process with threads (a
+ * Criterion worker always has some) the TSan runtime checks nothing and ends the process if
+ * it starts a thread; TSAN_SKIP_THREADS_IN_CHILDREN skips the tests whose subject is such a
+ * child. They run in the plain, ASan and valgrind builds, and TSan would check nothing of
+ * them anyway. */
+#if defined(__SANITIZE_THREAD__)
+#define IP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IP_TSAN 1
+#endif
+#endif
+#ifdef IP_TSAN
+#define TSAN_SKIP_THREADS_IN_CHILDREN()                                                         \
+  cr_skip_test("ThreadSanitizer ends a child of a multi-threaded process that starts a "       \
+               "thread, and checks nothing in such a child: this runs in the other builds")
+#else
+#define TSAN_SKIP_THREADS_IN_CHILDREN() ((void)0)
+#endif
+
 /* ---- gates, asserting ------------------------------------------------------------------------ */
 
 static inline void gate_open(struct gate *g) {

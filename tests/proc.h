@@ -206,9 +206,9 @@ static inline long blocked_syscall(pid_t pid, pid_t tid) {
 /* A raw result holding a copy of a C string. */
 static inline void *bytes_of(const char *s) { return ip_bytes_copy(s, strlen(s)); }
 
-/* The raw value of a future as a NUL-terminated string (static buffer; tests only). */
+/* The raw value of a future as a NUL-terminated string (a buffer of the calling thread's, valid until its next str_of; tests only). */
 static inline const char *str_of(ip_future *f) {
-  static char buf[4096];
+  static __thread char buf[4096]; /* one per thread: tests call it from several */
   const ip_bytes *b = ip_future_value(f);
   if (!b) return NULL;
   size_t n = b->len < sizeof buf - 1 ? b->len : sizeof buf - 1;

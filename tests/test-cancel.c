@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 /* A guard against hangs only (a wake-up the library forgets would block a test forever);
@@ -332,6 +333,46 @@ Test(cancel, many_futures_canceled_concurrently_from_two_threads) {
   ip_task_free(t);
   gate_close(&g);
   cr_assert_eq(count_fds(), base);
+}
+
+/* A first cancel that meets the child's own exit: the supervisor thread reaps the child while
+ * this thread cancels. Each round waits until the child has ended (or is already reaped) and
+ * cancels at once, so that many cancels land while the supervisor is taking in the end. Either
+ * the cancel came first (ECANCELED) or the call was over (EALREADY, its value stands). Under
+ * ThreadSanitizer (tests/tsan.sh) this is where the reaping and the kill meet. */
+Test(cancel, a_cancel_racing_the_childs_own_exit_is_canceled_or_already_done) {
+  enum { ROUNDS = 200 };
+  cr_assert_eq(ip_use_supervisor_thread(), 0);
+  ip_task *t = ip_task_new(return_hello, NULL);
+  cr_assert_not_null(t);
+  int canceled = 0, already = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    ip_future *f = ip_call(t, NULL);
+    pid_t pid = ip_future_pid(f);
+    cr_assert_gt(pid, 0);
+    siginfo_t si;
+    for (;;) { /* until it ended; ECHILD: the supervisor reaped it already */
+      memset(&si, 0, sizeof si);
+      if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == pid)
+        break;
+      sched_yield();
+    }
+    int rc = ip_future_cancel(f);
+    if (rc == 0) {
+      canceled++;
+      cr_assert_eq(ip_future_status(f), IP_ECANCELED, "round %d", i);
+    } else {
+      already++;
+      cr_assert_eq(rc, IP_EALREADY, "round %d", i);
+      cr_assert_eq(ip_future_status(f), 0, "round %d", i);
+      cr_assert_str_eq(str_of(f), "hello", "round %d", i);
+    }
+    ip_future_free(f);
+    cr_assert(pid_gone(pid), "round %d: child %d left behind", i, (int)pid);
+  }
+  cr_log_info("%d canceled, %d already done", canceled, already);
+  cr_assert(no_children());
+  ip_task_free(t);
 }
 
 Test(cancel, two_threads_canceling_the_same_futures_both_return_and_all_end_canceled) {

@@ -183,6 +183,7 @@ static void *raise_from_a_thread(void *arg) {
 }
 
 Test(errors, raise_from_a_thread_the_child_started) {
+  TSAN_SKIP_THREADS_IN_CHILDREN();
   ip_task *t;
   ip_future *f = run(raise_from_a_thread, NULL, &t);
   const ip_error *e = failed_with(f, IP_ERAISED);

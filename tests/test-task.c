@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -392,6 +394,60 @@ Test(task, one_task_used_from_two_threads_concurrently) {
   ip_task_free(t);
   cr_assert(no_children());
   cr_assert_eq(count_fds(), base, "threads that waited must not leave descriptors behind");
+}
+
+/* A fork function that holds its call up until the test lets it go. The handshake is relaxed
+ * on purpose: it orders nothing between the threads, so that ThreadSanitizer (tests/tsan.sh)
+ * judges the library's own synchronization, not the test's. */
+struct held_fork {
+  atomic_int held, go;
+};
+
+static pid_t fork_when_let_go(void *ud) {
+  struct held_fork *h = ud;
+  atomic_store_explicit(&h->held, 1, memory_order_relaxed);
+  while (!atomic_load_explicit(&h->go, memory_order_relaxed)) sched_yield();
+  return fork();
+}
+
+struct held_call {
+  ip_task *t;
+  int ok;
+};
+
+static void *held_call_main(void *p) {
+  struct held_call *c = p;
+  int v = 42;
+  ip_future *f = ip_call(c->t, &v);
+  const ip_bytes *b = ip_future_value(f);
+  c->ok = b && b->len == 2 && memcmp(b->data, "42", 2) == 0;
+  ip_future_free(f);
+  return NULL;
+}
+
+/* One thread's call has read what its child is handed (the parent's pid, the lifeline) and is
+ * held up in its fork while another thread makes the process's first timed call, which starts
+ * the supervisor thread and sets that up again. Both calls succeed. */
+Test(task, a_call_held_in_its_fork_while_another_thread_starts_the_supervisor_thread) {
+  ip_task *t = ip_task_new(return_int_as_text, NULL), *timed = ip_task_new(return_int_as_text, NULL);
+  cr_assert(t && timed);
+  struct held_fork h = {0, 0};
+  cr_assert_eq(ip_task_set_fork(t, fork_when_let_go, &h), 0);
+  cr_assert_eq(ip_task_set_timeout(timed, 60000), 0);
+  struct held_call c = {t, 0};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, held_call_main, &c), 0);
+  while (!atomic_load_explicit(&h.held, memory_order_relaxed)) sched_yield();
+  int v = 7;
+  ip_future *f = ip_call(timed, &v);
+  atomic_store_explicit(&h.go, 1, memory_order_relaxed);
+  cr_assert_str_eq(str_of(f), "7");
+  ip_future_free(f);
+  cr_assert_eq(pthread_join(th, NULL), 0);
+  cr_assert(c.ok, "the held call failed");
+  ip_task_free(t);
+  ip_task_free(timed);
+  cr_assert(no_children());
 }
 
 static ip_task *inner_task;

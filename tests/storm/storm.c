@@ -424,15 +424,22 @@ static enum kind check(struct storm *st, ip_future *f, const struct spec *s, cha
     if (!has(e->message, sig)) WRONG("message lacks %s: %s", sig, e->message);
     break;
   }
-  case K_KILLED:
-    if (!s->killed) WRONG("died of SIGKILL but the killer never sent it (child sent pid %d)",
-                          (int)s->sent_pid);
+  case K_KILLED: {
+    /* Under the lock: the killer sets `killed` only after its kill(), so the call can end (and
+     * be checked here) before the flag is set; the killer holds the lock across both. */
+    pthread_mutex_lock(&st->mu);
+    bool killed = s->killed;
+    pid_t sent = s->sent_pid;
+    pthread_mutex_unlock(&st->mu);
+    if (!killed) WRONG("died of SIGKILL but the killer never sent it (child sent pid %d)",
+                       (int)sent);
     if (strcmp(e->kind, "SIGKILL") != 0) WRONG("kind %s, expected SIGKILL", e->kind);
     if (e->exit_status != -1) WRONG("exit_status %d for a signal", e->exit_status);
     if (e->raised_code != 0) WRONG("raised_code %d", e->raised_code);
     if (e->backtrace) WRONG("a backtrace for SIGKILL");
     if (!has(e->message, "signal 9")) WRONG("message lacks 'signal 9': %s", e->message);
     break;
+  }
   case K_TIMEOUT: {
     char want[64];
     snprintf(want, sizeof want, "timeout of %d ms", opt.timeout_ms);
