@@ -114,7 +114,7 @@ static ip_future *abandon(ip_future *f, int code, const char *why) {
 }
 
 /* The channel, created under the lock and put on the in-flight list at once: a fork by
- * another thread from here on closes it in its child (see at_child in state.c). */
+ * another thread from here on closes it in its child (see at_child in fork.c). */
 static int open_channel_locked(ip_future *f) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return ip__errno_code(errno);
@@ -174,6 +174,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
   if (t->timeout_ms > 0) f->deadline_ns = ip__now_ns() + (int64_t)t->timeout_ms * 1000000;
   pthread_mutex_lock(&ip__g.lock);
   rc = open_channel_locked(f);
+  if (rc == 0) ip__g.unrecorded++; /* until f->pid is known; see ip__ours_locked */
   /* Read under the lock: the first timed call, in whatever thread, writes ip__g.owner again
    * as it starts the supervisor thread. */
   pid_t parent = ip__g.owner; /* getpid() of this process since its supervisor started */
@@ -191,6 +192,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
 
   int watch_errno = 0;
   pthread_mutex_lock(&ip__g.lock);
+  ip__g.unrecorded--;
   ip__close(&f->child_sock);
   if (pid > 0) {
     f->pid = f->err.pid = pid;

@@ -74,6 +74,7 @@ static void at_child(void) {
   ip__g.parent_waiters = ip__g.waiters;
   ip__g.inflight = NULL;
   ip__g.n_inflight = ip__g.n_timed = 0;
+  ip__g.unrecorded = 0;
   ip__g.waiters = NULL;
   ip__close(&ip__g.epfd);
   ip__close(&ip__g.wake_fd);

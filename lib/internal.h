@@ -164,6 +164,7 @@ struct ip__global {
   ip_future *inflight;  /* doubly linked */
   size_t n_inflight, n_timed;
   uint64_t seq;         /* completion counter */
+  unsigned unrecorded;  /* calls between fork() and storing their child's pid */
   pid_t recent[IP__RECENT];    /* pids of the latest completed calls, for telling SIGCHLDs apart */
   unsigned recent_at;
   struct ip__waiter *waiters;

@@ -46,7 +46,9 @@ bool ip__ours_locked(pid_t pid) {
     if (ip__g.recent[i] == pid) return true;
   for (ip_future *f = ip__g.inflight; f; f = f->next)
     if (f->pid == pid) return true;
-  return false;
+  /* A child can end before the fork() that made it has returned its pid to ip_call. Such a
+   * child is unreaped (nothing watches it yet) and led a process group of its own. */
+  return ip__g.unrecorded && getpgid(pid) == pid;
 }
 
 static void stop_reading(ip_future *f) {

@@ -93,30 +93,36 @@ sym="$(dirname "$(readlink -f "$(command -v "$cc")")")/llvm-symbolizer"
 [ -n "$sym" ] && TSAN_OPTIONS+=":external_symbolizer_path=$sym"
 export TSAN_OPTIONS
 make -s -j"$(nproc)" >/dev/null
-rm -f tests/*.log
+. "$top/tests/tally.sh"
+rm -f tests/*.log tests/*.trs
 finding='ThreadSanitizer:' # every message of the runtime; the skip reasons have no colon
-# Verbosity 1: the logs name each test, and each test that skips says why (listed below).
-if CRITERION_VERBOSITY_LEVEL=1 make -s -j"$(nproc)" check >check.out 2>&1 &&
-    ! grep -q "$finding" tests/*.log; then
-  grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)' check.out || true
-  grep -h '^\[SKIP\]' tests/*.log || true
-else
+check_ok=1
+make -s -j"$(nproc)" check >check.out 2>&1 || check_ok=0
+if grep -q "$finding" tests/*.log; then check_ok=0; fi
+tally_make_check .
+if ((!check_ok)); then
   cat check.out
   for log in tests/*.log; do
     if grep -q -E "$finding|Assertion Failed|CRASH" "$log"; then
       echo "---- $log"; cat "$log"
     fi
   done
+  ((TALLY_F > 0)) || tally_add 0 1 0
+  tally_line
   exit 1
 fi
 
 # The storm, as the test command runs it: every kind of ending, one thread and then eight on
-# their own lists.
-for args in "--tasks 1000 --concurrency 64" "--tasks 1000 --concurrency 64 --threads 8"; do
+# their own lists (with a host SIGCHLD handler). Each run is a test.
+for args in "--tasks 1000 --concurrency 64" "--tasks 1000 --concurrency 64 --threads 8 --host-sigchld"; do
   # shellcheck disable=SC2086
   if ! tests/storm/storm $args >storm.out 2>&1 || grep -q "$finding" storm.out; then
     cat storm.out
+    tally_add 0 1 0
+    tally_line
     exit 1
   fi
   grep -E '^storm: seed|result' storm.out
+  tally_add 1 0 0
 done
+tally_line

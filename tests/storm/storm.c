@@ -50,6 +50,7 @@
  */
 #define _GNU_SOURCE
 #include "../proc.h"
+#include <stdatomic.h>
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -75,7 +76,16 @@ static struct {
   int stall_ms;    /* ip_waitfor_next waits this long for any completion before calling it a hang */
   int watchdog_s;  /* per round: the whole process gives up (exit 2) after this long */
   bool verbose;
-} opt = {1000, 64, 0, 0, false, 0, 200, 120000, 900, false};
+  bool host_sigchld; /* install a host SIGCHLD handler (SA_RESTART), as many programs have */
+} opt = {1000, 64, 0, 0, false, 0, 200, 120000, 900, false, false};
+
+/* The host's SIGCHLD handler of --host-sigchld: it only counts. Only the library's children
+ * end in a storm, so no step may return IP_EINTR, handler or not. */
+static atomic_ulong host_sigchlds;
+static void on_host_sigchld(int sig) {
+  (void)sig;
+  atomic_fetch_add_explicit(&host_sigchlds, 1, memory_order_relaxed);
+}
 
 /* ---- random numbers ------------------------------------------------------------------------- */
 
@@ -581,7 +591,11 @@ static void run_storm(struct storm *st) {
     ip_future *f;
     int rc = ip_waitfor_next(&w, l, st->conc, opt.stall_ms, &f);
     if (rc == 0) break;
-    if (rc == IP_EINTR) continue;
+    if (rc == IP_EINTR) {
+      report(st, "ip_waitfor_next returned IP_EINTR, though no host child ended");
+      st->wrong++;
+      continue;
+    }
     if (rc == IP_ETIMEDOUT) {
       st->stalled = true;
       report(st, "HANG: nothing completed for %d ms; %zu started, %zu done, %zu in flight:",
@@ -775,6 +789,8 @@ static void print_table(const struct round *rd, const struct baseline *base) {
   printf("  %-26s %zu\n", "SIGKILLs sent by the test", rd->kills);
   if (rd->stalled) printf("  %-26s yes   <-- WRONG\n", "hang (no completion)");
   if (rd->setup_failed) printf("  %-26s yes   <-- WRONG\n", "setup failure");
+  if (opt.host_sigchld)
+    printf("  %-26s %lu so far\n", "host SIGCHLD handler ran", atomic_load(&host_sigchlds));
   printf("  %-26s %s\n", "result", rd->pass ? "PASS" : "FAIL");
   fflush(stdout);
 }
@@ -794,6 +810,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: storm [--tasks N] [--concurrency C] [--threads T] [--seed S] [--duration SECONDS]\n"
           "             [--timeout-ms MS] [--stall-ms MS] [--watchdog SECONDS] [--verbose]\n"
+          "             [--host-sigchld]\n"
           "  --tasks N          tasks per storm round (default 1000)\n"
           "  --concurrency C    children in flight at most, in total (default 64); with T\n"
           "                     threads each storm gets ceil(C/T)\n"
@@ -804,7 +821,9 @@ static void usage(FILE *out) {
           "  --timeout-ms MS    the timeout tasks' ip_task_set_timeout (default 200)\n"
           "  --stall-ms MS      a wait with no completion for this long is a hang (default 120000)\n"
           "  --watchdog SECS    exit 2 when one round runs longer (default 900)\n"
-          "  --verbose          print every wrong outcome (default: the first %d per storm)\n",
+          "  --verbose          print every wrong outcome (default: the first %d per storm)\n"
+          "  --host-sigchld     install a SIGCHLD handler (SA_RESTART) as a host might; no step\n"
+          "                     may return IP_EINTR with it or without\n",
           MAX_REPORTS);
 }
 
@@ -848,11 +867,11 @@ int main(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
       {"duration", required_argument, NULL, 'd'}, {"timeout-ms", required_argument, NULL, 'T'},
       {"stall-ms", required_argument, NULL, 'S'}, {"watchdog", required_argument, NULL, 'W'},
-      {"verbose", no_argument, NULL, 'v'},       {"help", no_argument, NULL, 'h'},
+      {"verbose", no_argument, NULL, 'v'},       {"host-sigchld", no_argument, NULL, 'H'},       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   char *end;
-  while ((c = getopt_long(argc, argv, "n:c:t:s:d:T:S:W:vh", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "n:c:t:s:d:T:S:W:vHh", longopts, NULL)) != -1) {
     errno = 0;
     end = NULL;
     switch (c) {
@@ -865,6 +884,7 @@ int main(int argc, char **argv) {
     case 'S': opt.stall_ms = (int)strtol(optarg, &end, 0); break;
     case 'W': opt.watchdog_s = (int)strtol(optarg, &end, 0); break;
     case 'v': opt.verbose = true; break;
+    case 'H': opt.host_sigchld = true; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -889,6 +909,13 @@ int main(int argc, char **argv) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_alarm;
   sigaction(SIGALRM, &sa, NULL);
+  if (opt.host_sigchld) {
+    struct sigaction hs;
+    memset(&hs, 0, sizeof hs);
+    hs.sa_handler = on_host_sigchld;
+    hs.sa_flags = SA_RESTART;
+    sigaction(SIGCHLD, &hs, NULL);
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);
 
   printf("storm: inparallel %s, seed %016" PRIx64 " (rerun with --seed 0x%016" PRIx64 ")\n",
