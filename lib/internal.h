@@ -223,7 +223,8 @@ bool ip__is_raw(const ip_serializer *s);
 /* Child side: if v is an in-place buffer from ip_bytes_alloc, its memfd and length. */
 int ip__bytes_memfd(const void *v, size_t *len);
 
-/* Return addresses as text, one backtrace_symbols line per frame; malloc'ed, NULL if none. */
+/* Return addresses as text, one line per frame (see symbolize.c for the format); malloc'ed,
+ * NULL if none. */
 char *ip__symbolize(void *const *addrs, int n);
 
 /* Small utilities. */

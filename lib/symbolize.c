@@ -1,13 +1,39 @@
 /* Return addresses to text: the one place that turns a stack into the lines an ip_error's
- * backtrace holds, for ip_raise in the child and for a crash report in the parent. */
+ * backtrace holds, for ip_raise in the child and for a crash report in the parent.
+ *
+ * With elfutils' libdw (configure --with-libdw, the default where it is installed) every
+ * function gets its name, static ones included (from .symtab, not only the dynamic symbols
+ * glibc's backtrace_symbols sees), and its file:line where debug information exists:
+ *
+ *     raise_econnrefused+0x1b (tests/test-errors.c:55) [/path/to/test-errors]
+ *
+ * An address no symbol covers shows as its value and its offset in the module,
+ * `0x55d0c4a1b87b (+0x187b) [/path/to/prog]`, ready for addr2line; one outside every module as
+ * its value alone. Without libdw (or when it fails) the lines are backtrace_symbols' own.
+ *
+ * Each call reads this process's mappings afresh into a Dwfl of its own and ends it before
+ * returning. Nothing is cached: a crash report is rare, and a cached Dwfl would hold the
+ * descriptors of every ELF file it opened (inherited by every child forked later, and by
+ * whatever the host exec()s), would have to notice a dlopen() since it was filled, and would
+ * be copied into each child mid-use if another thread forked while it was in use. Without a
+ * shared state there is no lock either, so a child that raises never waits on one its parent
+ * held at the fork. */
 #include "internal.h"
 #include <execinfo.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-char *ip__symbolize(void *const *addrs, int n) {
-  if (n <= 0) return NULL;
+#ifdef IP_HAVE_LIBDW
+#include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+static char *with_glibc(void *const *addrs, int n) {
   char **syms = backtrace_symbols(addrs, n);
   if (!syms) return NULL;
   size_t len = 1;
@@ -24,4 +50,114 @@ char *ip__symbolize(void *const *addrs, int n) {
   }
   free(syms);
   return text;
+}
+
+#ifdef IP_HAVE_LIBDW
+
+/* libdwfl's own find_elf opens files without O_CLOEXEC; this one opens the regular files of
+ * the mappings with it (a fork or exec by another thread while a report runs must not take
+ * them along) and leaves the special cases (the vDSO, deleted files) to libdwfl. */
+static int find_elf(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_Addr base,
+                    char **file_name, Elf **elfp) {
+  struct stat st;
+  if (name[0] == '/' && stat(name, &st) == 0 && S_ISREG(st.st_mode)) {
+    int fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (!(*file_name = strdup(name))) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  return dwfl_linux_proc_find_elf(mod, userdata, name, base, file_name, elfp);
+}
+
+/* Separate debug files are looked up by build ID only (/usr/lib/debug/.build-id/...):
+ * dwfl_standard_find_debuginfo would, failing that, load libdebuginfod and ask a server
+ * (DEBUGINFOD_URLS), which no crash report should wait for. */
+static const Dwfl_Callbacks callbacks = {
+    .find_elf = find_elf,
+    .find_debuginfo = dwfl_build_id_find_debuginfo,
+};
+
+/* Whether the module's own file carries a line table. Line numbers are looked up only there:
+ * the separate debug file of a system library (libc6-dbg) holds its DWARF compressed, and
+ * unpacking it took a crash report from under a millisecond to some 50. Symbols still come
+ * from such a file, which names the library's static functions. The answer is kept in the
+ * module's user data: 1 yes, 2 no. */
+static bool has_own_lines(Dwfl_Module *mod, void **userdata) {
+  if (*userdata) return *userdata == (void *)1;
+  bool yes = false;
+  GElf_Addr bias;
+  Elf *elf = dwfl_module_getelf(mod, &bias);
+  size_t shstrndx;
+  if (elf && elf_getshdrstrndx(elf, &shstrndx) == 0) {
+    for (Elf_Scn *scn = NULL; !yes && (scn = elf_nextscn(elf, scn));) {
+      GElf_Shdr sh;
+      const char *name = gelf_getshdr(scn, &sh) ? elf_strptr(elf, shstrndx, sh.sh_name) : NULL;
+      yes = name && strcmp(name, ".debug_line") == 0;
+    }
+  }
+  *userdata = yes ? (void *)1 : (void *)2;
+  return yes;
+}
+
+static void frame(FILE *out, Dwfl *dwfl, void *addr) {
+  Dwarf_Addr a = (Dwarf_Addr)(uintptr_t)addr;
+  Dwfl_Module *mod = dwfl_addrmodule(dwfl, a);
+  if (!mod) {
+    fprintf(out, "0x%" PRIx64 "\n", (uint64_t)a);
+    return;
+  }
+  void **userdata = NULL;
+  Dwarf_Addr start = 0;
+  const char *modname = dwfl_module_info(mod, &userdata, &start, NULL, NULL, NULL, NULL, NULL);
+  GElf_Off off = 0;
+  GElf_Sym sym;
+  const char *name = dwfl_module_addrinfo(mod, a, &off, &sym, NULL, NULL, NULL);
+  if (name && *name) {
+    /* .symtab may name a versioned definition, "fn@@VER_1": the name alone is enough. */
+    fprintf(out, "%.*s+0x%" PRIx64, (int)strcspn(name, "@"), name, (uint64_t)off);
+  } else {
+    fprintf(out, "0x%" PRIx64 " (+0x%" PRIx64 ")", (uint64_t)a, (uint64_t)(a - start));
+  }
+  Dwfl_Line *line = userdata && has_own_lines(mod, userdata) ? dwfl_module_getsrc(mod, a) : NULL;
+  int lineno = 0;
+  Dwarf_Addr line_addr = 0;
+  const char *file = line ? dwfl_lineinfo(line, &line_addr, &lineno, NULL, NULL, NULL) : NULL;
+  /* A function's first line entry is at its entry: one before it belongs to code before the
+   * function, found for an address (such as _start's) that no compilation unit describes. */
+  if (name && *name && line_addr < a - off) file = NULL;
+  if (file && lineno > 0) fprintf(out, " (%s:%d)", file, lineno);
+  fprintf(out, " [%s]\n", modname && *modname ? modname : "?");
+}
+
+static char *with_libdw(void *const *addrs, int n) {
+  Dwfl *dwfl = dwfl_begin(&callbacks);
+  if (!dwfl) return NULL;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = NULL;
+  dwfl_report_begin(dwfl);
+  int rc = dwfl_linux_proc_report(dwfl, getpid());
+  if (dwfl_report_end(dwfl, NULL, NULL) == 0 && rc == 0 && (out = open_memstream(&text, &len))) {
+    for (int i = 0; i < n; i++) frame(out, dwfl, addrs[i]);
+    if (fclose(out) != 0) {
+      free(text);
+      text = NULL;
+    }
+  }
+  dwfl_end(dwfl);
+  return text;
+}
+
+#endif
+
+char *ip__symbolize(void *const *addrs, int n) {
+  if (n <= 0) return NULL;
+#ifdef IP_HAVE_LIBDW
+  char *text = with_libdw(addrs, n);
+  if (text) return text;
+#endif
+  return with_glibc(addrs, n);
 }
