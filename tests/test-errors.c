@@ -317,13 +317,11 @@ Test(errors, sigsegv_is_a_value_with_a_backtrace) {
 
 /* As segfault_here, but static: the parent names it from the program's .symtab. The null
  * pointer comes from the call's argument: one the compiler could see would let it drop the
- * store (and the call) as undefined. */
-__attribute__((no_sanitize("undefined"), noinline)) static void
-static_segfault_helper(volatile int *p) {
+ * store as undefined. The store is in the task function itself: under valgrind a fault in a
+ * small leaf it calls is reported at the call, which the unwinder cannot get past. */
+__attribute__((no_sanitize("undefined"))) static void *static_segfaulter(void *arg) {
+  volatile int *p = arg;
   *p = 1;
-}
-static void *static_segfaulter(void *arg) {
-  static_segfault_helper(arg);
   return bytes_of("survived");
 }
 
@@ -336,13 +334,10 @@ Test(errors, sigsegv_backtrace_names_static_functions) {
   const ip_error *e = failed_with(f, IP_ESIGNALED);
   cr_assert_eq(e->signal, SIGSEGV);
   cr_assert_not_null(e->backtrace);
-  const char *helper = frame_of(e->backtrace, "static_segfault_helper");
-  const char *caller = frame_of(e->backtrace, "static_segfaulter+");
-  cr_assert_not_null(helper, "backtrace:\n%s", e->backtrace);
-  cr_assert_not_null(caller, "backtrace:\n%s", e->backtrace);
-  cr_assert_lt(helper, caller, "backtrace:\n%s", e->backtrace);
-  const char *eol = strchr(helper, '\n');
-  const char *src = strstr(helper, "test-errors.c:");
+  const char *fn = frame_of(e->backtrace, "static_segfaulter+");
+  cr_assert_not_null(fn, "backtrace:\n%s", e->backtrace);
+  const char *eol = strchr(fn, '\n');
+  const char *src = strstr(fn, "test-errors.c:");
   cr_assert(eol && src && src < eol, "no file:line in the frame:\n%s", e->backtrace);
   finish(f, t);
 }
