@@ -166,7 +166,8 @@ struct ip_serializer {
   const char *name; /* wire id ("raw", "msgpack", ...): a frame from another serializer is
                        refused with IP_EDECODE. 1..63 bytes. */
   /* Child side: write the encoding of `value` (what fn returned) through w(ctx, ...).
-   * Return 0, or non-zero to fail the call with IP_EENCODE. */
+   * Return 0, or non-zero to fail the call with IP_EENCODE; `return ip_encode_error(code,
+   * "why", ...)` says why (see below). */
   int (*encode)(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx);
   /* Parent side, in the thread that first asks for the value: turn `len` bytes at `buf` into a
    * value stored in *value. `buf` is owned by the future and stays valid until free_value()
@@ -180,6 +181,18 @@ struct ip_serializer {
   void (*destroy)(ip_serializer *s);
   void *reserved[3];
 };
+
+/* For encode(), to say why it fails: `return ip_encode_error(IP_EENCODE, "the task returned
+ * NULL");`. Formats the message (printf-style) for the call whose value is being encoded and
+ * returns `code` unchanged. When encode() then returns non-zero, the call fails with
+ * IP_EENCODE, raised_code = what encode() returned, and the message "the NAME serializer could
+ * not encode the result: MESSAGE" (without a message it says which code encode() returned).
+ * The text is copied (fmt and its arguments may be gone once this returns) and owned by the
+ * library; a later call replaces it, and it is dropped when encode() returns 0. A result too
+ * large for the task's max_result still fails with IP_E2BIG, whatever was said here. Only
+ * meaningful in a task's child while encode() runs; anywhere else (a test calling encode()
+ * directly, the parent) it records nothing and just returns `code`. */
+IP_EXTERN int ip_encode_error(int code, const char *fmt, ...) IP_PRINTF(2, 3);
 
 /* The built-in raw serializer: fn returns `const ip_bytes *` (NULL = empty); the parent gets a
  * `const ip_bytes *`. An ip_bytes from ip_bytes_alloc() of 1 MiB or more travels without being

@@ -29,6 +29,8 @@ static struct {
   atomic_int raising; /* one failure per call: a second raiser waits for _exit */
   uint64_t total;
   int refused; /* a write was refused: the value is incomplete whatever encode() says */
+  bool encoding;    /* encode() runs: ip_encode_error records its message */
+  char *encode_why; /* ip_encode_error's last message (malloc'ed), or NULL */
   size_t n;
   unsigned char buf[OUT_BUF];
 } me;
@@ -220,6 +222,18 @@ __attribute__((noinline)) void ip_raise(int code, const char *fmt, ...) {
   raise_v(code, fmt, ap, __builtin_return_address(0));
 }
 
+int ip_encode_error(int code, const char *fmt, ...) {
+  if (!ip_in_child() || !me.encoding || !fmt) return code;
+  char *why = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&why, fmt, ap) < 0) why = NULL;
+  va_end(ap);
+  free(me.encode_why);
+  me.encode_why = why;
+  return code;
+}
+
 /* ---- crashes ------------------------------------------------------------------------------- */
 
 static void on_crash(int sig, siginfo_t *si, void *uc) {
@@ -332,7 +346,10 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
     send_memfd(memfd, len);
     _exit(0);
   }
+  me.encode_why = NULL;
+  me.encoding = true;
   int rc = t->ser->encode(t->ser, value, out_write, NULL);
+  me.encoding = false;
   if (me.refused) {
     char msg[200];
     snprintf(msg, sizeof msg, "the result is larger than the task's max_result (%llu bytes)",
@@ -341,11 +358,14 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
     send_error(IP_E2BIG, 0, NULL, msg, NULL);
   }
   if (rc != 0) {
-    char msg[200];
-    snprintf(msg, sizeof msg, "the %s serializer could not encode the result (it returned %d)",
-             t->ser->name, rc);
+    char *msg = NULL;
+    int l = me.encode_why
+                ? asprintf(&msg, "the %s serializer could not encode the result: %s",
+                           t->ser->name, me.encode_why)
+                : asprintf(&msg, "the %s serializer could not encode the result (it returned %d)",
+                           t->ser->name, rc);
     me.n = 0;
-    send_error(IP_EENCODE, rc, NULL, msg, NULL);
+    send_error(IP_EENCODE, rc, NULL, l < 0 ? "the result could not be encoded" : msg, NULL);
   }
   flush_out(true);
   _exit(0);

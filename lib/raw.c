@@ -118,7 +118,7 @@ int ip__bytes_memfd(const void *v, size_t *len) {
 static int raw_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   const ip_bytes *b = value;
   if (!b || !b->len) return 0;
-  if (!b->data) return IP_EINVAL;
+  if (!b->data) return ip_encode_error(IP_EINVAL, "an ip_bytes with data NULL and len %zu", b->len);
   return w(ctx, b->data, b->len);
 }
 

@@ -234,6 +234,167 @@ Test(serializer, encode_failure_is_eencode_naming_the_serializer) {
   ip_task_free(t);
 }
 
+/* ip_encode_error: encode() says why it fails. The value is a C string: an empty one is
+ * refused with a message, "quiet" is refused without one, "changed my mind" records a message
+ * and then encodes after all, "long" says why at length; anything else is sent as is. */
+static int why_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
+  const char *v = value;
+  if (!*v) return ip_encode_error(-42, "an empty string (%d bytes) cannot be sent", 0);
+  if (strcmp(v, "quiet") == 0) return -43;
+  if (strcmp(v, "changed my mind") == 0) (void)ip_encode_error(-44, "never shown");
+  if (strcmp(v, "long") == 0) {
+    static char text[5001];
+    memset(text, 'w', sizeof text - 1);
+    return ip_encode_error(-45, "%s", text);
+  }
+  return w(ctx, v, strlen(v));
+}
+
+static int why_decode(const ip_serializer *s, const void *buf, size_t len, void **value) {
+  char *v = malloc(len + 1);
+  if (!v) return -1;
+  memcpy(v, buf, len);
+  v[len] = '\0';
+  *value = v;
+  return 0;
+}
+
+static void why_free(const ip_serializer *s, void *value) { free(value); }
+
+static const ip_serializer why = {
+    .abi = IP_SERIALIZER_ABI,
+    .name = "x-why",
+    .encode = why_encode,
+    .decode = why_decode,
+    .free_value = why_free,
+};
+
+static void *fn_string(void *arg) { return arg; }
+
+static ip_future *call_why(ip_task **tp, const char *value) {
+  *tp = ip_task_new(fn_string, &why);
+  cr_assert_not_null(*tp);
+  ip_future *f = ip_call(*tp, (void *)value);
+  cr_assert_not_null(f);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  return f;
+}
+
+Test(serializer, encode_error_message_reaches_the_parent) {
+  ip_task *t;
+  ip_future *f = call_why(&t, "");
+  cr_assert_null(ip_future_value(f));
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE);
+  cr_assert_str_eq(e->kind, "EENCODE");
+  cr_assert_str_eq(e->message, "the x-why serializer could not encode the result: an empty "
+                               "string (0 bytes) cannot be sent");
+  cr_assert_eq(e->raised_code, -42, "raised_code is what encode() returned");
+  cr_assert_null(e->backtrace);
+  ip_future_free(f);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
+Test(serializer, encode_error_without_a_message_quotes_the_code) {
+  ip_task *t;
+  ip_future *f = call_why(&t, "quiet");
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE);
+  cr_assert_str_eq(e->message,
+                   "the x-why serializer could not encode the result (it returned -43)");
+  cr_assert_eq(e->raised_code, -43);
+  ip_future_free(f);
+  ip_task_free(t);
+}
+
+Test(serializer, encode_error_message_is_dropped_when_encode_succeeds) {
+  ip_task *t;
+  ip_future *f = call_why(&t, "changed my mind");
+  const char *v = ip_future_value(f);
+  cr_assert_not_null(v, "%s", ip_future_error(f) ? ip_future_error(f)->message : "");
+  cr_assert_str_eq(v, "changed my mind");
+  ip_future_free(f);
+  ip_task_free(t);
+}
+
+Test(serializer, encode_error_long_message_arrives_whole) {
+  ip_task *t;
+  ip_future *f = call_why(&t, "long");
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  const char *colon = strstr(e->message, "result: ");
+  cr_assert_not_null(colon, "%s", e->message);
+  cr_assert_eq(strlen(colon + 8), 5000);
+  cr_assert_eq(strspn(colon + 8, "w"), 5000);
+  ip_future_free(f);
+  ip_task_free(t);
+}
+
+/* Each call says its own reason: nothing is left over from an earlier one. */
+Test(serializer, encode_error_messages_do_not_leak_between_calls) {
+  ip_task *t;
+  ip_future *f = call_why(&t, "");
+  ip_future_free(f);
+  ip_task_free(t);
+  f = call_why(&t, "quiet");
+  cr_assert_not_null(ip_future_error(f));
+  cr_assert_str_eq(ip_future_error(f)->message,
+                   "the x-why serializer could not encode the result (it returned -43)");
+  ip_future_free(f);
+  ip_task_free(t);
+}
+
+/* Outside a task's child (here: the test calling encode() itself) it only returns the code. */
+Test(serializer, encode_error_outside_a_child_returns_the_code) {
+  cr_assert_eq(ip_encode_error(-9, "nobody reads %s", "this"), -9);
+  cr_assert_eq(ip_encode_error(0, "zero too"), 0);
+  cr_assert_eq(ip_encode_error(IP_EENCODE, NULL), IP_EENCODE);
+  cr_assert_eq(why.encode(&why, "", NULL, NULL), -42);
+}
+
+/* The size limit still wins over a message the encoder gave after a refused write. */
+static int said_after_refusal(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
+  static char chunk[4096];
+  int rc = w(ctx, chunk, sizeof chunk);
+  return rc ? ip_encode_error(rc, "the sink refused %zu bytes", sizeof chunk) : 0;
+}
+static const ip_serializer refusal = {
+    .abi = IP_SERIALIZER_ABI, .name = "x-refusal", .encode = said_after_refusal,
+    .decode = why_decode, .free_value = why_free};
+
+Test(serializer, encode_error_after_a_refused_write_is_still_e2big) {
+  ip_task *t = ip_task_new(fn_string, &refusal);
+  cr_assert_eq(ip_task_set_max_result(t, 100), 0);
+  ip_future *f = ip_call(t, NULL);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  cr_assert_eq(ip_future_status(f), IP_E2BIG);
+  ip_future_free(f);
+  ip_task_free(t);
+}
+
+/* The raw serializer says what is wrong with the ip_bytes it was given. */
+static void *fn_bytes_without_data(void *arg) {
+  static ip_bytes b = {NULL, 5};
+  return &b;
+}
+
+Test(serializer, raw_bytes_without_data_say_so) {
+  ip_task *t = ip_task_new(fn_bytes_without_data, NULL);
+  ip_future *f = ip_call(t, NULL);
+  cr_assert_null(ip_future_value(f));
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE);
+  cr_assert_str_eq(e->message, "the raw serializer could not encode the result: an ip_bytes with "
+                               "data NULL and len 5");
+  ip_future_free(f);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
 static int failing_decode(const ip_serializer *s, const void *buf, size_t len, void **value) {
   return -77;
 }
