@@ -29,6 +29,7 @@ static struct {
   atomic_int raising; /* one failure per call: a second raiser waits for _exit */
   uint64_t total;
   int refused; /* a write was refused: the value is incomplete whatever encode() says */
+  uint64_t too_big; /* with refused: the bytes written so far plus the refused write */
   bool encoding;    /* encode() runs: ip_encode_error records its message */
   char *encode_why; /* ip_encode_error's last message (malloc'ed), or NULL */
   size_t n;
@@ -90,7 +91,10 @@ static void flush_out(bool end) {
 
 static int out_write(void *ctx, const void *buf, size_t len) {
   if (me.refused) return me.refused;
-  if (len > me.max_result - me.total) return me.refused = IP_E2BIG;
+  if (len > me.max_result - me.total) {
+    me.too_big = len > UINT64_MAX - me.total ? UINT64_MAX : me.total + len;
+    return me.refused = IP_E2BIG;
+  }
   me.total += len;
   if (len >= OUT_DIRECT) {
     if (me.total > (8u << 20)) {
@@ -313,6 +317,7 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.max_result = t->max_result;
   me.total = 0;
   me.refused = 0;
+  me.too_big = 0;
   me.n = 0;
   me.sending = 0;
   atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
@@ -341,7 +346,10 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   int memfd = ip__is_raw(t->ser) ? ip__bytes_memfd(value, &len) : -1;
   if (memfd >= 0) {
     if (len > me.max_result) {
-      send_error(IP_E2BIG, 0, "E2BIG", "the result is larger than the task's max_result", NULL);
+      char msg[200];
+      snprintf(msg, sizeof msg, "the result of child %d is %zu bytes, more than the task's "
+               "max_result of %llu bytes", (int)me.pid, len, (unsigned long long)me.max_result);
+      send_error(IP_E2BIG, 0, NULL, msg, NULL);
     }
     send_memfd(memfd, len);
     _exit(0);
@@ -352,7 +360,9 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.encoding = false;
   if (me.refused) {
     char msg[200];
-    snprintf(msg, sizeof msg, "the result is larger than the task's max_result (%llu bytes)",
+    /* Nothing past the limit is encoded, so the size is known only from below. */
+    snprintf(msg, sizeof msg, "the result of child %d is at least %llu bytes, more than the "
+             "task's max_result of %llu bytes", (int)me.pid, (unsigned long long)me.too_big,
              (unsigned long long)me.max_result);
     me.n = 0;
     send_error(IP_E2BIG, 0, NULL, msg, NULL);

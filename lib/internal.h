@@ -60,6 +60,8 @@ struct ip__rx {
   int memfd;      /* descriptor received with SCM_RIGHTS, -1 if none */
   int proto_code; /* IP_EPROTO / IP_E2BIG / IP_ENOMEM once the stream went wrong */
   const char *proto_msg;
+  uint64_t too_big; /* with IP_E2BIG: the size that broke max_result (for a DATA frame the bytes
+                       received so far plus the frame's, a lower bound) */
   bool sock_open;
 };
 

@@ -92,7 +92,11 @@ void ip__outcome(ip_future *f) {
                                        "wrong serializer"};
     int k = rx->proto_code == IP_E2BIG ? 1 : rx->proto_code == IP_ENOMEM ? 2
             : rx->proto_code == IP_EDECODE ? 3 : 0;
-    snprintf(msg, sizeof msg, "%s from child %d: %s", what[k], (int)f->pid, rx->proto_msg);
+    int n = snprintf(msg, sizeof msg, "%s from child %d: %s", what[k], (int)f->pid, rx->proto_msg);
+    if (rx->proto_code == IP_E2BIG && n > 0 && (size_t)n < sizeof msg)
+      snprintf(msg + n, sizeof msg - (size_t)n, " (%s%llu bytes; the task's max_result is %llu)",
+               rx->cur.kind == IP__FRAME_MEMFD ? "" : "at least ", (unsigned long long)rx->too_big,
+               (unsigned long long)f->max_result);
     set_error(f, rx->proto_code, NULL, 0, msg, -1, NULL, 0);
   } else if (rx->final_kind == IP__FRAME_END || rx->final_kind == IP__FRAME_MEMFD) {
     f->status = 0;
