@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -279,6 +280,29 @@ static void arm_crash_report(void) {
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
 }
 
+/* What the parent will refuse of a descriptor an inplace hook gave, refused here instead,
+ * where the serializer can be named. */
+static void check_inplace(const ip_serializer *s, int fd, size_t len) {
+  const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  int seals = fcntl(fd, F_GET_SEALS);
+  struct stat st;
+  char msg[300];
+  if (seals < 0 || (seals & need) != need) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave descriptor %d, which is not "
+             "sealed against writing, growing and shrinking (F_SEAL_WRITE, F_SEAL_GROW, "
+             "F_SEAL_SHRINK)", s->name, fd);
+  } else if (fstat(fd, &st) < 0) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave descriptor %d, which fstat "
+             "refuses: %s", s->name, fd, strerror(errno));
+  } else if ((uint64_t)st.st_size < len) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave a descriptor of %lld bytes "
+             "for a result of %zu", s->name, (long long)st.st_size, len);
+  } else {
+    return;
+  }
+  send_error(IP_EENCODE, 0, NULL, msg, NULL);
+}
+
 /* ---- start-up ------------------------------------------------------------------------------ */
 
 /* The child must not outlive the parent process. PR_SET_PDEATHSIG would fire when the *thread*
@@ -342,9 +366,10 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   void *value = t->fn(arg);
 
   finish_stdio();
-  size_t len;
-  int memfd = ip__is_raw(t->ser) ? ip__bytes_memfd(value, &len) : -1;
+  size_t len = 0;
+  int memfd = t->ser->inplace ? t->ser->inplace(t->ser, value, &len) : -1;
   if (memfd >= 0) {
+    check_inplace(t->ser, memfd, len);
     if (len > me.max_result) {
       char msg[200];
       snprintf(msg, sizeof msg, "the result of child %d is %zu bytes, more than the task's "

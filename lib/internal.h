@@ -221,9 +221,6 @@ void ip__handles_reset(void);
 uint32_t ip__ser_id(const char *name);
 int ip__serializer_check(const ip_serializer *s);
 void ip__serializers_reset(void);
-bool ip__is_raw(const ip_serializer *s);
-/* Child side: if v is an in-place buffer from ip_bytes_alloc, its memfd and length. */
-int ip__bytes_memfd(const void *v, size_t *len);
 
 /* Return addresses as text, one line per frame (see symbolize.c for the format); malloc'ed,
  * NULL if none. */
