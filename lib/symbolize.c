@@ -26,6 +26,7 @@
 #include <string.h>
 
 #ifdef IP_HAVE_LIBDW
+#include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <gelf.h>
@@ -102,6 +103,29 @@ static bool has_own_lines(Dwfl_Module *mod, void **userdata) {
   return yes;
 }
 
+/* The source file and line of address `a` of the module (its line entry's address in *at), or
+ * NULL. libdwfl finds the compilation unit through .debug_aranges, which clang does not emit
+ * by default; without it every unit's own address ranges are searched instead. */
+static const char *source_line(Dwfl_Module *mod, Dwarf_Addr a, Dwarf_Addr *at, int *lineno) {
+  Dwfl_Line *line = dwfl_module_getsrc(mod, a);
+  if (line) return dwfl_lineinfo(line, at, lineno, NULL, NULL, NULL);
+  Dwarf_Addr bias;
+  Dwarf *dw = dwfl_module_getdwarf(mod, &bias);
+  if (!dw) return NULL;
+  Dwarf_CU *cu = NULL;
+  Dwarf_Half version;
+  uint8_t type;
+  Dwarf_Die cudie;
+  while (dwarf_get_units(dw, cu, &cu, &version, &type, &cudie, NULL) == 0) {
+    if (dwarf_tag(&cudie) != DW_TAG_compile_unit || dwarf_haspc(&cudie, a - bias) != 1) continue;
+    Dwarf_Line *l = dwarf_getsrc_die(&cudie, a - bias);
+    if (!l || dwarf_lineaddr(l, at) != 0 || dwarf_lineno(l, lineno) != 0) return NULL;
+    *at += bias;
+    return dwarf_linesrc(l, NULL, NULL);
+  }
+  return NULL;
+}
+
 static void frame(FILE *out, Dwfl *dwfl, void *addr) {
   Dwarf_Addr a = (Dwarf_Addr)(uintptr_t)addr;
   Dwfl_Module *mod = dwfl_addrmodule(dwfl, a);
@@ -121,10 +145,11 @@ static void frame(FILE *out, Dwfl *dwfl, void *addr) {
   } else {
     fprintf(out, "0x%" PRIx64 " (+0x%" PRIx64 ")", (uint64_t)a, (uint64_t)(a - start));
   }
-  Dwfl_Line *line = userdata && has_own_lines(mod, userdata) ? dwfl_module_getsrc(mod, a) : NULL;
   int lineno = 0;
   Dwarf_Addr line_addr = 0;
-  const char *file = line ? dwfl_lineinfo(line, &line_addr, &lineno, NULL, NULL, NULL) : NULL;
+  const char *file = userdata && has_own_lines(mod, userdata)
+                         ? source_line(mod, a, &line_addr, &lineno)
+                         : NULL;
   /* A function's first line entry is at its entry: one before it belongs to code before the
    * function, found for an address (such as _start's) that no compilation unit describes. */
   if (name && *name && line_addr < a - off) file = NULL;
