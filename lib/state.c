@@ -16,12 +16,12 @@ struct ip__global ip__g = {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void at_prepare(void) {
-  pthread_mutex_lock(&ip__g.lock);
+  if (!ip__fork_keeps_lock) pthread_mutex_lock(&ip__g.lock); /* else: held by this thread */
   ip__g.forking = ip__forking; /* read here, in the parent: the child reads no TLS */
 }
 static void at_parent(void) {
   ip__g.forking = NULL;
-  pthread_mutex_unlock(&ip__g.lock);
+  if (!ip__fork_keeps_lock) pthread_mutex_unlock(&ip__g.lock);
 }
 
 static void close_fd(int fd) {

@@ -11,13 +11,19 @@
  * `0x55d0c4a1b87b (+0x187b) [/path/to/prog]`, ready for addr2line; one outside every module as
  * its value alone. Without libdw (or when it fails) the lines are backtrace_symbols' own.
  *
- * Each call reads this process's mappings afresh into a Dwfl of its own and ends it before
- * returning. Nothing is cached: a crash report is rare, and a cached Dwfl would hold the
- * descriptors of every ELF file it opened (inherited by every child forked later, and by
- * whatever the host exec()s), would have to notice a dlopen() since it was filled, and would
- * be copied into each child mid-use if another thread forked while it was in use. Without a
- * shared state there is no lock either, so a child that raises never waits on one its parent
- * held at the fork. */
+ * libdw runs in a helper process forked for the purpose, never in the caller's: it is not
+ * built for allocation failures (a failed malloc makes it crash, or exit() the process with
+ * "libdw: Cannot allocate memory"), and the parent must survive them, as the child must still
+ * report its raise. The helper is a copy of the caller, so it has the same mappings; it writes
+ * the text to a pipe and _exit()s, and anything that goes wrong in it (a crash, an exit, no
+ * fork to be had) leaves the caller with backtrace_symbols' lines instead. In the parent this
+ * runs under ip__g.lock (ip__outcome's caller holds it), which the library's own at-fork
+ * handler would take again: ip__fork_keeps_lock tells it not to.
+ *
+ * Each report reads the mappings afresh into a Dwfl of its own. Nothing is cached: a crash
+ * report is rare, and a cached Dwfl would have to live in the caller (see above), would hold
+ * the descriptors of every ELF file it opened, and would have to notice a dlopen() since it
+ * was filled. */
 #include "internal.h"
 #include <execinfo.h>
 #include <inttypes.h>
@@ -30,9 +36,14 @@
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <gelf.h>
+#include <poll.h>
+#include <stdio_ext.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
+
+__thread bool ip__fork_keeps_lock;
 
 static char *with_glibc(void *const *addrs, int n) {
   char **syms = backtrace_symbols(addrs, n);
@@ -176,12 +187,105 @@ static char *with_libdw(void *const *addrs, int n) {
   return text;
 }
 
+/* ---- the helper process -------------------------------------------------------------------- */
+
+/* Longest wait for the helper; it needs about a millisecond, but runs under valgrind too. */
+#define HELPER_TIMEOUT_MS 10000
+#define HELPER_TEXT_MAX ((size_t)1 << 20)
+
+static void helper_exit_guard(void) { _exit(3); }
+
+static _Noreturn void helper_main(int wfd, void *const *addrs, int n) {
+  /* Quiet and disposable: libdw's complaints go nowhere; the caller's buffered output is not
+   * ours to flush (error() flushes stdout first); an exit() from libdw runs none of the
+   * host's atexit handlers (ours, registered last, runs first); and a crash here is a plain
+   * death, not a crash report of the task's (the child's handler would write on its socket). */
+  __fpurge(stdout);
+  __fpurge(stderr);
+  int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null >= 0) dup2(null, STDERR_FILENO);
+  static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) signal(sigs[i], SIG_DFL);
+  atexit(helper_exit_guard);
+  char *text = with_libdw(addrs, n);
+  if (!text) _exit(1);
+  size_t len = strlen(text), off = 0;
+  while (off < len) {
+    ssize_t w = write(wfd, text + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) _exit(2);
+    off += (size_t)w;
+  }
+  _exit(0);
+}
+
+/* The helper's text, or NULL when it gave none. */
+static char *in_helper(void *const *addrs, int n) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) return NULL;
+  /* Outside a task's child this is a crash report, made under ip__g.lock. */
+  ip__fork_keeps_lock = !ip_in_child();
+  pid_t pid = fork();
+  ip__fork_keeps_lock = false;
+  if (pid == 0) {
+    close(p[0]);
+    helper_main(p[1], addrs, n);
+  }
+  close(p[1]);
+  if (pid < 0) {
+    close(p[0]);
+    return NULL;
+  }
+  char *text = NULL;
+  size_t len = 0, cap = 0;
+  bool ok = true;
+  int64_t deadline = ip__now_ns() + (int64_t)HELPER_TIMEOUT_MS * 1000000;
+  for (;;) {
+    if (len == cap) {
+      size_t ncap = cap ? 2 * cap : 4096;
+      char *t = ncap <= HELPER_TEXT_MAX ? realloc(text, ncap + 1) : NULL;
+      if (!t) {
+        ok = false;
+        break;
+      }
+      text = t, cap = ncap;
+    }
+    int left = (int)((deadline - ip__now_ns()) / 1000000);
+    struct pollfd pfd = {p[0], POLLIN, 0};
+    int r = left > 0 ? poll(&pfd, 1, left) : 0;
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      ok = false; /* stuck, or poll failed: it is killed below */
+      break;
+    }
+    ssize_t got = read(p[0], text + len, cap - len);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) ok = false;
+    if (got <= 0) break;
+    len += (size_t)got;
+  }
+  close(p[0]);
+  if (!ok) kill(pid, SIGKILL);
+  int st = 0;
+  pid_t w;
+  while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR) {
+  }
+  /* ECHILD: the host reaped it (a waitpid(-1)); the text is whole if the pipe said EOF. */
+  if (w == pid && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) ok = false;
+  if (!ok || !len) {
+    free(text);
+    return NULL;
+  }
+  text[len] = '\0';
+  return text;
+}
+
 #endif
 
 char *ip__symbolize(void *const *addrs, int n) {
   if (n <= 0) return NULL;
 #ifdef IP_HAVE_LIBDW
-  char *text = with_libdw(addrs, n);
+  char *text = in_helper(addrs, n);
   if (text) return text;
 #endif
   return with_glibc(addrs, n);
