@@ -392,7 +392,12 @@ IP_EXTERN int ip_use_supervisor_thread(void);
 
 /* Fails the current call: the parent's future gets code IP_ERAISED, raised_code = `code`
  * (e.g. ECONNREFUSED, or any number of yours), the formatted message, and this child's
- * backtrace. Only for code running in a task's child (including threads the child started).
+ * backtrace from the caller of ip_raise outwards, one frame per line. Built with elfutils'
+ * libdw (configure --with-libdw) a line reads `fn+0x1b (file.c:42) [/path/to/module]`: every
+ * function is named, static ones too, with file:line where the module has debug information;
+ * without it the lines are glibc's backtrace_symbols(), which names exported functions only
+ * (link with -rdynamic). A crash report's backtrace has the same form. Only for code running
+ * in a task's child (including threads the child started).
  * Called anywhere else it cannot return to a caller that expects it not to, so it prints an
  * explanation to stderr and abort()s: that is a programming error, like a failed assert. */
 IP_EXTERN IP_NORETURN void ip_raise(int code, const char *fmt, ...) IP_PRINTF(2, 3);
