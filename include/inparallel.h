@@ -190,24 +190,52 @@ struct ip_serializer {
   const char *name; /* wire id ("raw", "msgpack", ...): a frame from another serializer is
                        refused with IP_EDECODE. 1..63 bytes. */
   /* Child side: write the encoding of `value` (what fn returned) through w(ctx, ...).
-   * Return 0, or non-zero to fail the call with IP_EENCODE. */
+   * Return 0, or non-zero to fail the call with IP_EENCODE; `return ip_encode_error(code,
+   * "why", ...)` says why (see below). */
   int (*encode)(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx);
   /* Parent side, in the thread that first asks for the value: turn `len` bytes at `buf` into a
    * value stored in *value. `buf` is owned by the future and stays valid until free_value()
-   * has run, so a value may point into it. Return 0, or non-zero for IP_EDECODE. Must never
-   * read outside buf[0..len): the bytes come from another process. */
+   * has run, so a value may point into it. It is read-only: for a result that travelled in
+   * place (see inplace below) it is the child's sealed memfd mapped PROT_READ, and writing to
+   * it kills the process. Return 0, or non-zero for IP_EDECODE. Must never read outside
+   * buf[0..len): the bytes come from another process. */
   int (*decode)(const ip_serializer *s, const void *buf, size_t len, void **value);
   /* Frees what decode() stored. May be NULL when decode allocates nothing. */
   void (*free_value)(const ip_serializer *s, void *value);
   /* Frees a serializer made at run time (e.g. ip_serializer_protobuf_new); NULL for static
    * ones. Called by ip_serializer_free(). */
   void (*destroy)(ip_serializer *s);
-  void *reserved[3];
+  /* Optional, child side, tried before encode(): for a value that already holds its own
+   * encoding in a sealed memfd, return that descriptor and store the encoding's length in
+   * *len; the parent maps it and hands the mapping to decode() as `buf`, so the bytes are
+   * never copied through the socket. Return -1 to have encode() stream the value instead (the
+   * value must then still be encodable). The descriptor stays the serializer's (the child
+   * exits right after sending it); it must be sealed with F_SEAL_WRITE, F_SEAL_GROW and
+   * F_SEAL_SHRINK and hold at least *len bytes, or the call fails with IP_EENCODE saying so; a
+   * *len above the task's max_result fails with IP_E2BIG. ip_bytes_inplace() does all this
+   * for a buffer of ip_bytes_alloc(): a serializer that builds its encoding in one can return
+   * what that gives. NULL (as in serializers written before this member, which was reserved
+   * space) means always stream. */
+  int (*inplace)(const ip_serializer *s, const void *value, size_t *len);
+  void *reserved[2];
 };
+
+/* For encode(), to say why it fails: `return ip_encode_error(IP_EENCODE, "the task returned
+ * NULL");`. Formats the message (printf-style) for the call whose value is being encoded and
+ * returns `code` unchanged. When encode() then returns non-zero, the call fails with
+ * IP_EENCODE, raised_code = what encode() returned, and the message "the NAME serializer could
+ * not encode the result: MESSAGE" (without a message it says which code encode() returned).
+ * The text is copied (fmt and its arguments may be gone once this returns) and owned by the
+ * library; a later call replaces it, and it is dropped when encode() returns 0. A result too
+ * large for the task's max_result still fails with IP_E2BIG, whatever was said here. Only
+ * meaningful in a task's child while encode() runs; anywhere else (a test calling encode()
+ * directly, the parent) it records nothing and just returns `code`. */
+IP_EXTERN int ip_encode_error(int code, const char *fmt, ...) IP_PRINTF(2, 3);
 
 /* The built-in raw serializer: fn returns `const ip_bytes *` (NULL = empty); the parent gets a
  * `const ip_bytes *`. An ip_bytes from ip_bytes_alloc() of 1 MiB or more travels without being
- * copied: it lives in a sealed memfd that the parent maps read-only. */
+ * copied: it lives in a sealed memfd that the parent maps read-only (its inplace member is
+ * ip_bytes_inplace). */
 IP_EXTERN const ip_serializer *ip_serializer_raw(void);
 
 /* Makes `s` findable by name for bindings and configuration. `s` is borrowed and must stay
@@ -401,7 +429,12 @@ IP_EXTERN int ip_use_supervisor_thread(void);
 
 /* Fails the current call: the parent's future gets code IP_ERAISED, raised_code = `code`
  * (e.g. ECONNREFUSED, or any number of yours), the formatted message, and this child's
- * backtrace. Only for code running in a task's child (including threads the child started).
+ * backtrace from the caller of ip_raise outwards, one frame per line. Built with elfutils'
+ * libdw (configure --with-libdw) a line reads `fn+0x1b (file.c:42) [/path/to/module]`: every
+ * function is named, static ones too, with file:line where the module has debug information;
+ * without it the lines are glibc's backtrace_symbols(), which names exported functions only
+ * (link with -rdynamic). A crash report's backtrace has the same form. Only for code running
+ * in a task's child (including threads the child started).
  * Called anywhere else it cannot return to a caller that expects it not to, so it prints an
  * explanation to stderr and abort()s: that is a programming error, like a failed assert. */
 IP_EXTERN IP_NORETURN void ip_raise(int code, const char *fmt, ...) IP_PRINTF(2, 3);
@@ -425,6 +458,15 @@ IP_EXTERN ip_bytes *ip_bytes_copy(const void *data, size_t len);
 /* Frees a buffer from ip_bytes_alloc/ip_bytes_copy; NULL is ignored. Never pass the value of
  * a future: the future owns that. */
 IP_EXTERN void ip_bytes_free(ip_bytes *b);
+/* For a serializer's inplace member (see "Serializers"), in a task's child: when `b` is a
+ * buffer of ip_bytes_alloc() built in shared memory (1 MiB or more), ends its writable life
+ * and returns the descriptor that holds it, with b->len in *len. The memfd is cut to b->len
+ * bytes and sealed against writing, growing and shrinking; b->data stays readable (a
+ * read-only mapping now: writing to it kills the process). The descriptor is owned by the
+ * buffer: do not close it. Calling it again returns the same descriptor. -1 for anything else
+ * (NULL, a heap buffer, any other ip_bytes, outside a child, or when the kernel refuses the
+ * seals), and the buffer is then still readable, for encode() to stream. */
+IP_EXTERN int ip_bytes_inplace(const ip_bytes *b, size_t *len);
 
 #ifdef __cplusplus
 }

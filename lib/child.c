@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -29,6 +30,9 @@ static struct {
   atomic_int raising; /* one failure per call: a second raiser waits for _exit */
   uint64_t total;
   int refused; /* a write was refused: the value is incomplete whatever encode() says */
+  uint64_t too_big; /* with refused: the bytes written so far plus the refused write */
+  bool encoding;    /* encode() runs: ip_encode_error records its message */
+  char *encode_why; /* ip_encode_error's last message (malloc'ed), or NULL */
   size_t n;
   unsigned char buf[OUT_BUF];
 } me;
@@ -88,7 +92,10 @@ static void flush_out(bool end) {
 
 static int out_write(void *ctx, const void *buf, size_t len) {
   if (me.refused) return me.refused;
-  if (len > me.max_result - me.total) return me.refused = IP_E2BIG;
+  if (len > me.max_result - me.total) {
+    me.too_big = len > UINT64_MAX - me.total ? UINT64_MAX : me.total + len;
+    return me.refused = IP_E2BIG;
+  }
   me.total += len;
   if (len >= OUT_DIRECT) {
     if (me.total > (8u << 20)) {
@@ -220,6 +227,18 @@ __attribute__((noinline)) void ip_raise(int code, const char *fmt, ...) {
   raise_v(code, fmt, ap, __builtin_return_address(0));
 }
 
+int ip_encode_error(int code, const char *fmt, ...) {
+  if (!ip_in_child() || !me.encoding || !fmt) return code;
+  char *why = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&why, fmt, ap) < 0) why = NULL;
+  va_end(ap);
+  free(me.encode_why);
+  me.encode_why = why;
+  return code;
+}
+
 /* ---- crashes ------------------------------------------------------------------------------- */
 
 static void on_crash(int sig, siginfo_t *si, void *uc) {
@@ -259,6 +278,29 @@ static void arm_crash_report(void) {
   sigemptyset(&sa.sa_mask);
   static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* What the parent will refuse of a descriptor an inplace hook gave, refused here instead,
+ * where the serializer can be named. */
+static void check_inplace(const ip_serializer *s, int fd, size_t len) {
+  const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  int seals = fcntl(fd, F_GET_SEALS);
+  struct stat st;
+  char msg[300];
+  if (seals < 0 || (seals & need) != need) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave descriptor %d, which is not "
+             "sealed against writing, growing and shrinking (F_SEAL_WRITE, F_SEAL_GROW, "
+             "F_SEAL_SHRINK)", s->name, fd);
+  } else if (fstat(fd, &st) < 0) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave descriptor %d, which fstat "
+             "refuses: %s", s->name, fd, strerror(errno));
+  } else if ((uint64_t)st.st_size < len) {
+    snprintf(msg, sizeof msg, "the %s serializer's inplace hook gave a descriptor of %lld bytes "
+             "for a result of %zu", s->name, (long long)st.st_size, len);
+  } else {
+    return;
+  }
+  send_error(IP_EENCODE, 0, NULL, msg, NULL);
 }
 
 /* ---- start-up ------------------------------------------------------------------------------ */
@@ -302,6 +344,7 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   me.max_result = t->max_result;
   me.total = 0;
   me.refused = 0;
+  me.too_big = 0;
   me.n = 0;
   me.sending = 0;
   atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
@@ -330,29 +373,41 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   void *value = t->fn(arg);
 
   finish_stdio();
-  size_t len;
-  int memfd = ip__is_raw(t->ser) ? ip__bytes_memfd(value, &len) : -1;
+  size_t len = 0;
+  int memfd = t->ser->inplace ? t->ser->inplace(t->ser, value, &len) : -1;
   if (memfd >= 0) {
+    check_inplace(t->ser, memfd, len);
     if (len > me.max_result) {
-      send_error(IP_E2BIG, 0, "E2BIG", "the result is larger than the task's max_result", NULL);
+      char msg[200];
+      snprintf(msg, sizeof msg, "the result of child %d is %zu bytes, more than the task's "
+               "max_result of %llu bytes", (int)me.pid, len, (unsigned long long)me.max_result);
+      send_error(IP_E2BIG, 0, NULL, msg, NULL);
     }
     send_memfd(memfd, len);
     _exit(0);
   }
+  me.encode_why = NULL;
+  me.encoding = true;
   int rc = t->ser->encode(t->ser, value, out_write, NULL);
+  me.encoding = false;
   if (me.refused) {
     char msg[200];
-    snprintf(msg, sizeof msg, "the result is larger than the task's max_result (%llu bytes)",
+    /* Nothing past the limit is encoded, so the size is known only from below. */
+    snprintf(msg, sizeof msg, "the result of child %d is at least %llu bytes, more than the "
+             "task's max_result of %llu bytes", (int)me.pid, (unsigned long long)me.too_big,
              (unsigned long long)me.max_result);
     me.n = 0;
     send_error(IP_E2BIG, 0, NULL, msg, NULL);
   }
   if (rc != 0) {
-    char msg[200];
-    snprintf(msg, sizeof msg, "the %s serializer could not encode the result (it returned %d)",
-             t->ser->name, rc);
+    char *msg = NULL;
+    int l = me.encode_why
+                ? asprintf(&msg, "the %s serializer could not encode the result: %s",
+                           t->ser->name, me.encode_why)
+                : asprintf(&msg, "the %s serializer could not encode the result (it returned %d)",
+                           t->ser->name, rc);
     me.n = 0;
-    send_error(IP_EENCODE, rc, NULL, msg, NULL);
+    send_error(IP_EENCODE, rc, NULL, l < 0 ? "the result could not be encoded" : msg, NULL);
   }
   flush_out(true);
   _exit(0);

@@ -58,10 +58,13 @@ struct ip__rx {
   bool mapped;
   unsigned char *aux; /* body of an error or crash frame */
   size_t aux_len;
+  char *crash_text;   /* a crash frame's stack, symbolized (ip__outcome_symbolize) */
   int final_kind; /* IP__FRAME_END, _MEMFD or _ERROR once the child's answer is complete */
   int memfd;      /* descriptor received with SCM_RIGHTS, -1 if none */
   int proto_code; /* IP_EPROTO / IP_E2BIG / IP_ENOMEM once the stream went wrong */
   const char *proto_msg;
+  uint64_t too_big; /* with IP_E2BIG: the size that broke max_result (for a DATA frame the bytes
+                       received so far plus the frame's, a lower bound) */
   bool sock_open;
 };
 
@@ -192,6 +195,8 @@ int ip__supervisor_ensure(bool thread);
 int ip__supervise_once(int timeout_ms, bool *sigchld);
 /* Whether `pid` is, or lately was, the child of one of the library's calls. Under the lock. */
 bool ip__ours_locked(pid_t pid);
+/* Counts `pid`, a child the library forked for itself (not a call's), as its own. */
+void ip__own_child(pid_t pid);
 /* Handles what is ready without blocking, when no thread drives: for callers that only look
  * (ip_future_done, a waitfor step) in a process without a supervisor thread. */
 void ip__progress(void);
@@ -239,7 +244,10 @@ void ip__complete_locked(ip_future *f);
 void ip__orphan(ip_future *f);
 /* Fails a future that never got a child. */
 void ip__fail_early(ip_future *f, int code, const char *message);
-/* Builds f->err from the rx state and wait status (supervisor thread, no lock). */
+/* Symbolizes a crash frame's stack, if the child sent one: slow (a helper process may be
+ * forked), so the supervisor calls it before it takes the lock to complete f. */
+void ip__outcome_symbolize(ip_future *f);
+/* Builds f->err from the rx state and wait status (supervisor, under the lock). */
 void ip__outcome(ip_future *f);
 /* Frees the bytes of f's value. */
 void ip__outcome_free_payload(ip_future *f);
@@ -260,12 +268,13 @@ _Noreturn void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t 
 uint32_t ip__ser_id(const char *name);
 int ip__serializer_check(const ip_serializer *s);
 void ip__serializers_reset(void);
-bool ip__is_raw(const ip_serializer *s);
-/* Child side: if v is an in-place buffer from ip_bytes_alloc, its memfd and length. */
-int ip__bytes_memfd(const void *v, size_t *len);
 
-/* Return addresses as text, one backtrace_symbols line per frame; malloc'ed, NULL if none. */
+/* Return addresses as text, one line per frame (see symbolize.c for the format); malloc'ed,
+ * NULL if none. With libdw it forks a helper process; in the parent it must be called with
+ * ip__g.lock held (as ip__outcome is). */
 char *ip__symbolize(void *const *addrs, int n);
+/* Set by ip__symbolize around its helper's fork() while this thread holds ip__g.lock: the
+ * at-fork handlers leave the lock alone then. */
 
 /* Small utilities. */
 int64_t ip__now_ns(void);

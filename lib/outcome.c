@@ -71,6 +71,13 @@ static char *crash_backtrace(const unsigned char *body, size_t len, int *sig) {
   return ip__symbolize(addrs, (int)n);
 }
 
+void ip__outcome_symbolize(ip_future *f) {
+  struct ip__rx *rx = &f->rx;
+  int crash_sig = 0;
+  if (rx->aux && rx->cur.kind == IP__FRAME_CRASH && !rx->in_body && !rx->crash_text)
+    rx->crash_text = crash_backtrace(rx->aux, rx->aux_len, &crash_sig);
+}
+
 void ip__outcome(ip_future *f) {
   struct ip__rx *rx = &f->rx;
   char msg[512], ru[96];
@@ -92,7 +99,11 @@ void ip__outcome(ip_future *f) {
                                        "wrong serializer"};
     int k = rx->proto_code == IP_E2BIG ? 1 : rx->proto_code == IP_ENOMEM ? 2
             : rx->proto_code == IP_EDECODE ? 3 : 0;
-    snprintf(msg, sizeof msg, "%s from child %d: %s", what[k], (int)f->pid, rx->proto_msg);
+    int n = snprintf(msg, sizeof msg, "%s from child %d: %s", what[k], (int)f->pid, rx->proto_msg);
+    if (rx->proto_code == IP_E2BIG && n > 0 && (size_t)n < sizeof msg)
+      snprintf(msg + n, sizeof msg - (size_t)n, " (%s%llu bytes; the task's max_result is %llu)",
+               rx->cur.kind == IP__FRAME_MEMFD ? "" : "at least ", (unsigned long long)rx->too_big,
+               (unsigned long long)f->max_result);
     set_error(f, rx->proto_code, NULL, 0, msg, -1, NULL, 0);
   } else if (rx->final_kind == IP__FRAME_END || rx->final_kind == IP__FRAME_MEMFD) {
     f->status = 0;
@@ -111,10 +122,9 @@ void ip__outcome(ip_future *f) {
              "of %d ms (%s)", (int)f->pid, f->timeout_ms, ru);
     set_error(f, IP_ETIMEDOUT, NULL, 0, msg, -1, NULL, 0);
   } else if (ws != -1 && WIFSIGNALED(ws)) {
-    int sig = WTERMSIG(ws), crash_sig = 0;
-    char *bt = rx->aux && rx->cur.kind == IP__FRAME_CRASH && !rx->in_body
-                   ? crash_backtrace(rx->aux, rx->aux_len, &crash_sig)
-                   : NULL;
+    int sig = WTERMSIG(ws);
+    char *bt = rx->crash_text;
+    rx->crash_text = NULL;
     char kind[16];
     snprintf(kind, sizeof kind, "SIG%s", signame(sig));
     snprintf(msg, sizeof msg, "child %d was killed by signal %d (%s: %s)%s (%s)", (int)f->pid, sig,
@@ -142,6 +152,8 @@ void ip__outcome(ip_future *f) {
   free(rx->aux);
   rx->aux = NULL;
   rx->aux_len = 0;
+  free(rx->crash_text);
+  rx->crash_text = NULL;
 }
 
 void ip__outcome_free_payload(ip_future *f) {

@@ -1,6 +1,7 @@
 /* The raw serializer and ip_bytes buffers, including the in-place path: in a task's child a
  * large ip_bytes_alloc() lives in a memfd, so the parent can map the result instead of
- * receiving a copy through the socket. */
+ * receiving a copy through the socket. ip_bytes_inplace() seals such a buffer for any
+ * serializer's inplace hook; the raw serializer's hook is just that. */
 #include "internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@ struct box {
   uint32_t magic;
   int memfd; /* -1 for heap buffers */
   size_t maplen;
+  bool sealed; /* by ip_bytes_inplace: the mapping is read-only now */
   struct box *next; /* in-place buffers of this child */
 };
 
@@ -33,7 +35,7 @@ static ip_bytes *alloc_inplace(size_t len) {
    * page table costs far less than a fault per page. */
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) goto fail_fd;
-  *b = (struct box){{p, len}, BOX_MAGIC, fd, len, NULL};
+  *b = (struct box){{p, len}, BOX_MAGIC, fd, len, false, NULL};
   pthread_mutex_lock(&inplace_lock);
   b->next = inplace;
   inplace = b;
@@ -61,7 +63,7 @@ ip_bytes *ip_bytes_alloc(size_t len) {
     errno = ENOMEM;
     return NULL;
   }
-  *b = (struct box){{b + 1, len}, BOX_MAGIC, -1, 0, NULL};
+  *b = (struct box){{b + 1, len}, BOX_MAGIC, -1, 0, false, NULL};
   return &b->pub;
 }
 
@@ -94,21 +96,31 @@ void ip_bytes_free(ip_bytes *pub) {
   free(b);
 }
 
-/* Child side, after fn returned `v`: when v is one of our in-place buffers, unmap it, seal
- * the memfd so the parent can trust its size and contents, and return the descriptor. */
-int ip__bytes_memfd(const void *v, size_t *len) {
+/* Child side, for an inplace hook: when v is one of our in-place buffers, unmap it, seal the
+ * memfd so the parent can trust its size and contents, map it again read-only (the value
+ * stays readable, should the caller stream it after all) and return the descriptor. */
+int ip_bytes_inplace(const ip_bytes *v, size_t *len) {
   struct box *b;
   pthread_mutex_lock(&inplace_lock);
   for (b = inplace; b && &b->pub != v; b = b->next) {
   }
   pthread_mutex_unlock(&inplace_lock);
-  if (!b || b->pub.len > b->maplen) return -1;
-  /* F_SEAL_WRITE is refused while a writable shared mapping exists. */
-  munmap(b->pub.data, b->maplen);
-  b->pub.data = NULL;
-  if (b->pub.len < b->maplen && ftruncate(b->memfd, (off_t)b->pub.len) < 0) return -1;
-  if (fcntl(b->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
-    return -1;
+  if (!b || !len || b->pub.len > b->maplen) return -1;
+  if (!b->sealed) {
+    /* F_SEAL_WRITE is refused while a writable shared mapping exists. */
+    if (b->pub.data) munmap(b->pub.data, b->maplen);
+    b->pub.data = NULL;
+    bool cut = b->pub.len == b->maplen || ftruncate(b->memfd, (off_t)b->pub.len) == 0;
+    b->sealed = cut && fcntl(b->memfd, F_ADD_SEALS,
+                             F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0;
+    if (cut) b->maplen = b->pub.len;
+    if (b->maplen) {
+      void *p = mmap(NULL, b->maplen, b->sealed ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+                     b->memfd, 0);
+      b->pub.data = p == MAP_FAILED ? NULL : p;
+    }
+    if (!b->sealed) return -1;
+  }
   *len = b->pub.len;
   return b->memfd;
 }
@@ -118,7 +130,7 @@ int ip__bytes_memfd(const void *v, size_t *len) {
 static int raw_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   const ip_bytes *b = value;
   if (!b || !b->len) return 0;
-  if (!b->data) return IP_EINVAL;
+  if (!b->data) return ip_encode_error(IP_EINVAL, "an ip_bytes with data NULL and len %zu", b->len);
   return w(ctx, b->data, b->len);
 }
 
@@ -133,14 +145,17 @@ static int raw_decode(const ip_serializer *s, const void *buf, size_t len, void 
 
 static void raw_free(const ip_serializer *s, void *value) { free(value); }
 
+static int raw_inplace(const ip_serializer *s, const void *value, size_t *len) {
+  return ip_bytes_inplace(value, len);
+}
+
 static const ip_serializer raw = {
     .abi = IP_SERIALIZER_ABI,
     .name = "raw",
     .encode = raw_encode,
     .decode = raw_decode,
     .free_value = raw_free,
+    .inplace = raw_inplace,
 };
 
 const ip_serializer *ip_serializer_raw(void) { return &raw; }
-
-bool ip__is_raw(const ip_serializer *s) { return s == &raw; }

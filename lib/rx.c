@@ -49,7 +49,10 @@ static void take_memfd(ip_future *f, uint64_t len) {
   const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
   if (rx->memfd < 0) return proto(f, IP_EPROTO, "in-place result without a descriptor");
   if (rx->len) return proto(f, IP_EPROTO, "in-place result after streamed data");
-  if (len > f->max_result) return proto(f, IP_E2BIG, "in-place result exceeds max_result");
+  if (len > f->max_result) {
+    rx->too_big = len;
+    return proto(f, IP_E2BIG, "in-place result exceeds max_result");
+  }
   if (fstat(rx->memfd, &st) < 0 || (uint64_t)st.st_size < len)
     return proto(f, IP_EPROTO, "in-place result smaller than announced");
   /* Unsealed memory could shrink under our mapping and kill us with SIGBUS. */
@@ -76,7 +79,10 @@ static void start_frame(ip_future *f) {
     return proto(f, IP_EDECODE, "the result was encoded by another serializer");
   switch (h->kind) {
   case IP__FRAME_DATA:
-    if (h->len > f->max_result - rx->len) return proto(f, IP_E2BIG, "result exceeds max_result");
+    if (h->len > f->max_result - rx->len) {
+      rx->too_big = h->len > UINT64_MAX - rx->len ? UINT64_MAX : rx->len + h->len;
+      return proto(f, IP_E2BIG, "result exceeds max_result");
+    }
     break;
   case IP__FRAME_END:
     if (h->len != rx->len) return proto(f, IP_EPROTO, "result length does not match its end frame");

@@ -40,6 +40,12 @@ void ip__kill_locked(ip_future *f) {
   if (!f->reaped) kill_group(f->pid);
 }
 
+void ip__own_child(pid_t pid) {
+  pthread_mutex_lock(&ip__g.lock);
+  ip__g.recent[ip__g.recent_at++ % IP__RECENT] = pid;
+  pthread_mutex_unlock(&ip__g.lock);
+}
+
 bool ip__ours_locked(pid_t pid) {
   if (pid <= 0) return false;
   for (size_t i = 0; i < IP__RECENT; i++)
@@ -100,6 +106,7 @@ static bool on_child_exit(ip_future *f) {
     stop_reading(f);
   }
   epoll_ctl(ip__g.epfd, EPOLL_CTL_DEL, f->pidfd, NULL);
+  ip__outcome_symbolize(f);
   pthread_mutex_lock(&ip__g.lock);
   ip__outcome(f);
   ip__close(&f->sock);

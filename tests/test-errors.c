@@ -100,6 +100,51 @@ Test(errors, raise_with_a_custom_code) {
   finish(f, t);
 }
 
+/* A static function is in no dynamic symbol table, whatever the link flags: naming it takes the
+ * program's own .symtab (libdw; glibc's backtrace_symbols shows it as "prog(+0x187b)"). Not
+ * inlined, so it has a frame of its own; it calls through another static function so that the
+ * raising frame is not the task function itself. */
+static __attribute__((noinline)) void static_raise_helper(int code) {
+  ip_raise(code, "raised from a static function");
+}
+static void *static_raiser(void *arg) {
+  static_raise_helper(EDOM);
+  return bytes_of("survived");
+}
+
+/* The line of the backtrace that starts with `fn`, or NULL. (The compiler may name a copy of a
+ * static function "fn.constprop.0".) */
+static const char *frame_of(const char *bt, const char *fn) {
+  const char *p = bt ? strstr(bt, fn) : NULL;
+  while (p && p != bt && p[-1] != '\n') p = strstr(p + 1, fn);
+  return p;
+}
+
+Test(errors, raise_backtrace_names_static_functions) {
+#ifndef IP_HAVE_LIBDW
+  cr_skip("built without libdw (configure --with-libdw): backtraces name exported functions only");
+#endif
+  ip_task *t;
+  ip_future *f = run(static_raiser, NULL, &t);
+  const ip_error *e = failed_with(f, IP_ERAISED);
+  cr_assert_eq(e->raised_code, EDOM);
+  cr_assert_not_null(e->backtrace);
+  const char *helper = frame_of(e->backtrace, "static_raise_helper");
+  const char *caller = frame_of(e->backtrace, "static_raiser+");
+  cr_assert_not_null(helper, "backtrace:\n%s", e->backtrace);
+  cr_assert_not_null(caller, "backtrace:\n%s", e->backtrace);
+  cr_assert_eq(helper, e->backtrace, "the raising function comes first:\n%s", e->backtrace);
+  cr_assert_lt(helper, caller, "then its caller:\n%s", e->backtrace);
+  /* The suite is built with -g: file and line, and the module, in the frame's line. */
+  const char *eol = strchr(helper, '\n');
+  cr_assert_not_null(eol);
+  const char *src = strstr(helper, "test-errors.c:");
+  cr_assert(src && src < eol, "no file:line in the frame:\n%s", e->backtrace);
+  const char *mod = strstr(helper, "test-errors]");
+  cr_assert(mod && mod < eol, "no module in the frame:\n%s", e->backtrace);
+  finish(f, t);
+}
+
 static char long_text[10001];
 static void *raise_long_message(void *arg) { ip_raise(EIO, "%s", long_text); }
 
@@ -268,6 +313,33 @@ Test(errors, sigsegv_is_a_value_with_a_backtrace) {
   cr_assert_not_null(strstr(e->message, "SIGSEGV"), "message: %s", e->message);
   cr_assert_not_null(e->backtrace);
   cr_assert_not_null(strstr(e->backtrace, "segfault_here"), "backtrace:\n%s", e->backtrace);
+  finish(f, t);
+}
+
+/* As segfault_here, but static: the parent names it from the program's .symtab. The null
+ * pointer comes from the call's argument: one the compiler could see would let it drop the
+ * store as undefined. The store is in the task function itself: under valgrind a fault in a
+ * small leaf it calls is reported at the call, which the unwinder cannot get past. */
+__attribute__((no_sanitize("undefined"))) static void *static_segfaulter(void *arg) {
+  volatile int *p = arg;
+  *p = 1;
+  return bytes_of("survived");
+}
+
+Test(errors, sigsegv_backtrace_names_static_functions) {
+#ifndef IP_HAVE_LIBDW
+  cr_skip("built without libdw (configure --with-libdw): backtraces name exported functions only");
+#endif
+  ip_task *t;
+  ip_future *f = run(static_segfaulter, NULL, &t);
+  const ip_error *e = failed_with(f, IP_ESIGNALED);
+  cr_assert_eq(e->signal, SIGSEGV);
+  cr_assert_not_null(e->backtrace);
+  const char *fn = frame_of(e->backtrace, "static_segfaulter+");
+  cr_assert_not_null(fn, "backtrace:\n%s", e->backtrace);
+  const char *eol = strchr(fn, '\n');
+  const char *src = strstr(fn, "test-errors.c:");
+  cr_assert(eol && src && src < eol, "no file:line in the frame:\n%s", e->backtrace);
   finish(f, t);
 }
 

@@ -428,7 +428,7 @@ Test(frames, data_beyond_max_result_is_e2big) {
   memset(buf, 'q', sizeof buf);
   sc_frame(DATA, RAW, sizeof buf, buf, sizeof buf);
   sc_frame(END, RAW, sizeof buf, NULL, 0);
-  expect_max(64, IP_E2BIG, "max_result");
+  expect_max(64, IP_E2BIG, "(at least 65 bytes; the task's max_result is 64)");
 }
 
 Test(frames, data_frames_adding_up_beyond_max_result_are_e2big) {
@@ -437,7 +437,7 @@ Test(frames, data_frames_adding_up_beyond_max_result_are_e2big) {
   sc_frame(DATA, RAW, sizeof buf, buf, sizeof buf);
   sc_frame(DATA, RAW, sizeof buf, buf, sizeof buf);
   sc_frame(END, RAW, 2 * sizeof buf, NULL, 0);
-  expect_max(64, IP_E2BIG, "max_result");
+  expect_max(64, IP_E2BIG, "(at least 80 bytes; the task's max_result is 64)");
 }
 
 Test(frames, data_announcing_uint64_max_bytes_is_e2big) {
@@ -578,7 +578,7 @@ Test(frames, memfd_smaller_than_announced_is_eproto) {
 Test(frames, memfd_beyond_max_result_is_e2big) {
   sc.memfd_mode = 1;
   sc.memfd_len = sc.memfd_size = 100;
-  expect_max(99, IP_E2BIG, "max_result");
+  expect_max(99, IP_E2BIG, "(100 bytes; the task's max_result is 99)");
 }
 
 Test(frames, memfd_after_streamed_data_is_eproto) {

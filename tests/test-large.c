@@ -204,7 +204,20 @@ Test(large, zero_length_streamed_is_an_empty_value) { run_one(fn_streamed, 0, 0)
 
 /* ---- max_result ------------------------------------------------------------------------- */
 
-static void expect_e2big(ip_fn fn, size_t len, uint64_t max) {
+/* The message of an IP_E2BIG gives the size (`size`: "N bytes" or "at least N bytes"), the
+ * limit and the child's pid. */
+static void expect_e2big_message(const ip_error *e, const char *size, uint64_t max) {
+  char want[96];
+  cr_assert(strstr(e->message, size), "no \"%s\" in: %s", size, e->message);
+  snprintf(want, sizeof want, "max_result of %llu bytes", (unsigned long long)max);
+  cr_assert(strstr(e->message, want), "no \"%s\" in: %s", want, e->message);
+  snprintf(want, sizeof want, "child %d ", (int)e->pid);
+  cr_assert(strstr(e->message, want), "no \"%s\" in: %s", want, e->message);
+}
+
+/* `at_least`: the result streams, so the child stops at the limit and the size is known only
+ * from below (here the raw serializer's one write, so the whole length). */
+static void expect_e2big(ip_fn fn, size_t len, uint64_t max, bool at_least) {
   struct spec s = {len, 0};
   ip_task *t = ip_task_new(fn, NULL);
   cr_assert_not_null(t);
@@ -215,6 +228,10 @@ static void expect_e2big(ip_fn fn, size_t len, uint64_t max) {
   const ip_error *e = ip_future_error(f);
   cr_assert_not_null(e);
   cr_expect_eq(e->code, IP_E2BIG);
+  cr_assert_str_eq(e->kind, "E2BIG");
+  char size[64];
+  snprintf(size, sizeof size, "%s%zu bytes", at_least ? "is at least " : "is ", len);
+  expect_e2big_message(e, size, max);
   ip_future_free(f);
   /* Exactly at the limit is fine. */
   cr_assert_eq(ip_task_set_max_result(t, len), 0);
@@ -225,11 +242,51 @@ static void expect_e2big(ip_fn fn, size_t len, uint64_t max) {
   cr_expect(no_children());
 }
 
-Test(large, streamed_above_max_result_is_e2big) { expect_e2big(fn_streamed, 8 * MiB, 8 * MiB - 1); }
-Test(large, streamed_far_above_max_result_is_e2big) { expect_e2big(fn_streamed, 4 * MiB, 1000); }
-Test(large, inplace_above_max_result_is_e2big) { expect_e2big(fn_inplace, 8 * MiB, 8 * MiB - 1); }
-Test(large, inplace_far_above_max_result_is_e2big) { expect_e2big(fn_inplace, 4 * MiB, 1000); }
-Test(large, small_above_max_result_is_e2big) { expect_e2big(fn_inplace, 100, 99); }
+Test(large, streamed_above_max_result_is_e2big) {
+  expect_e2big(fn_streamed, 8 * MiB, 8 * MiB - 1, true);
+}
+Test(large, streamed_far_above_max_result_is_e2big) {
+  expect_e2big(fn_streamed, 4 * MiB, 1000, true);
+}
+Test(large, inplace_above_max_result_is_e2big) {
+  expect_e2big(fn_inplace, 8 * MiB, 8 * MiB - 1, false);
+}
+Test(large, inplace_far_above_max_result_is_e2big) {
+  expect_e2big(fn_inplace, 4 * MiB, 1000, false);
+}
+/* Below the in-place size ip_bytes_alloc() gives heap memory, which streams. */
+Test(large, small_above_max_result_is_e2big) { expect_e2big(fn_inplace, 100, 99, true); }
+
+/* A value written in pieces: the child stops at the first piece past the limit, and says how
+ * far it got. */
+static int pieces_encode(const ip_serializer *ser, const void *value, ip_write_fn w, void *ctx) {
+  static const char piece[1000];
+  for (int i = 0; i < 10; i++) {
+    int rc = w(ctx, piece, sizeof piece);
+    if (rc) return rc;
+  }
+  return 0;
+}
+static int pieces_decode(const ip_serializer *ser, const void *buf, size_t len, void **value) {
+  *value = NULL;
+  return 0;
+}
+static const ip_serializer pieces = {
+    .abi = IP_SERIALIZER_ABI, .name = "x-pieces", .encode = pieces_encode, .decode = pieces_decode};
+static void *fn_any(void *arg) { return NULL; }
+
+Test(large, streamed_e2big_says_how_far_the_child_got) {
+  ip_task *t = ip_task_new(fn_any, &pieces);
+  cr_assert_eq(ip_task_set_max_result(t, 3500), 0);
+  ip_future *f = ip_call(t, NULL);
+  cr_assert_eq(ip_future_wait(f, -1), 0);
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_E2BIG, "%s: %s", ip_err_name(e->code), e->message);
+  expect_e2big_message(e, "is at least 4000 bytes", 3500);
+  ip_future_free(f);
+  ip_task_free(t);
+}
 
 /* The default limit is 4 GiB. The results below are never touched, so they cost no memory:
  * the in-place one is a sparse memfd, the streamed one an untouched anonymous mapping. */

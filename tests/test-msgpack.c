@@ -567,6 +567,22 @@ Test(msgpack, nesting_deeper_than_the_limit_fails_in_the_child_with_eencode) {
   round_trip_equal(build_nil); /* and the next call is fine */
 }
 
+Test(msgpack, nesting_deeper_than_the_limit_says_so) {
+  ip_task *t;
+  ip_future *f = call_build(&t, build_maps_40);
+  cr_assert_null(ip_future_value(f));
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE, "%s: %s", ip_err_name(e->code), e->message);
+  cr_assert_str_eq(e->message, "the msgpack serializer could not encode the result: the "
+                               "msgpack_sbuffer holds nesting deeper than 32 levels (the most "
+                               "msgpack-c unpacks)");
+  cr_assert_eq(e->raised_code, IP_EENCODE, "what encode() returned");
+  ip_future_free(f);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
 /* The header's promise for the parent side: bytes nested too deep do not decode. */
 static int decode_bytes(const void *buf, size_t len, void **v) {
   const ip_serializer *s = ip_serializer_msgpack();
@@ -729,7 +745,9 @@ static void *return_raw_bytes(void *arg) {
   return sb;
 }
 
-static void expect_encode_failure(ip_fn fn, void *arg) {
+/* The message must read "the msgpack serializer could not encode the result: " + `why`
+ * (a prefix of what follows, so numbers can be checked too). */
+static void expect_encode_failure(ip_fn fn, void *arg, const char *why) {
   ip_task *t = ip_task_new(fn, ip_serializer_msgpack());
   cr_assert_not_null(t);
   ip_future *f = ip_call(t, arg);
@@ -738,7 +756,11 @@ static void expect_encode_failure(ip_fn fn, void *arg) {
   cr_assert_not_null(e);
   cr_assert_eq(e->code, IP_EENCODE, "got %s: %s", ip_err_name(e->code), e->message);
   cr_assert_str_eq(e->kind, "EENCODE");
-  cr_assert(strstr(e->message, "msgpack"), "the message names the serializer: %s", e->message);
+  static const char head[] = "the msgpack serializer could not encode the result: ";
+  cr_assert(strncmp(e->message, head, sizeof head - 1) == 0,
+            "the message names the serializer: %s", e->message);
+  cr_assert(strncmp(e->message + sizeof head - 1, why, strlen(why)) == 0,
+            "the message says why (%s): %s", why, e->message);
   cr_assert_eq(e->exit_status, 0, "the child reported and exited normally");
   cr_assert_eq(e->signal, 0);
   ip_future_free(f);
@@ -746,11 +768,13 @@ static void expect_encode_failure(ip_fn fn, void *arg) {
   cr_assert(no_children());
 }
 
-Test(msgpack, fn_returning_null_is_eencode) { expect_encode_failure(return_null, NULL); }
+Test(msgpack, fn_returning_null_is_eencode) {
+  expect_encode_failure(return_null, NULL, "the task returned NULL, not a msgpack_sbuffer");
+}
 
 Test(msgpack, empty_sbuffer_is_eencode) {
-  expect_encode_failure(return_empty_sbuffer, NULL);
-  expect_encode_failure(return_cleared_sbuffer, NULL);
+  expect_encode_failure(return_empty_sbuffer, NULL, "the msgpack_sbuffer is empty");
+  expect_encode_failure(return_cleared_sbuffer, NULL, "the msgpack_sbuffer is empty");
 }
 
 /* Byte strings for return_raw_bytes: a length byte, then the bytes. */
@@ -762,20 +786,31 @@ static char truncated_uint64[] = "\x05\xcf\x00\x00\x00\x00";  /* uint64 cut afte
 static char truncated_map[] = "\x03\x82\x01\x02";             /* {1:2, <missing>} */
 static char never_used_byte[] = "\x01\xc1";                   /* 0xc1 is never used */
 
+static const char *truncated_why(size_t n) {
+  static char buf[128];
+  snprintf(buf, sizeof buf, "the msgpack_sbuffer holds a truncated object (its %zu bytes end", n);
+  return buf;
+}
+
 Test(msgpack, two_objects_in_one_buffer_are_eencode) {
-  expect_encode_failure(return_raw_bytes, two_objects);
-  expect_encode_failure(return_raw_bytes, two_maps);
+  expect_encode_failure(return_raw_bytes, two_objects,
+                        "the msgpack_sbuffer holds more than one object (1 trailing bytes "
+                        "after the first object's 1)");
+  expect_encode_failure(return_raw_bytes, two_maps,
+                        "the msgpack_sbuffer holds more than one object (1 trailing bytes "
+                        "after the first object's 3)");
 }
 
 Test(msgpack, truncated_objects_are_eencode) {
-  expect_encode_failure(return_raw_bytes, truncated_array);
-  expect_encode_failure(return_raw_bytes, truncated_str);
-  expect_encode_failure(return_raw_bytes, truncated_uint64);
-  expect_encode_failure(return_raw_bytes, truncated_map);
+  expect_encode_failure(return_raw_bytes, truncated_array, truncated_why(2));
+  expect_encode_failure(return_raw_bytes, truncated_str, truncated_why(4));
+  expect_encode_failure(return_raw_bytes, truncated_uint64, truncated_why(5));
+  expect_encode_failure(return_raw_bytes, truncated_map, truncated_why(3));
 }
 
 Test(msgpack, bytes_that_are_no_msgpack_are_eencode) {
-  expect_encode_failure(return_raw_bytes, never_used_byte);
+  expect_encode_failure(return_raw_bytes, never_used_byte,
+                        "the msgpack_sbuffer holds the byte 0xc1 at offset 0");
 }
 
 /* The control: the same helper with one well-formed object succeeds. */
@@ -853,8 +888,8 @@ Test(msgpack, registered_as_msgpack) {
   cr_assert_null(s->destroy, "static: never destroyed");
   cr_assert_eq(ip_serializer_lookup("msgpack"), s);
   cr_assert_eq(ip_serializer_register(s), 0, "registering the same pointer again is fine");
-  static const ip_serializer impostor = {IP_SERIALIZER_ABI, "msgpack", enc_never, dec_never,
-                                         NULL, NULL, {NULL}};
+  static const ip_serializer impostor = {
+      .abi = IP_SERIALIZER_ABI, .name = "msgpack", .encode = enc_never, .decode = dec_never};
   cr_assert_eq(ip_serializer_register(&impostor), IP_EALREADY);
   cr_assert_eq(ip_serializer_lookup("msgpack"), s, "the name still means the plugin");
   ip_serializer_free((ip_serializer *)s); /* static: ignored */
@@ -904,7 +939,7 @@ Test(msgpack, no_descriptor_child_or_zombie_is_left_behind) {
   for (int round = 0; round < 5; round++) {
     round_trip_equal(build_everything);
     expect_code(build_arrays_40, IP_EENCODE);
-    expect_encode_failure(return_raw_bytes, truncated_str);
+    expect_encode_failure(return_raw_bytes, truncated_str, "the msgpack_sbuffer holds a truncated");
     ip_task *bt;
     ip_future *bf = call_build(&bt, build_big_bin);
     value_of(bf);

@@ -55,14 +55,19 @@ static const void *value_of(ip_future *f) {
   return v;
 }
 
-static void expect_encode_failure(const ProtobufCMessageDescriptor *d, make_fn make) {
+/* The message must read "the <serializer name> serializer could not encode the result: " +
+ * `why`. */
+static void expect_encode_failure(const ProtobufCMessageDescriptor *d, make_fn make,
+                                  const char *why) {
   struct call c = call_make(d, make);
   cr_assert_null(ip_future_value(c.f));
   const ip_error *e = ip_future_error(c.f);
   cr_assert_not_null(e);
   cr_assert_eq(e->code, IP_EENCODE, "got %s: %s", ip_err_name(e->code), e->message);
   cr_assert_str_eq(e->kind, "EENCODE");
-  cr_assert(strstr(e->message, c.s->name), "the message names the serializer: %s", e->message);
+  char want[1024];
+  snprintf(want, sizeof want, "the %s serializer could not encode the result: %s", c.s->name, why);
+  cr_assert_str_eq(e->message, want);
   cr_assert_eq(e->exit_status, 0, "the child reported and exited normally");
   cr_assert_eq(e->signal, 0);
   call_free(&c);
@@ -271,12 +276,36 @@ static void *make_other_with_note(void) {
 static void *make_null(void) { return NULL; }
 
 Test(protobuf, message_of_another_type_is_eencode) {
-  expect_encode_failure(&ipt__sample__descriptor, make_other_with_note);
-  expect_encode_failure(&ipt__sample__descriptor, make_empty_other);
-  expect_encode_failure(&ipt__other__descriptor, make_minimal); /* and the other way round */
+  expect_encode_failure(&ipt__sample__descriptor, make_other_with_note,
+                        "a message of type ipt.Other where the serializer expects ipt.Sample");
+  expect_encode_failure(&ipt__sample__descriptor, make_empty_other,
+                        "a message of type ipt.Other where the serializer expects ipt.Sample");
+  /* and the other way round */
+  expect_encode_failure(&ipt__other__descriptor, make_minimal,
+                        "a message of type ipt.Sample where the serializer expects ipt.Other");
 }
 
-Test(protobuf, null_is_eencode) { expect_encode_failure(&ipt__sample__descriptor, make_null); }
+Test(protobuf, null_is_eencode) {
+  expect_encode_failure(&ipt__sample__descriptor, make_null,
+                        "the task returned NULL where the serializer expects a message of "
+                        "type ipt.Sample");
+}
+
+/* Something that is no protobuf-c message at all: its first word is no descriptor. */
+static void *make_not_a_message(void) {
+  static struct {
+    const void *first;
+    int x;
+  } junk = {NULL, 7};
+  return &junk;
+}
+
+Test(protobuf, a_value_that_is_no_message_is_eencode) {
+  expect_encode_failure(&ipt__sample__descriptor, make_not_a_message,
+                        "the task returned something that is not a protobuf-c message (no "
+                        "message descriptor at its start) where the serializer expects "
+                        "ipt.Sample");
+}
 
 /* Sample's only required field is a scalar, which a C struct always holds; Strict's required
  * string and message can really be missing. */
@@ -299,8 +328,12 @@ static void *make_strict_no_inner(void) {
 }
 
 Test(protobuf, message_missing_a_required_field_is_eencode) {
-  expect_encode_failure(&ipt__strict__descriptor, make_strict_no_key);
-  expect_encode_failure(&ipt__strict__descriptor, make_strict_no_inner);
+  expect_encode_failure(&ipt__strict__descriptor, make_strict_no_key,
+                        "the ipt.Strict message fails protobuf_c_message_check: the required "
+                        "field ipt.Strict.key (a string) is missing (NULL)");
+  expect_encode_failure(&ipt__strict__descriptor, make_strict_no_inner,
+                        "the ipt.Strict message fails protobuf_c_message_check: the required "
+                        "field ipt.Strict.inner (a message) is missing (NULL)");
   struct call c = call_make(&ipt__strict__descriptor, make_strict_ok); /* the control */
   const Ipt__Strict *s = value_of(c.f);
   cr_assert_str_eq(s->key, "k");
@@ -327,10 +360,40 @@ static void *make_blob_without_data(void) {
   return s;
 }
 
+/* Failures inside submessages name the path down to the field. */
+static void *make_inner_values_without_array(void) {
+  static Ipt__Inner in = IPT__INNER__INIT;
+  in.n_values = 2, in.values = NULL;
+  Ipt__Sample *s = make_minimal();
+  s->inner = &in;
+  return s;
+}
+static void *make_item_with_null_values(void) {
+  static Ipt__Inner fine = IPT__INNER__INIT, bad = IPT__INNER__INIT;
+  static Ipt__Inner *items[2] = {&fine, &bad};
+  bad.n_values = 1, bad.values = NULL;
+  Ipt__Sample *s = make_minimal();
+  s->n_items = 2, s->items = items;
+  return s;
+}
+
 Test(protobuf, message_failing_protobuf_c_check_is_eencode) {
-  expect_encode_failure(&ipt__sample__descriptor, make_null_tag);
-  expect_encode_failure(&ipt__sample__descriptor, make_null_item);
-  expect_encode_failure(&ipt__sample__descriptor, make_blob_without_data);
+  expect_encode_failure(&ipt__sample__descriptor, make_null_tag,
+                        "the ipt.Sample message fails protobuf_c_message_check: element 1 of "
+                        "the repeated string ipt.Sample.tags is NULL");
+  expect_encode_failure(&ipt__sample__descriptor, make_null_item,
+                        "the ipt.Sample message fails protobuf_c_message_check: "
+                        "ipt.Sample.items[0] is NULL");
+  expect_encode_failure(&ipt__sample__descriptor, make_blob_without_data,
+                        "the ipt.Sample message fails protobuf_c_message_check: the bytes field "
+                        "ipt.Sample.blob has len 3 but data NULL");
+  expect_encode_failure(&ipt__sample__descriptor, make_inner_values_without_array,
+                        "the ipt.Sample message fails protobuf_c_message_check: the repeated "
+                        "field ipt.Sample.inner.values has a count of 2 but its array is NULL");
+  expect_encode_failure(&ipt__sample__descriptor, make_item_with_null_values,
+                        "the ipt.Sample message fails protobuf_c_message_check: the repeated "
+                        "field ipt.Sample.items[1].values has a count of 1 but its array is "
+                        "NULL");
 }
 
 /* ---- the decoder on untrusted bytes ---------------------------------------------------------- */
@@ -482,7 +545,8 @@ Test(protobuf, no_descriptor_child_or_zombie_is_left_behind) {
     struct call c = call_make(&ipt__sample__descriptor, make_full_high);
     check_full(value_of(c.f), false);
     call_free(&c);
-    expect_encode_failure(&ipt__sample__descriptor, make_other_with_note);
+    expect_encode_failure(&ipt__sample__descriptor, make_other_with_note,
+                          "a message of type ipt.Other where the serializer expects ipt.Sample");
     c = call_make(&ipt__sample__descriptor, make_big);
     cr_assert_eq(ip_future_wait(c.f, -1), 0); /* freed unread */
     call_free(&c);

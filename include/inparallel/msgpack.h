@@ -14,7 +14,10 @@
  *
  * Child side: fn returns a `msgpack_sbuffer *` holding exactly one packed object. NULL, an
  * empty buffer, a truncated object, trailing bytes, or nesting deeper than msgpack-c's limit
- * of 32 levels fail the call with IP_EENCODE (checked in the child, where the mistake is).
+ * of 32 levels fail the call with IP_EENCODE (checked in the child, where the mistake is),
+ * and the error's message says which, e.g. "the msgpack serializer could not encode the
+ * result: the msgpack_sbuffer holds more than one object (3 trailing bytes after the first
+ * object's 12)".
  * Parent side: the value is a `const msgpack_object *`, owned by the future together with the
  * zone and the received bytes it points into, valid until ip_future_free(). Strings, bins and
  * exts are not NUL-terminated (use their size). Bytes that are not exactly one well-formed

@@ -9,10 +9,13 @@
  *     ip_future_free(f); ip_task_free(t); ip_serializer_free(s);
  *
  * A serializer is bound to one message type. Child side: fn returns a pointer to a message of
- * exactly that type (its `base.descriptor` is checked) with every required field set;
- * anything else fails the call with IP_EENCODE. Parent side: the value is a message of that
- * type unpacked with protobuf_c_message_unpack() and freed with the future; bytes that do not
- * unpack fail with IP_EDECODE. The wire name is "protobuf:<full message name>", so a result
+ * exactly that type (its `base.descriptor` is checked) that passes protobuf_c_message_check()
+ * (every required field set, no NULL element in a repeated field, ...); anything else fails
+ * the call with IP_EENCODE and a message that says what was wrong: NULL, "a message of type
+ * X where the serializer expects Y", or the field that fails the check, named by its path
+ * ("the required field pkg.Msg.inner (a message) is missing (NULL)"). Parent side: the value
+ * is a message of that type unpacked with protobuf_c_message_unpack() and freed with the
+ * future; bytes that do not unpack fail with IP_EDECODE. The wire name is "protobuf:<full message name>", so a result
  * of another type is refused too.
  */
 #ifndef INPARALLEL_PROTOBUF_H

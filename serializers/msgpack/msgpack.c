@@ -18,20 +18,31 @@ static uint64_t be(const unsigned char *p, int n) {
 /* msgpack-c's unpacker holds at most this many open containers (MSGPACK_EMBED_STACK_SIZE). */
 #define MP_MAX_DEPTH 32
 
+/* What the structural walk found. */
+enum walk {
+  WALK_ONE,       /* exactly one well-formed object */
+  WALK_TRAILING,  /* one object, then more bytes */
+  WALK_TRUNCATED, /* the bytes end inside the object (or declare more elements than they hold) */
+  WALK_DEEP,      /* containers nested deeper than msgpack-c unpacks */
+  WALK_BAD_BYTE   /* 0xc1, which msgpack never uses */
+};
+
 /* msgpack-c allocates a container's elements from its declared count before reading any,
  * so five hostile bytes could make it reserve gigabytes. Every element takes at least one
  * byte: walk the encoding once, without allocating, and refuse bytes that declare more
  * elements than they could hold, that nest deeper than msgpack-c can unpack, or that are not
- * exactly one object. */
-static int plausible(const unsigned char *p, size_t len) {
+ * exactly one object. *at is where the walk stopped: the end of the object for WALK_ONE and
+ * WALK_TRAILING, the offending byte for WALK_BAD_BYTE. */
+static enum walk walk(const unsigned char *p, size_t len, size_t *at) {
   size_t i = 0;
   uint64_t left[MP_MAX_DEPTH + 1]; /* objects still to read per open container; [0]: the top */
   int depth = 0;                   /* containers open */
   uint64_t pending = 1;            /* objects still to read in all */
   left[0] = 1;
+  *at = 0;
   while (pending) {
     while (left[depth] == 0) depth--; /* a finished container closes */
-    if (i >= len) return 0;
+    if (i >= len) return WALK_TRUNCATED;
     left[depth]--;
     pending--;
     unsigned b = p[i++];
@@ -62,40 +73,68 @@ static int plausible(const unsigned char *p, size_t len) {
       case 0xc9: w = 4; skip = 1; break;
       case 0xdc: case 0xdd: case 0xde: case 0xdf: {
         int cw = b & 1 ? 4 : 2;
-        if ((size_t)cw > len - i) return 0;
+        if ((size_t)cw > len - i) return WALK_TRUNCATED;
         add = be(p + i, cw) * (b >= 0xde ? 2 : 1);
         i += (size_t)cw;
         container = true;
         break;
       }
       default: /* 0xc1 is never used */
-        return 0;
+        *at = i - 1;
+        return WALK_BAD_BYTE;
       }
       if (w) {
-        if ((size_t)w > len - i) return 0;
+        if ((size_t)w > len - i) return WALK_TRUNCATED;
         skip += be(p + i, w);
         i += (size_t)w;
       }
     }
-    if (skip > len - i) return 0;
+    if (skip > len - i) return WALK_TRUNCATED;
     i += (size_t)skip;
-    if (add > len - i || pending + add > len - i) return 0;
+    if (add > len - i || pending + add > len - i) return WALK_TRUNCATED;
     /* msgpack-c refuses any container, even an empty one, once this many are open. */
-    if (container && depth >= MP_MAX_DEPTH) return 0;
+    if (container && depth >= MP_MAX_DEPTH) return WALK_DEEP;
     if (add) left[++depth] = add;
     pending += add;
   }
-  return i == len;
+  *at = i;
+  return i == len ? WALK_ONE : WALK_TRAILING;
+}
+
+static bool plausible(const unsigned char *p, size_t len) {
+  size_t at;
+  return walk(p, len, &at) == WALK_ONE;
 }
 
 static int mp_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   const msgpack_sbuffer *sb = value;
-  if (!sb || !sb->data || sb->size == 0) return IP_EENCODE;
+  if (!sb) return ip_encode_error(IP_EENCODE, "the task returned NULL, not a msgpack_sbuffer");
+  if (!sb->data || sb->size == 0)
+    return ip_encode_error(IP_EENCODE, "the msgpack_sbuffer is empty");
   /* Catch a buffer with a half-packed or a second object here, in the child, where the
    * mistake is made, rather than as a decode failure in the parent. The structural walk is
    * enough for that, and allocates nothing: a full unpack here cost as much as the decode. */
-  if (!plausible((const unsigned char *)sb->data, sb->size)) return IP_EENCODE;
-  return w(ctx, sb->data, sb->size);
+  size_t at;
+  switch (walk((const unsigned char *)sb->data, sb->size, &at)) {
+  case WALK_ONE:
+    return w(ctx, sb->data, sb->size);
+  case WALK_TRAILING:
+    return ip_encode_error(IP_EENCODE,
+                           "the msgpack_sbuffer holds more than one object (%zu trailing bytes "
+                           "after the first object's %zu)", sb->size - at, at);
+  case WALK_TRUNCATED:
+    return ip_encode_error(IP_EENCODE,
+                           "the msgpack_sbuffer holds a truncated object (its %zu bytes end "
+                           "before the object does)", sb->size);
+  case WALK_DEEP:
+    return ip_encode_error(IP_EENCODE,
+                           "the msgpack_sbuffer holds nesting deeper than %d levels (the most "
+                           "msgpack-c unpacks)", MP_MAX_DEPTH);
+  default:
+    return ip_encode_error(IP_EENCODE,
+                           "the msgpack_sbuffer holds the byte 0xc1 at offset %zu, which "
+                           "msgpack never uses", at);
+  }
 }
 
 /* The zone's first chunk: every object takes at least one byte of the encoding and 24 bytes
