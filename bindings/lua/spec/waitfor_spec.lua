@@ -99,13 +99,38 @@ describe("ip.waitfor", function()
     assert.are.same({"fast", "mid", "slow"}, order)
   end)
 
-  it("keeps the order of the remaining futures", function()
+  it("moves the table's last future into the slot of the one it hands back", function()
     local a, b, c, d = sleepy(0.4, "a"), echo("b"), sleepy(0.4, "c"), sleepy(0.4, "d")
     local list = {a, b, c, d}
     local it = ip.waitfor(list)
     assert.are.equal(b, it())
-    assert.are.same({a, c, d}, list)
+    assert.are.same({a, d, c}, list)
     for f in it do end
+    assert.are.same({}, list)
+  end)
+
+  it("notices futures the caller takes out, puts back or swaps between steps", function()
+    local a, b, c = sleepy(5, "a"), echo("b"), echo("c")
+    local list = {a, b}
+    local got = {}
+    for f in ip.waitfor(list) do
+      got[#got + 1] = f:result()
+      if #got == 1 then
+        -- replace the sleeper in place by another quick call, and append one more
+        for i, x in ipairs(list) do if x == a then list[i] = c end end
+        list[#list + 1] = echo("d")
+      end
+    end
+    table.sort(got)
+    assert.are.same({"b", "c", "d"}, got)
+    a:cancel()
+  end)
+
+  it("refuses a table that holds the same future twice", function()
+    local f = echo(1)
+    local err = S.raised(function() for _ in ip.waitfor({f, f}) do end end)
+    assert.matches("already holds", tostring(err))
+    f:result()
   end)
 
   it("lets the caller remove futures between steps", function()

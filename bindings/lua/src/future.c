@@ -10,6 +10,7 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
   uf->f = NULL;
   uf->ser = ser;
   uf->task_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
+  uf->wf_index = 0;
   luaL_getmetatable(L, LIP_FUTURE_MT);
   lua_setmetatable(L, -2);
   return uf;

@@ -32,6 +32,7 @@ typedef struct lip_future {
   int args_ref;    /* {n = count, ...}: the arguments of the call */
   int vals_ref;    /* {n = count, ...}: the decoded results, once result() decoded them */
   int err_ref;     /* the error table, once built */
+  int wf_index;    /* its index in the table of the waitfor that mirrors it (waitfor.c) */
 } lip_future;
 
 /* The child-side state of one call; lives on the parent's C stack in the task's __call, which

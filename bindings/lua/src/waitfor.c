@@ -1,7 +1,13 @@
-/* ip.waitfor(list [, cf]) for a generic `for`. Each step mirrors the caller's table into an
- * ip_list and lets the core's ip_waitfor_next decide, so the rules and
- * the blocking wait (no polling) are the C library's own; the future it hands back is then
- * removed from the caller's table the way table.remove would. */
+/* ip.waitfor(list [, cf]) for a generic `for`. The core's ip_waitfor_next makes every decision
+ * (and blocks without polling) over an ip_list that mirrors the caller's table; the future it
+ * hands back is then taken out of the table, the table's last element moving into its slot.
+ *
+ * A step costs O(1), however long the table: the mirror is kept from step to step, and only
+ * what was appended since is pushed into it. Anything else the caller did to the table (took a
+ * future out, put another in its place) is noticed from the table's length, its last element,
+ * or a mirror that disagrees with it, and the mirror is then rebuilt: O(n) once. Keeping the
+ * table's order would cost a shift of the whole table per step; a waitfor table is a set of
+ * calls in flight, so its order is not kept. */
 #include "lip.h"
 #include <math.h>
 
@@ -9,7 +15,13 @@ typedef struct wf_state {
   ip_waitfor w;
   ip_list *mirror;
   int cf;
+  int synced; /* list[1..synced] are in the mirror, each at the index `where` gives */
 } wf_state;
+
+/* Upvalues of the iterator. */
+#define LIST lua_upvalueindex(1)
+#define STATE lua_upvalueindex(2)
+#define WHERE lua_upvalueindex(3) /* ip_future* (light userdata) -> its future userdata */
 
 static int wf_gc(lua_State *L) {
   wf_state *s = (wf_state *)luaL_checkudata(L, 1, LIP_WAITFOR_MT);
@@ -18,52 +30,119 @@ static int wf_gc(lua_State *L) {
   return 0;
 }
 
-/* Removes list[i] keeping the order of the rest (table.remove without __index/__newindex). */
-static void remove_at(lua_State *L, int list, int i, int n) {
-  for (; i < n; i++) {
-    lua_rawgeti(L, list, i + 1);
-    lua_rawseti(L, list, i);
-  }
-  lua_pushnil(L);
-  lua_rawseti(L, list, n);
+/* Records that the future at `ud` on the stack is mirrored, at list[index]. */
+static void note(lua_State *L, lip_future *uf, int index, int ud) {
+  ud = ud < 0 ? lua_gettop(L) + ud + 1 : ud;
+  uf->wf_index = index;
+  lua_pushlightuserdata(L, uf->f);
+  lua_pushvalue(L, ud);
+  lua_rawset(L, WHERE);
 }
 
-/* The iterator: upvalue 1 is the caller's table, upvalue 2 the state. */
-static int wf_step(lua_State *L) {
-  int list = lua_upvalueindex(1);
-  wf_state *s = (wf_state *)lua_touserdata(L, lua_upvalueindex(2));
-  while (ip_list_len(s->mirror) > 0) ip_list_remove(s->mirror, ip_list_len(s->mirror) - 1);
-  int n = (int)lip_rawlen(L, list);
-  for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, i);
-    lip_future *uf = lip_future_test(L, -1);
-    if (!uf) return luaL_error(L, "inparallel.waitfor: list[%d] is a %s, not a future", i, luaL_typename(L, -1));
-    if (!uf->f) return luaL_error(L, "inparallel.waitfor: list[%d] is a collected future", i);
-    if (ip_list_push(s->mirror, uf->f) < 0) return luaL_error(L, "inparallel.waitfor: out of memory");
+/* The future at list[i], checked. */
+static lip_future *element(lua_State *L, int i) {
+  lua_rawgeti(L, LIST, i);
+  lip_future *uf = lip_future_test(L, -1);
+  if (!uf)
+    luaL_error(L, "inparallel.waitfor: list[%d] is a %s, not a future", i, luaL_typename(L, -1));
+  if (!uf->f) luaL_error(L, "inparallel.waitfor: list[%d] is a collected future", i);
+  return uf;
+}
+
+/* Mirrors list[from..n]. */
+static void push_range(lua_State *L, wf_state *s, int from, int n) {
+  for (int i = from; i <= n; i++) {
+    lip_future *uf = element(L, i);
+    int rc = ip_list_push(s->mirror, uf->f);
+    if (rc == IP_EALREADY)
+      luaL_error(L, "inparallel.waitfor: list[%d] is a future the list already holds", i);
+    if (rc < 0) luaL_error(L, "inparallel.waitfor: out of memory");
+    note(L, uf, i, -1);
     lua_pop(L, 1);
   }
-  ip_future *out = NULL;
-  int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
-  if (rc == 0) {
-    lua_pushnil(L);
-    return 1;
+  s->synced = n;
+}
+
+static void rebuild(lua_State *L, wf_state *s, int n) {
+  while (ip_list_len(s->mirror)) ip_list_remove(s->mirror, ip_list_len(s->mirror) - 1);
+  lua_newtable(L);
+  lua_replace(L, WHERE);
+  push_range(L, s, 1, n);
+}
+
+/* Brings the mirror up to date with the caller's table. */
+static void sync(lua_State *L, wf_state *s) {
+  int n = (int)lip_rawlen(L, LIST);
+  bool same = n >= s->synced;
+  if (same && s->synced > 0) { /* the last mirrored element is where it was */
+    lua_rawgeti(L, LIST, s->synced);
+    lip_future *uf = lip_future_test(L, -1);
+    same = uf && uf->f && uf->wf_index == s->synced;
+    lua_pop(L, 1);
   }
-  if (rc == IP_EINTR) return lip_interrupted(L);
-  if (rc < 0) return luaL_error(L, "inparallel.waitfor: %s", ip_strerror(rc));
-  if (!out) {
+  if (same) push_range(L, s, s->synced + 1, n);
+  if (!same || ip_list_len(s->mirror) != (size_t)n) rebuild(L, s, n);
+}
+
+/* Takes f out of the caller's table and leaves its userdata on the stack. False (nothing
+ * left) when the table no longer holds it: the caller took it out behind the mirror's back. */
+static bool take_out(lua_State *L, wf_state *s, ip_future *f) {
+  lua_pushlightuserdata(L, f);
+  lua_rawget(L, WHERE);
+  lip_future *uf = lip_future_test(L, -1);
+  lua_pushlightuserdata(L, f);
+  lua_pushnil(L);
+  lua_rawset(L, WHERE);
+  int n = (int)lip_rawlen(L, LIST), i = uf ? uf->wf_index : 0;
+  bool there = false;
+  if (i >= 1 && i <= n) {
+    lua_rawgeti(L, LIST, i);
+    there = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+  }
+  for (i = there ? i : 1; !there && i <= n; i++) { /* moved: look for it */
+    lua_rawgeti(L, LIST, i);
+    there = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (there) break;
+  }
+  if (!there) {
+    lua_pop(L, 1);
+    s->synced = -1; /* the table changed: rebuild at the next step */
+    return false;
+  }
+  if (i < n) { /* the last element takes the slot */
+    lua_rawgeti(L, LIST, n);
+    lip_future *moved = lip_future_test(L, -1);
+    if (moved && moved->f) moved->wf_index = i;
+    lua_rawseti(L, LIST, i);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, LIST, n);
+  if (s->synced >= 0) s->synced = n - 1;
+  return true;
+}
+
+static int wf_step(lua_State *L) {
+  wf_state *s = (wf_state *)lua_touserdata(L, STATE);
+  for (;;) {
+    if (s->synced < 0) rebuild(L, s, (int)lip_rawlen(L, LIST));
+    else sync(L, s);
+    ip_future *out = NULL;
+    int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
+    if (rc == IP_EINTR) return lip_interrupted(L);
+    if (rc < 0) return luaL_error(L, "inparallel.waitfor: %s", ip_strerror(rc));
+    if (rc == 1 && out) {
+      if (take_out(L, s, out)) return 1;
+      continue; /* no longer the caller's: not its to hand back */
+    }
+    if (rc == 0) {
+      lua_pushnil(L);
+      return 1;
+    }
     lua_pushboolean(L, 0);
     return 1;
   }
-  for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, i);
-    lip_future *uf = (lip_future *)lua_touserdata(L, -1);
-    if (uf->f == out) {
-      remove_at(L, list, i, n);
-      return 1;
-    }
-    lua_pop(L, 1);
-  }
-  return luaL_error(L, "inparallel.waitfor: internal error: the completed future left the list");
 }
 
 /* ip.waitfor(list [, concurrency_factor]) -> iterator */
@@ -84,8 +163,10 @@ int lip_waitfor(lua_State *L) {
   lua_setmetatable(L, -2);
   s->w = (ip_waitfor)IP_WAITFOR_INIT;
   s->cf = cf;
+  s->synced = 0;
   if (!(s->mirror = ip_list_new())) return luaL_error(L, "inparallel.waitfor: out of memory");
-  lua_pushcclosure(L, wf_step, 2);
+  lua_newtable(L);
+  lua_pushcclosure(L, wf_step, 3);
   return 1;
 }
 

@@ -147,4 +147,51 @@ class TestWaitfor < InParallelTest
     assert_match(/element 1 .*String/, err.message)
     assert_raises(ArgumentError) { InParallel.waitfor([], bogus: 1) }
   end
+
+  # A step costs the same however long the list: the list's last future moves into the slot
+  # of the one handed back.
+  def test_the_last_future_moves_into_the_slot_of_the_one_handed_back
+    a, b, c, d = SLEEP.(0.4), DOUBLE.(1), SLEEP.(0.4), SLEEP.(0.4)
+    list = [a, b, c, d]
+    got = nil
+    InParallel.waitfor(list) do |f|
+      got = f
+      break
+    end
+    assert_same b, got
+    assert_equal [a, d, c], list
+    InParallel.waitfor(list) { |f| f.value }
+    assert_empty list
+  end
+
+  def test_futures_taken_out_put_back_or_swapped_between_steps_are_noticed
+    slow = SLEEP.(5)
+    list = [slow, DOUBLE.(1)]
+    got = []
+    InParallel.waitfor(list) do |f|
+      got << f.value
+      next unless got.size == 1
+
+      list[list.index(slow)] = DOUBLE.(2) # in place of the sleeper
+      list << DOUBLE.(3)
+    end
+    assert_equal [2, 4, 6], got.sort
+    assert slow.cancel
+  end
+
+  def test_a_list_holding_the_same_future_twice_is_refused
+    f = DOUBLE.(1)
+    err = assert_raises(ArgumentError) { InParallel.waitfor([f, f]) {} }
+    assert_match(/already holds/, err.message)
+    assert_equal 2, f.value
+  end
+
+  def test_a_loop_given_up_half_way_leaves_its_futures_to_the_next
+    list = [SLEEP.(0.2), DOUBLE.(1), DOUBLE.(2)]
+    InParallel.waitfor(list) { break } # the first waiter keeps its mirror until the GC
+    got = []
+    InParallel.waitfor(list) { |f| got << f.value }
+    assert_equal 2, got.size
+    assert_empty list
+  end
 end

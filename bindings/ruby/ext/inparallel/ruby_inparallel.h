@@ -25,6 +25,7 @@ typedef struct rbip_future {
   VALUE task; /* the Task: decodes the value */
   VALUE args; /* the call's arguments, for Future#args */
   int wire;
+  long wf_index; /* 1 + its index in the Array of the Waiter that mirrors it; 0: none */
 } rbip_future;
 
 rbip_future *rbip_future_get(VALUE obj); /* TypeError for anything but a Future */
