@@ -139,19 +139,6 @@ static bool is_main_thread(pid_t self_pid) {
   return cache.main > 0;
 }
 
-/* Has glibc merge its fastbins here, in the parent, rather than in every child. Freed small
- * chunks wait in fastbins until a large-bin sized malloc consolidates them, and that walk writes
- * to every heap page holding one. Interpreters free many small chunks (a Ruby or Lua GC sweep),
- * and their children malloc something large early (Ruby's at-fork reseed does), so each child
- * paid a copy-on-write fault per such page: 43 more per call in the Ruby bench (164 against 121,
- * throughput 97 against 126 calls/s). One large-bin malloc before the fork does that walk
- * once, in memory the parent owns outright.
- * The pointer is volatile so the compiler keeps the malloc/free pair it could otherwise drop. */
-static void consolidate_heap(void) {
-  void *volatile p = malloc(1100); /* a 1,120-byte chunk: past the tcache and small bins */
-  free(p);
-}
-
 ip_future *ip_call(ip_task *t, void *arg) {
   ip_future *f = future_new();
   if (!f) return NULL;
@@ -183,7 +170,6 @@ ip_future *ip_call(ip_task *t, void *arg) {
   if (rc < 0) return abandon(f, rc, "ip_call: no socketpair for the channel");
 
   bool main_thread = is_main_thread(parent);
-  consolidate_heap();
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
   if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg);
