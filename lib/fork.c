@@ -100,6 +100,8 @@ void ip__adopt_locked(ip_future *f) {
   /* at_child closed whatever descriptors the call still held; the numbers may name new
    * files by now. */
   f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
+  /* A thread of the parent's may have held it at the fork; no such thread is here. */
+  f->dec_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   if (atomic_load_explicit(&f->state, memory_order_relaxed) != IP__DONE) ip__orphan(f);
 }
 
