@@ -14,48 +14,13 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dst="$top/build-asan/src"
 
-major() { "$1" -dumpversion 2>/dev/null | cut -d. -f1; }
-pick_cc() {
-  local cc
-  for cc in ${ASAN_CC:-} clang-19 clang-20 clang-21 clang-18 clang; do
-    command -v "$cc" >/dev/null 2>&1 || continue
-    [ "$(major "$cc")" -ge 18 ] 2>/dev/null || continue
-    # The ASan runtime must be installed too (libclang-rt-N-dev).
-    echo 'int main(void){return 0;}' | "$cc" -fsanitize=address,undefined -x c - \
-      -o /tmp/ip-asan-probe.$$ >/dev/null 2>&1 || continue
-    rm -f /tmp/ip-asan-probe.$$
-    echo "$cc"
-    return 0
-  done
-  return 1
-}
-if ! cc=$(pick_cc); then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "sanitize: installing clang-19 (ASan with fork handlers)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      clang-19 libclang-rt-19-dev >/dev/null
-  fi
-  cc=$(pick_cc) || {
-    echo "sanitize: needs clang >= 18 with its ASan runtime (apt-get install clang-19" \
-      "libclang-rt-19-dev); gcc 12's libasan deadlocks in fork children" >&2
-    exit 2
-  }
-fi
-
-# A build made with another compiler (or an older version of this script) starts over.
-stamp="$cc $(major "$cc") leak-hooks-1 tap-1"
-if [ -f "$dst/.sanitize-stamp" ] && [ "$(cat "$dst/.sanitize-stamp")" != "$stamp" ]; then
-  rm -rf "$dst"
-elif [ -d "$dst" ] && [ ! -f "$dst/.sanitize-stamp" ]; then
-  rm -rf "$dst"
-fi
-mkdir -p "$dst"
-# Tracked and new (not ignored) files: what a commit of this tree would hold.
-(cd "$top" && git ls-files -z --cached --others --exclude-standard) |
-  (cd "$top" && xargs -0 cp --parents -u -t "$dst" 2>/dev/null || true)
-cd "$dst"
+. "$top/tests/sanitizer-tree.sh"
 flags="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+cc=$(san_cc sanitize 18 "-fsanitize=address,undefined" \
+  "gcc 12's libasan deadlocks in fork children" ${ASAN_CC:-})
+stamp="$cc $(san_major "$cc") leak-hooks-1 tap-1"
+san_tree "$top" "$dst" "$stamp"
+cd "$dst"
 
 # LeakSanitizer asks __lsan_is_turned_off() before its exit-time check. The library always
 # _exit()s in a task's child (no check), but a task function may call exit() itself
@@ -73,7 +38,7 @@ EOF
 if [ ! -f Makefile ]; then
   ./configure -q --disable-shared --with-lua=no CC="$cc" CFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
     CRITERION_LIBS="$(pkg-config --libs criterion) $dst/lsan-hooks.o"
-  echo "$stamp" >.sanitize-stamp
+  echo "$stamp" >.stamp
 fi
 # The suites check how children die of SIGSEGV, SIGABRT...: leave those signals alone.
 export ASAN_OPTIONS=detect_leaks=1:exitcode=97:allow_addr2line=1:handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:handle_abort=0

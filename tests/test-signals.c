@@ -77,6 +77,25 @@ static void *sender_thread(void *p) {
   return NULL;
 }
 
+/* ip_future_wait(f, -1) in this thread while a sender thread, once this thread sleeps in the
+ * library, does what s says (its signal, or releasing its gate). Returns what the wait
+ * returned. */
+static int wait_while_sending(ip_future *f, struct sender *s) {
+  s->pid = getpid();
+  s->tid = (pid_t)syscall(SYS_gettid);
+  cr_assert_eq(pipe2(s->go, O_CLOEXEC), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, sender_thread, s), 0);
+  cr_assert_eq(write(s->go[1], "g", 1), 1);
+  int rc = ip_future_wait(f, -1);
+  pthread_join(th, NULL);
+  cr_assert(s->asleep, "the waiter was never seen asleep in epoll_wait or ppoll");
+  cr_assert(s->sent, "the signal could not be sent");
+  close(s->go[0]);
+  close(s->go[1]);
+  return rc;
+}
+
 /* ---- SIGINT / SIGTERM while waiting in waitfor ------------------------------------------------ */
 
 static void interrupted_waitfor(int sig, int from_process, int concurrency, int timeout_ms) {
@@ -189,14 +208,8 @@ static void interrupted_future_wait(int flags) {
   ip_task *t = ip_task_new(wait_on_gate, NULL);
   ip_future *f = ip_call(t, &g);
   pid_t pid = ip_future_pid(f);
-  struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = SIGINT};
-  cr_assert_eq(pipe2(s.go, O_CLOEXEC), 0);
-  pthread_t th;
-  cr_assert_eq(pthread_create(&th, NULL, sender_thread, &s), 0);
-  cr_assert_eq(write(s.go[1], "g", 1), 1);
-  int rc = ip_future_wait(f, -1);
-  pthread_join(th, NULL);
-  cr_assert(s.asleep && s.sent);
+  struct sender s = {.sig = SIGINT};
+  int rc = wait_while_sending(f, &s);
   cr_assert_eq(rc, IP_EINTR, "ip_future_wait returned %s", ip_err_name(rc));
   cr_assert_eq(handled[SIGINT], 1);
   cr_assert_eq(ip_future_done(f), 0);
@@ -205,8 +218,6 @@ static void interrupted_future_wait(int flags) {
   cr_assert(no_children());
   ip_task_free(t);
   gate_close(&g);
-  close(s.go[0]);
-  close(s.go[1]);
   sigaction(SIGINT, &old, NULL);
   cr_assert_eq(count_fds(), base);
 }
@@ -315,15 +326,8 @@ static void host_child_interrupts(bool thread) {
   if (thread) ip_task_set_timeout(t, 600000);
   ip_future *f = ip_call(t, &lib_gate);
   pid_t h = host_child(&host_gate, 7);
-  struct sender s = {.pid = getpid(), .tid = (pid_t)syscall(SYS_gettid), .sig = 0,
-                     .release = &host_gate};
-  cr_assert_eq(pipe2(s.go, O_CLOEXEC), 0);
-  pthread_t th;
-  cr_assert_eq(pthread_create(&th, NULL, sender_thread, &s), 0);
-  cr_assert_eq(write(s.go[1], "g", 1), 1);
-  int rc = ip_future_wait(f, -1);
-  pthread_join(th, NULL);
-  cr_assert(s.asleep && s.sent);
+  struct sender s = {.sig = 0, .release = &host_gate};
+  int rc = wait_while_sending(f, &s);
   cr_assert_eq(rc, IP_EINTR, "ip_future_wait returned %s", ip_err_name(rc));
   cr_assert_gt(handled[SIGCHLD], 0, "the host's handler did not run");
   cr_assert_eq(ip_future_done(f), 0);
@@ -338,8 +342,6 @@ static void host_child_interrupts(bool thread) {
   ip_task_free(t);
   gate_close(&lib_gate);
   gate_close(&host_gate);
-  close(s.go[0]);
-  close(s.go[1]);
   sigaction(SIGCHLD, &old, NULL);
 }
 

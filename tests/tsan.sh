@@ -17,48 +17,13 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dst="$top/build-tsan/src"
 
-major() { "$1" -dumpversion 2>/dev/null | cut -d. -f1; }
-pick_cc() {
-  local cc
-  for cc in ${TSAN_CC:-} clang-19 clang-20 clang-21 clang; do
-    command -v "$cc" >/dev/null 2>&1 || continue
-    [ "$(major "$cc")" -ge 19 ] 2>/dev/null || continue
-    # The TSan runtime must be installed too (libclang-rt-N-dev).
-    echo 'int main(void){return 0;}' | "$cc" -fsanitize=thread -x c - \
-      -o /tmp/ip-tsan-probe.$$ >/dev/null 2>&1 || continue
-    rm -f /tmp/ip-tsan-probe.$$
-    echo "$cc"
-    return 0
-  done
-  return 1
-}
-if ! cc=$(pick_cc); then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "tsan: installing clang-19 and its sanitizer runtimes"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      clang-19 libclang-rt-19-dev >/dev/null
-  fi
-  cc=$(pick_cc) || {
-    echo "tsan: needs clang >= 19 with its TSan runtime (apt-get install clang-19" \
-      "libclang-rt-19-dev)" >&2
-    exit 2
-  }
-fi
-
-# A build made with another compiler (or an older version of this script) starts over.
-stamp="$cc $(major "$cc") tsan-1"
-if [ -f "$dst/.tsan-stamp" ] && [ "$(cat "$dst/.tsan-stamp")" != "$stamp" ]; then
-  rm -rf "$dst"
-elif [ -d "$dst" ] && [ ! -f "$dst/.tsan-stamp" ]; then
-  rm -rf "$dst"
-fi
-mkdir -p "$dst"
-# Tracked and new (not ignored) files: what a commit of this tree would hold.
-(cd "$top" && git ls-files -z --cached --others --exclude-standard) |
-  (cd "$top" && xargs -0 cp --parents -u -t "$dst" 2>/dev/null || true)
-cd "$dst"
+. "$top/tests/sanitizer-tree.sh"
 flags="-O1 -g -fsanitize=thread -fno-omit-frame-pointer"
+cc=$(san_cc tsan 19 "-fsanitize=thread" "older runtimes let a fork copy a lock another thread held" \
+  ${TSAN_CC:-})
+stamp="$cc $(san_major "$cc") tsan-1"
+san_tree "$top" "$dst" "$stamp"
+cd "$dst"
 
 # Criterion's sandbox (BoxFort) maps each of its shared arenas (one at start-up, one per test)
 # at base = 0x2000_0000_0000 + (rand_r() & 0x3fffff) * 16 MiB, and fails after 10 draws that
@@ -80,7 +45,7 @@ EOF
 if [ ! -f Makefile ]; then
   ./configure -q --disable-shared --with-lua=no CC="$cc" CFLAGS="$flags" LDFLAGS="-fsanitize=thread" \
     CRITERION_LIBS="$(pkg-config --libs criterion) $dst/criterion-tsan.o"
-  echo "$stamp" >.tsan-stamp
+  echo "$stamp" >.stamp
 fi
 # halt_on_error: the first report ends the process with exit status 66, so the test (or, in a
 # child, the call) fails; the logs are searched as well. The suites check how children die of
