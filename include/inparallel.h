@@ -193,8 +193,8 @@ struct ip_serializer {
    * Return 0, or non-zero to fail the call with IP_EENCODE; `return ip_encode_error(code,
    * "why", ...)` says why (see below). */
   int (*encode)(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx);
-  /* Parent side, in the thread that first asks for the value: turn `len` bytes at `buf` into a
-   * value stored in *value. `buf` is owned by the future and stays valid until free_value()
+  /* Parent side, in the thread that first looks at the completed future (its status, error or
+   * value): turn `len` bytes at `buf` into a value stored in *value. `buf` is owned by the future and stays valid until free_value()
    * has run, so a value may point into it. It is read-only: for a result that travelled in
    * place (see inplace below) it is the child's sealed memfd mapped PROT_READ, and writing to
    * it kills the process. Return 0, or non-zero for IP_EDECODE. Must never read outside
