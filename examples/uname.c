@@ -36,8 +36,8 @@ int main(void) {
   ip_waitfor w = IP_WAITFOR_INIT;
   ip_future *f;
   int rc;
-  while ((rc = ip_waitfor_next(&w, active, 3, -1, &f)) == 1) {
-    if (!f) { /* waitfor asks for another task: start one if any are left */
+  while ((rc = ip_waitfor_step(&w, active, 3, -1, &f)) > 0) {
+    if (rc == IP_WAITFOR_ASK) { /* waitfor asks for another task: start one if any are left */
       if (next < count) ip_list_push(active, ip_call(task, (void *)servers[next++]));
       continue;
     }

@@ -378,7 +378,7 @@ IP_EXTERN ip_future *ip_list_remove(ip_list *l, size_t i);
  * ignored; freeing a list twice is undefined, as for free(). */
 IP_EXTERN void ip_list_free(ip_list *l);
 
-/* Iterator state for ip_waitfor_next. Make one with `ip_waitfor w = IP_WAITFOR_INIT;`; it
+/* Iterator state for ip_waitfor_step / ip_waitfor_next. Make one with `ip_waitfor w = IP_WAITFOR_INIT;`; it
  * needs no freeing. Its fields are private. */
 typedef struct ip_waitfor {
   unsigned ip__flags;
@@ -387,13 +387,22 @@ typedef struct ip_waitfor {
 } ip_waitfor;
 #define IP_WAITFOR_INIT { 0u, 0u, { NULL, NULL } }
 
+/* What a waitfor step answers, by name (ip_waitfor_step). */
+enum {
+  IP_WAITFOR_END = 0,    /* the end: the list is empty (with a factor: the last ask added none) */
+  IP_WAITFOR_FUTURE = 1, /* *out is a future that completed */
+  IP_WAITFOR_ASK = 2     /* start another task, if you have one (*out is NULL) */
+};
+
 /* One step of the waitfor loop over the caller's `in_flight` list:
  *
- *   1, *out = f     a future that completed, removed from the list; the caller owns it now.
- *                   Futures come back in completion order.
- *   1, *out = NULL  only with a concurrency factor: fewer than `concurrency_factor` futures
- *                   are in the list, so start another task (push it) if you have one.
- *   0               the end: the list is empty (with a factor: and the last ask added none).
+ *   IP_WAITFOR_FUTURE, *out = f   a future that completed, removed from the list; the caller
+ *                                 owns it now. Futures come back in completion order.
+ *   IP_WAITFOR_ASK, *out = NULL   only with a concurrency factor: fewer than
+ *                                 `concurrency_factor` futures are in the list, so start
+ *                                 another task (push it) if you have one.
+ *   IP_WAITFOR_END                the end: the list is empty (with a factor: and the last ask
+ *                                 added none).
  *   IP_ETIMEDOUT    nothing completed within timeout_ms (negative = forever); call again.
  *   IP_EINTR        a host's signal handler ran while waiting and nothing completed (see
  *                   "Signals" at the top); call again to resume.
@@ -402,8 +411,15 @@ typedef struct ip_waitfor {
  * concurrency_factor 0 means none: it never asks. With a factor it asks again immediately
  * while you keep adding below the factor; once you decline an ask (add nothing) it waits for
  * a completion before asking again; when the list is empty it asks one last time and ends if
- * you add nothing. You may add or remove futures between steps. It never busy-waits: a
- * waiting step sleeps in the kernel until a child completes. */
+ * you add nothing. You may add or remove futures between steps. A step costs O(1) amortized,
+ * however long the list. It never busy-waits: a waiting step sleeps in the kernel until a
+ * child completes. */
+IP_EXTERN int ip_waitfor_step(ip_waitfor *w, ip_list *in_flight, int concurrency_factor,
+                              int timeout_ms, ip_future **out);
+
+/* ip_waitfor_step in its first form, kept for the code written against it: an ask is 1 with
+ * *out = NULL, like a future, so a loop reads `while (ip_waitfor_next(...) == 1)` and tells
+ * the two apart by *out. Everything else is as for ip_waitfor_step. */
 IP_EXTERN int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor,
                               int timeout_ms, ip_future **out);
 

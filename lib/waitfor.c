@@ -1,4 +1,4 @@
-/* ip_waitfor_next: walking a list of futures in completion order, as a step function that
+/* ip_waitfor_step (and ip_waitfor_next, its first form): walking a list of futures in completion order, as a step function that
  * blocks instead of polling. The rules, in the order they are tried at each step:
  *   1. a completed future in the list is handed back (the earliest completion first);
  *   2. with a factor, fewer than `cf` in the list, and the last ask not declined: ask;
@@ -28,7 +28,7 @@ static ip_future *take_done(ip_list *l) {
   return f;
 }
 
-int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, int timeout_ms,
+int ip_waitfor_step(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, int timeout_ms,
                     ip_future **out) {
   if (!w || !in_flight || !out || concurrency_factor < 0) return IP_EINVAL;
   *out = NULL;
@@ -43,7 +43,7 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
     if (f) {
       *out = f;
       w->ip__flags &= ~DECLINED;
-      return 1;
+      return IP_WAITFOR_FUTURE;
     }
     if (concurrency_factor && len < (size_t)concurrency_factor && !(w->ip__flags & DECLINED)) {
       /* Rule 1 must see what already ended before asking, even when nobody drives (a wait
@@ -55,10 +55,16 @@ int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, i
       }
       w->ip__flags |= ASKED;
       w->ip__ask_len = len;
-      return 1;
+      return IP_WAITFOR_ASK;
     }
-    if (len == 0) return 0;
+    if (len == 0) return IP_WAITFOR_END;
     int rc = ip__wait(any_done, in_flight, timeout_ms, true);
     if (rc < 0) return rc;
   }
+}
+
+int ip_waitfor_next(ip_waitfor *w, ip_list *in_flight, int concurrency_factor, int timeout_ms,
+                    ip_future **out) {
+  int rc = ip_waitfor_step(w, in_flight, concurrency_factor, timeout_ms, out);
+  return rc == IP_WAITFOR_ASK ? 1 : rc;
 }

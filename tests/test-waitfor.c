@@ -19,14 +19,17 @@ static void *return_int_as_text(void *arg) {
 }
 
 
-/* One step that must succeed (return 1 or 0); returns 'N' (ask), 'F' (future) or '.' (end).
- * step() may block until a completion; now() must answer without waiting (timeout 0), so a
- * step that wrongly waits fails the test instead of hanging it. */
+/* One step that must succeed; returns 'N' (ask), 'F' (future) or '.' (end). step() may block
+ * until a completion; now() must answer without waiting (timeout 0), so a step that wrongly
+ * waits fails the test instead of hanging it. */
 static char step_in(ip_waitfor *w, ip_list *l, int cf, int timeout_ms, ip_future **out) {
-  int rc = ip_waitfor_next(w, l, cf, timeout_ms, out);
-  cr_assert(rc == 0 || rc == 1, "ip_waitfor_next returned %d (%s)", rc, ip_err_name(rc));
-  if (rc == 0) return '.';
-  return *out ? 'F' : 'N';
+  int rc = ip_waitfor_step(w, l, cf, timeout_ms, out);
+  switch (rc) {
+  case IP_WAITFOR_END: return '.';
+  case IP_WAITFOR_FUTURE: cr_assert_not_null(*out, "a future step without a future"); return 'F';
+  case IP_WAITFOR_ASK: cr_assert_null(*out, "an ask with a future"); return 'N';
+  default: cr_assert_fail("ip_waitfor_step returned %d (%s)", rc, ip_err_name(rc)); return '?';
+  }
 }
 static char step(ip_waitfor *w, ip_list *l, int cf, ip_future **out) {
   return step_in(w, l, cf, -1, out);
@@ -564,6 +567,31 @@ Test(list, a_future_is_in_one_list_at_a_time) {
   ip_list_free(m);
   ip_future_free(f);
   ip_future_free(g);
+}
+
+/* ip_waitfor_next is the same loop with an ask as 1 and *out = NULL, as code written against
+ * it expects. */
+Test(waitfor, next_is_step_with_an_ask_as_one_and_no_future) {
+  ip_task *t = ip_task_new(return_int_as_text, NULL);
+  static int seven = 7;
+  ip_list *l = ip_list_new();
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *f = (ip_future *)&w; /* anything but NULL */
+  cr_assert_eq(ip_waitfor_next(&w, l, 2, -1, &f), 1);
+  cr_assert_null(f, "an ask hands back no future");
+  cr_assert_eq(ip_list_push(l, ip_call(t, &seven)), 0);
+  int rc;
+  while ((rc = ip_waitfor_next(&w, l, 2, -1, &f)) == 1 && !f) {
+  }
+  cr_assert_eq(rc, 1);
+  cr_assert_not_null(f);
+  cr_assert_str_eq(str_of(f), "7");
+  ip_future_free(f);
+  cr_assert_eq(ip_waitfor_next(&w, l, 2, -1, &f), 1, "the last ask on an empty list");
+  cr_assert_null(f);
+  cr_assert_eq(ip_waitfor_next(&w, l, 2, -1, &f), 0, "declined: the end");
+  ip_list_free(l);
+  ip_task_free(t);
 }
 
 /* Freeing a future takes it out of its list. */
