@@ -17,7 +17,7 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
 }
 
 lip_future *lip_future_test(lua_State *L, int i) {
-  return (lip_future *)lip_testudata(L, i, LIP_FUTURE_MT);
+  return (lip_future *)luaL_testudata(L, i, LIP_FUTURE_MT);
 }
 
 lip_future *lip_future_check(lua_State *L, int i) {
@@ -147,11 +147,9 @@ static int decode_error(lua_State *L, lip_future *uf, const char *msg, const cha
 
 static int decode_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lip_tolstring(L, -1, NULL);
-  lua_remove(L, -2);
+  lip_describe(L, 1);
   lua_rawseti(L, -2, 1);
-  lip_traceback(L, 1);
+  luaL_traceback(L, L, NULL, 1);
   lua_rawseti(L, -2, 2);
   return 1;
 }
@@ -276,9 +274,9 @@ void lip_future_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__gc", f_gc}, {"__close", f_close}, {"__tostring", f_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, LIP_FUTURE_MT);
-  lip_setfuncs(L, mt);
+  luaL_setfuncs(L, mt, 0);
   lua_newtable(L);
-  lip_setfuncs(L, methods);
+  luaL_setfuncs(L, methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "inparallel.future");
   lua_setfield(L, -2, "__name");

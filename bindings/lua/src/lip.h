@@ -45,7 +45,12 @@ typedef struct lip_call {
   ip_bytes raw;         /* the string a raw or custom task sends */
 } lip_call;
 
-/* mpack.c */
+/* errors.c */
+/* Pushes what the value at i says about itself, and returns it: a string or number as is,
+ * else what its __tostring gives, else "(error object is a <type> value)". Never raises. */
+const char *lip_describe(lua_State *L, int i);
+
+/* msgpack_values.c */
 const ip_serializer *lip_msgpack_serializer(void);
 /* Pushes the values a msgpack result holds (our envelope: an array of the results);
  * returns how many, or -1 with an error message pushed. */

@@ -33,7 +33,7 @@ int luaopen_inparallel(lua_State *L) {
   lip_future_open(L);
   lip_waitfor_open(L);
   lua_newtable(L);
-  lip_setfuncs(L, fns);
+  luaL_setfuncs(L, fns, 0);
   lua_pushliteral(L, "inparallel");
   lua_setfield(L, -2, "_NAME");
   lua_pushstring(L, ip_version()); /* the module ships with its core, so they share one */

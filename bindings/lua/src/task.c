@@ -10,17 +10,9 @@
  * still exists. */
 static int child_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
-  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
-    lua_pushvalue(L, 1);
-    lua_tostring(L, -1);
-  } else if (luaL_getmetafield(L, 1, "__tostring")) {
-    lua_pop(L, 1);
-    lip_tolstring(L, 1, NULL);
-  } else {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
+  lip_describe(L, 1);
   lua_rawseti(L, -2, 1);
-  lip_traceback(L, 1);
+  luaL_traceback(L, L, NULL, 1);
   lua_rawseti(L, -2, 2);
   return 1;
 }
@@ -231,7 +223,7 @@ void lip_task_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, LIP_TASK_MT);
-  lip_setfuncs(L, mt);
+  luaL_setfuncs(L, mt, 0);
   lua_pushliteral(L, "inparallel.task");
   lua_setfield(L, -2, "__name");
   lua_pushboolean(L, 0);

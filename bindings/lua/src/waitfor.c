@@ -71,8 +71,8 @@ static void rebuild(lua_State *L, wf_state *s, int n) {
 }
 
 /* Brings the mirror up to date with the caller's table. */
-static void sync(lua_State *L, wf_state *s) {
-  int n = (int)lip_rawlen(L, LIST);
+static void sync_mirror(lua_State *L, wf_state *s) {
+  int n = (int)lua_rawlen(L, LIST);
   bool same = n >= s->synced;
   if (same && s->synced > 0) { /* the last mirrored element is where it was */
     lua_rawgeti(L, LIST, s->synced);
@@ -93,7 +93,7 @@ static bool take_out(lua_State *L, wf_state *s, ip_future *f) {
   lua_pushlightuserdata(L, f);
   lua_pushnil(L);
   lua_rawset(L, WHERE);
-  int n = (int)lip_rawlen(L, LIST), i = uf ? uf->wf_index : 0;
+  int n = (int)lua_rawlen(L, LIST), i = uf ? uf->wf_index : 0;
   bool there = false;
   if (i >= 1 && i <= n) {
     lua_rawgeti(L, LIST, i);
@@ -126,8 +126,8 @@ static bool take_out(lua_State *L, wf_state *s, ip_future *f) {
 static int wf_step(lua_State *L) {
   wf_state *s = (wf_state *)lua_touserdata(L, STATE);
   for (;;) {
-    if (s->synced < 0) rebuild(L, s, (int)lip_rawlen(L, LIST));
-    else sync(L, s);
+    if (s->synced < 0) rebuild(L, s, (int)lua_rawlen(L, LIST));
+    else sync_mirror(L, s);
     ip_future *out = NULL;
     int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
     if (rc == IP_EINTR) return lip_interrupted(L);

@@ -105,7 +105,7 @@ static void path_text(enc *e, int upto, char *buf, size_t cap) {
     }
     case LUA_TNUMBER: {
       int n;
-      if (lip_isinteger(L, s->key)) n = snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, s->key));
+      if (LIP_HAS_INTEGERS && lua_isinteger(L, s->key)) n = snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, s->key));
       else n = snprintf(tmp, sizeof tmp, "[%.14g]", (double)lua_tonumber(L, s->key));
       add(buf, cap, &at, tmp, (size_t)n);
       break;
