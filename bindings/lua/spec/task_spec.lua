@@ -2,15 +2,15 @@ local ip = require "inparallel"
 local S = require "spec.support"
 
 describe("inparallel module", function()
-  it("has _NAME, _VERSION, version() and the error codes", function()
+  it("has _NAME, _VERSION, version() and the error codes, each its own name", function()
     assert.are.equal("inparallel", ip._NAME)
     assert.is_string(ip._VERSION)
     assert.equals(ip.version(), ip._VERSION)
     assert.matches("^%d+%.%d+%.%d+$", ip.version())
-    assert.are.equal(-3000, ip.ERAISED)
-    assert.are.equal(-3001, ip.ESIGNALED)
-    assert.is_number(ip.ETIMEDOUT)
-    assert.is_number(ip.ECANCELED)
+    for _, name in ipairs({"ERAISED", "ESIGNALED", "EEXITED", "EENCODE", "EDECODE", "ETIMEDOUT",
+                           "ECANCELED", "EINTR", "EINVAL", "ENOMEM", "E2BIG", "EALREADY"}) do
+      assert.are.equal(name, ip[name])
+    end
   end)
 
   it("ready_fd() gives a descriptor", function()

@@ -26,62 +26,10 @@ lip_future *lip_future_check(lua_State *L, int i) {
   return uf;
 }
 
-int lip_interrupted(lua_State *L) {
-  return luaL_error(L, "inparallel: interrupted by a signal while waiting (call again to resume)");
-}
-
-/* ---- error tables ------------------------------------------------------------------------- */
-
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (!v) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void push_error_fields(lua_State *L, int code, const char *kind, const char *message,
-                              const char *traceback, int pid) {
-  lua_createtable(L, 0, 10);
-  set_str(L, "kind", kind);
-  set_str(L, "message", message);
-  set_str(L, "traceback", traceback);
-  set_int(L, "code", code);
-  set_str(L, "name", ip_err_name(code));
-  if (pid) set_int(L, "pid", pid);
-  luaL_getmetatable(L, LIP_ERROR_MT);
-  lua_setmetatable(L, -2);
-}
-
-void lip_push_error_table(lua_State *L, const ip_error *e) {
-  push_error_fields(L, e->code, e->kind, e->message, e->backtrace, (int)e->pid);
-  if (e->signal) set_int(L, "signal", e->signal);
-  if (e->exit_status >= 0) set_int(L, "exit_status", e->exit_status);
-  if (e->raised_code) set_int(L, "raised_code", e->raised_code);
-  lua_pushboolean(L, e->core_dumped);
-  lua_setfield(L, -2, "core_dumped");
-}
-
-/* message, then the child's stack: Lua's own "stack traceback:" or the core's C frames. */
-static int error_tostring(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "message");
-  lua_getfield(L, 1, "traceback");
-  const char *m = lua_tostring(L, -2), *tb = lua_tostring(L, -1);
-  if (!m) m = "inparallel: unknown error";
-  if (!tb || !*tb) lua_pushstring(L, m);
-  else if (strncmp(tb, "stack traceback:", 16) == 0) lua_pushfstring(L, "%s\n%s", m, tb);
-  else lua_pushfstring(L, "%s\nchild backtrace:\n%s", m, tb);
-  return 1;
-}
-
 /* The cached error table of uf, building it from the core's ip_error on first use. */
 static void push_cached_error(lua_State *L, lip_future *uf) {
   if (uf->err_ref == LUA_NOREF) {
-    lip_push_error_table(L, ip_future_error(uf->f));
+    lip_push_call_error(L, ip_future_error(uf->f));
     uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
@@ -97,7 +45,8 @@ static int ms_arg(lua_State *L, int i) {
   return ms > INT_MAX ? -1 : (int)ms;
 }
 
-/* f:wait([timeout_s]) -> true | nil, "timeout" (nil, "interrupted" if a signal handler ran) */
+/* f:wait([seconds]) -> true, or nil, "ETIMEDOUT: ...", "ETIMEDOUT" (or "EINTR" when a signal
+ * handler ran). */
 static int f_wait(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
   int rc = ip_future_wait(uf->f, ms_arg(L, 2));
@@ -105,9 +54,13 @@ static int f_wait(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  lua_pushnil(L);
-  lua_pushstring(L, rc == IP_ETIMEDOUT ? "timeout" : rc == IP_EINTR ? "interrupted" : ip_strerror(rc));
-  return 2;
+  if (rc == IP_ETIMEDOUT) {
+    char s[32];
+    return lip_fail(L, rc, "the call did not complete within %s s",
+                    lip_seconds_text(s, (double)lua_tonumber(L, 2)));
+  }
+  if (rc == IP_EINTR) return lip_fail(L, rc, "a signal handler ran while waiting for the call");
+  return lip_fail(L, rc, "%s", ip_strerror(rc));
 }
 
 static int f_done(lua_State *L) {
@@ -139,7 +92,9 @@ static void cache_values(lua_State *L, lip_future *uf, int n) {
 }
 
 static int decode_error(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
-  push_error_fields(L, IP_EDECODE, "EDECODE", msg, tb, (int)ip_future_pid(uf->f));
+  lip_push_error_fields(L, IP_EDECODE, NULL, msg, tb);
+  lua_pushinteger(L, ip_future_pid(uf->f));
+  lua_setfield(L, -2, "pid");
   lua_pushvalue(L, -1);
   uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return lua_error(L);
@@ -163,7 +118,7 @@ static int f_result(lua_State *L) {
     return lua_error(L);
   }
   int rc = ip_future_wait(uf->f, -1);
-  if (rc == IP_EINTR) return lip_interrupted(L);
+  if (rc == IP_EINTR) return lip_raise(L, rc, "a signal handler ran while waiting for the call (call again to resume)");
   const void *v = ip_future_value(uf->f);
   if (ip_future_status(uf->f) != 0) {
     push_cached_error(L, uf);
@@ -214,10 +169,14 @@ static int f_error(lua_State *L) {
   return 1;
 }
 
-/* f:cancel() -> true if this canceled the call, false if it had already completed. */
+/* f:cancel() -> true once the call is canceled, or nil, "EALREADY: ...", "EALREADY" when it had
+ * already completed. */
 static int f_cancel(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  lua_pushboolean(L, ip_future_cancel(uf->f) == 0);
+  int rc = ip_future_cancel(uf->f);
+  if (rc == IP_EALREADY) return lip_fail(L, rc, "the call had already completed");
+  if (rc < 0) return lip_fail(L, rc, "%s", ip_strerror(rc));
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -284,10 +243,4 @@ void lip_future_open(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, LIP_ERROR_MT);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "inparallel.error");
-  lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
 }

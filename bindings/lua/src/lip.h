@@ -49,6 +49,21 @@ typedef struct lip_call {
 /* Pushes what the value at i says about itself, and returns it: a string or number as is,
  * else what its __tostring gives, else "(error object is a <type> value)". Never raises. */
 const char *lip_describe(lua_State *L, int i);
+/* Pushes an error table {code = ip_err_name(code), kind, message, traceback} (kind NULL: the
+ * code's name; message NULL: ip_strerror(code); traceback NULL: none). */
+void lip_push_error_fields(lua_State *L, int code, const char *kind, const char *message,
+                           const char *traceback);
+/* Pushes the error table of a failure of the module itself, with this Lua stack's traceback. */
+void lip_push_error(lua_State *L, int code, const char *message);
+/* Raises such an error table, its message formatted as lua_pushfstring does. */
+int lip_raise(lua_State *L, int code, const char *fmt, ...);
+/* The luv way of returning a failure: pushes nil, "NAME: message", "NAME"; returns 3. */
+int lip_fail(lua_State *L, int code, const char *fmt, ...);
+/* Pushes the error table of a failed call (fields from the core's ip_error). */
+void lip_push_call_error(lua_State *L, const ip_error *e);
+void lip_errors_open(lua_State *L);
+/* "0.05": seconds for a message (buf of at least 32 bytes). */
+const char *lip_seconds_text(char *buf, double seconds);
 
 /* msgpack_values.c */
 const ip_serializer *lip_msgpack_serializer(void);
@@ -61,9 +76,6 @@ void lip_future_open(lua_State *L);
 lip_future *lip_future_check(lua_State *L, int i);
 lip_future *lip_future_test(lua_State *L, int i);
 lip_future *lip_future_new(lua_State *L, enum lip_ser ser);
-/* Pushes the error table for a failed call (fields from the core's ip_error). */
-void lip_push_error_table(lua_State *L, const ip_error *e);
-int lip_interrupted(lua_State *L);
 
 /* waitfor.c */
 int lip_waitfor(lua_State *L);

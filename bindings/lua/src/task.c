@@ -118,7 +118,7 @@ static int task_call(lua_State *L) {
   c.first_arg = 2;
   c.nargs = nargs;
   ip_future *f = ip_call(lt->t, &c); /* the child never comes back from here */
-  if (!f) return luaL_error(L, "inparallel: out of memory for a future");
+  if (!f) return lip_raise(L, IP_ENOMEM, "out of memory for a future");
   uf->f = f;
   return 1; /* a call that could not start is a failed future, as in C */
 }
@@ -211,7 +211,7 @@ int lip_task_new(lua_State *L) {
   }
   const ip_serializer *s = lt->ser == LIP_SER_MSGPACK ? lip_msgpack_serializer() : ip_serializer_raw();
   lt->t = ip_task_new(child_main, s);
-  if (!lt->t) return luaL_error(L, "inparallel.task: %s", ip_strerror(-errno));
+  if (!lt->t) return lip_raise(L, -errno, "inparallel.task: %s", ip_strerror(-errno));
   if (timeout_ms > 0) ip_task_set_timeout(lt->t, timeout_ms);
   if (max_result >= 1) ip_task_set_max_result(lt->t, max_result > 1.8e19 ? UINT64_MAX : (uint64_t)max_result);
   lua_pushvalue(L, 1);

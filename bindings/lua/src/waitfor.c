@@ -130,8 +130,10 @@ static int wf_step(lua_State *L) {
     else sync_mirror(L, s);
     ip_future *out = NULL;
     int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
-    if (rc == IP_EINTR) return lip_interrupted(L);
-    if (rc < 0) return luaL_error(L, "inparallel.waitfor: %s", ip_strerror(rc));
+    if (rc == IP_EINTR)
+      return lip_raise(L, rc, "a signal handler ran while waiting for a call to complete (call "
+                              "the iterator again to resume)");
+    if (rc < 0) return lip_raise(L, rc, "inparallel.waitfor: %s", ip_strerror(rc));
     if (rc == 1 && out) {
       if (take_out(L, s, out)) return 1;
       continue; /* no longer the caller's: not its to hand back */
