@@ -159,6 +159,31 @@ describe("ip.waitfor", function()
     end
   end)
 
+  it("with seconds, raises an ETIMEDOUT error table when no call completes in time", function()
+    local slow = sleepy(5, "slow")
+    local list = {slow}
+    local it = ip.waitfor(list, nil, 0.1)
+    local err = S.raised(it)
+    assert.are.equal("table", type(err))
+    assert.are.equal(ip.ETIMEDOUT, err.code)
+    assert.are.equal("no call completed within 0.1 s (call the iterator again to go on waiting)", err.message)
+    assert.matches("^stack traceback:", err.traceback)
+    assert.matches("^ETIMEDOUT: no call completed within 0.1 s", tostring(err))
+    assert.are.same({slow}, list) -- nothing was taken out
+    list[2] = echo("quick")
+    assert.are.equal("quick", it():result()) -- the iterator goes on
+    slow:cancel()
+    assert.are.equal(slow, it())
+    assert.is_nil(it())
+  end)
+
+  it("with seconds, bounds each wait, not the whole loop", function()
+    local list = {sleepy(0.3, 1), sleepy(0.6, 2), sleepy(0.9, 3)}
+    local got = {}
+    for f in ip.waitfor(list, nil, 0.5) do got[#got + 1] = f:result() end
+    assert.are.same({1, 2, 3}, got)
+  end)
+
   describe("misuse raises a clear error", function()
     it("non-table list", function()
       assert.matches("table expected", S.raised(ip.waitfor, nil))
@@ -171,6 +196,11 @@ describe("ip.waitfor", function()
     end)
     it("cf = 0 means none", function()
       assert.are.equal("", trace({}, 0))
+    end)
+    it("bad seconds", function()
+      assert.matches("timeout must be a number of seconds", S.raised(ip.waitfor, {}, nil, -1))
+      assert.matches("timeout must be a number of seconds", S.raised(ip.waitfor, {}, 2, 0 / 0))
+      assert.matches("timeout must be a number of seconds >= 0 %(nil = forever%), not string", S.raised(ip.waitfor, {}, nil, "1"))
     end)
     it("a list holding something else than futures", function()
       local f = echo(1)

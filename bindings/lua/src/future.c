@@ -26,21 +26,15 @@ lip_future *lip_future_check(lua_State *L, int i) {
   return uf;
 }
 
-/* The cached error table of uf, building it from the core's ip_error on first use. */
-static void push_cached_error(lua_State *L, lip_future *uf) {
-  if (uf->err_ref == LUA_NOREF) {
-    lip_push_call_error(L, ip_future_error(uf->f));
-    uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
-}
-
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-static int ms_arg(lua_State *L, int i) {
+int lip_timeout_arg(lua_State *L, int i) {
   if (lua_isnoneornil(L, i)) return -1;
-  double s = (double)luaL_checknumber(L, i);
-  if (!(s >= 0)) luaL_argerror(L, i, "timeout must be a number of seconds >= 0 (nil = forever)");
+  static const char *const what = "the timeout must be a number of seconds >= 0 (nil = forever)";
+  if (lua_type(L, i) != LUA_TNUMBER)
+    luaL_argerror(L, i, lua_pushfstring(L, "%s, not %s", what, luaL_typename(L, i)));
+  double s = (double)lua_tonumber(L, i);
+  if (!(s >= 0)) luaL_argerror(L, i, lua_pushfstring(L, "%s, not %f", what, (lua_Number)s));
   double ms = ceil(s * 1000.0);
   return ms > INT_MAX ? -1 : (int)ms;
 }
@@ -49,7 +43,7 @@ static int ms_arg(lua_State *L, int i) {
  * handler ran). */
 static int f_wait(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  int rc = ip_future_wait(uf->f, ms_arg(L, 2));
+  int rc = ip_future_wait(uf->f, lip_timeout_arg(L, 2));
   if (rc == 0) {
     lua_pushboolean(L, 1);
     return 1;
@@ -91,13 +85,12 @@ static void cache_values(lua_State *L, lip_future *uf, int n) {
   uf->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static int decode_error(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
+/* Caches an EDECODE error table as uf's outcome. */
+static void decode_failed(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
   lip_push_error_fields(L, IP_EDECODE, NULL, msg, tb);
   lua_pushinteger(L, ip_future_pid(uf->f));
   lua_setfield(L, -2, "pid");
-  lua_pushvalue(L, -1);
   uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return lua_error(L);
 }
 
 static int decode_msgh(lua_State *L) {
@@ -109,27 +102,20 @@ static int decode_msgh(lua_State *L) {
   return 1;
 }
 
-/* f:result() -> the values fn returned, or raises the error table. */
-static int f_result(lua_State *L) {
-  lip_future *uf = lip_future_check(L, 1);
-  if (uf->vals_ref != LUA_NOREF) return push_unpacked(L, uf->vals_ref);
-  if (uf->err_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
-    return lua_error(L);
-  }
-  int rc = ip_future_wait(uf->f, -1);
-  if (rc == IP_EINTR) return lip_raise(L, rc, "a signal handler ran while waiting for the call (call again to resume)");
+/* Turns the value of a call that succeeded into Lua values and caches them, or caches the
+ * EDECODE error when they cannot be decoded. Leaves the stack as it found it. */
+static void decode_values(lua_State *L, lip_future *uf) {
+  int top = lua_gettop(L);
   const void *v = ip_future_value(uf->f);
-  if (ip_future_status(uf->f) != 0) {
-    push_cached_error(L, uf);
-    return lua_error(L);
-  }
-  lua_settop(L, 1);
   int n;
   switch (uf->ser) {
   case LIP_SER_MSGPACK:
     n = lip_msgpack_push(L, v);
-    if (n < 0) return decode_error(L, uf, lua_tostring(L, -1), NULL);
+    if (n < 0) {
+      decode_failed(L, uf, lua_tostring(L, -1), NULL);
+      lua_settop(L, top);
+      return;
+    }
     break;
   case LIP_SER_RAW: {
     const ip_bytes *b = v;
@@ -146,25 +132,60 @@ static int f_result(lua_State *L) {
     lua_pop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->dec_ref);
     lua_pushlstring(L, b->len ? (const char *)b->data : "", b->len);
-    if (lua_pcall(L, 1, LUA_MULTRET, 2) != 0) {
+    if (lua_pcall(L, 1, LUA_MULTRET, top + 1) != 0) {
       lua_rawgeti(L, -1, 1);
       lua_rawgeti(L, -2, 2);
       const char *m = lua_pushfstring(L, "the serializer's decode function failed: %s", lua_tostring(L, -2));
-      return decode_error(L, uf, m, lua_tostring(L, -2));
+      decode_failed(L, uf, m, lua_tostring(L, -2));
+      lua_settop(L, top);
+      return;
     }
-    lua_remove(L, 2);
-    n = lua_gettop(L) - 1;
+    lua_remove(L, top + 1);
+    n = lua_gettop(L) - top;
   }
   }
   cache_values(L, uf, n);
-  return n;
+  lua_settop(L, top);
 }
 
-/* f:error() -> nil (running, or succeeded) or the error table. Never blocks. */
+/* Waits for the call (up to the seconds at stack slot `secs`, nil = forever; raises an
+ * ETIMEDOUT error table when they pass, EINTR when a signal handler ran) and settles its
+ * outcome once: its values, or its error table. Returns 1 when it failed. */
+static int settle(lua_State *L, lip_future *uf, int secs) {
+  if (uf->vals_ref == LUA_NOREF && uf->err_ref == LUA_NOREF) {
+    int rc = ip_future_wait(uf->f, lip_timeout_arg(L, secs));
+    if (rc == IP_ETIMEDOUT) {
+      char s[32];
+      lip_raise(L, rc, "the call did not complete within %s s (it still runs)",
+                lip_seconds_text(s, (double)lua_tonumber(L, secs)));
+    }
+    if (rc == IP_EINTR)
+      lip_raise(L, rc, "a signal handler ran while waiting for the call (call again to resume)");
+    if (ip_future_status(uf->f) != 0) {
+      lip_push_call_error(L, ip_future_error(uf->f));
+      uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      decode_values(L, uf);
+    }
+  }
+  return uf->err_ref != LUA_NOREF;
+}
+
+/* f:result([seconds]) -> the values fn returned, or raises the error table. */
+static int f_result(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  if (settle(L, uf, 2)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
+    return lua_error(L);
+  }
+  return push_unpacked(L, uf->vals_ref);
+}
+
+/* f:error([seconds]) -> nil when the call succeeded, or its error table. Waits as result()
+ * does. */
 static int f_error(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  int st = ip_future_status(uf->f);
-  if (uf->err_ref != LUA_NOREF || (st != 0 && st != IP_EAGAIN)) push_cached_error(L, uf);
+  if (settle(L, uf, 2)) lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
   else lua_pushnil(L);
   return 1;
 }

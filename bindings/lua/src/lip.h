@@ -76,6 +76,10 @@ void lip_future_open(lua_State *L);
 lip_future *lip_future_check(lua_State *L, int i);
 lip_future *lip_future_test(lua_State *L, int i);
 lip_future *lip_future_new(lua_State *L, enum lip_ser ser);
+/* The timeout argument at i in milliseconds: nil (or none) -1 = forever, else a number of
+ * seconds >= 0 (a float is fine), rounded up; raises an argument error for anything else
+ * (a numeric string too). */
+int lip_timeout_arg(lua_State *L, int i);
 
 /* waitfor.c */
 int lip_waitfor(lua_State *L);

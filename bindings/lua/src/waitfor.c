@@ -1,4 +1,4 @@
-/* ip.waitfor(list [, cf]) for a generic `for`. The core's ip_waitfor_next makes every decision
+/* ip.waitfor(list [, cf [, seconds]]) for a generic `for`. The core's ip_waitfor_next makes every decision
  * (and blocks without polling) over an ip_list that mirrors the caller's table; the future it
  * hands back is then taken out of the table, the table's last element moving into its slot.
  *
@@ -15,6 +15,8 @@ typedef struct wf_state {
   ip_waitfor w;
   ip_list *mirror;
   int cf;
+  int timeout_ms; /* each wait for a completion; -1: none */
+  double seconds; /* the same, as given, for the message */
   int synced; /* list[1..synced] are in the mirror, each at the index `where` gives */
 } wf_state;
 
@@ -129,7 +131,12 @@ static int wf_step(lua_State *L) {
     if (s->synced < 0) rebuild(L, s, (int)lua_rawlen(L, LIST));
     else sync_mirror(L, s);
     ip_future *out = NULL;
-    int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
+    int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, s->timeout_ms, &out);
+    if (rc == IP_ETIMEDOUT) {
+      char secs[32];
+      return lip_raise(L, rc, "no call completed within %s s (call the iterator again to go on "
+                              "waiting)", lip_seconds_text(secs, s->seconds));
+    }
     if (rc == IP_EINTR)
       return lip_raise(L, rc, "a signal handler ran while waiting for a call to complete (call "
                               "the iterator again to resume)");
@@ -147,7 +154,7 @@ static int wf_step(lua_State *L) {
   }
 }
 
-/* ip.waitfor(list [, concurrency_factor]) -> iterator */
+/* ip.waitfor(list [, concurrency_factor [, seconds]]) -> iterator */
 int lip_waitfor(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int cf = 0;
@@ -158,6 +165,8 @@ int lip_waitfor(lua_State *L) {
       luaL_argerror(L, 2, "the concurrency factor must be a positive integer or nil");
     cf = (int)d;
   }
+  int timeout_ms = lip_timeout_arg(L, 3);
+  double seconds = timeout_ms < 0 ? 0 : (double)lua_tonumber(L, 3);
   lua_settop(L, 1);
   wf_state *s = (wf_state *)lua_newuserdata(L, sizeof *s);
   s->mirror = NULL;
@@ -165,6 +174,8 @@ int lip_waitfor(lua_State *L) {
   lua_setmetatable(L, -2);
   s->w = (ip_waitfor)IP_WAITFOR_INIT;
   s->cf = cf;
+  s->timeout_ms = timeout_ms;
+  s->seconds = seconds;
   s->synced = 0;
   if (!(s->mirror = ip_list_new())) return luaL_error(L, "inparallel.waitfor: out of memory");
   lua_newtable(L);
