@@ -9,6 +9,7 @@
  * table's order would cost a shift of the whole table per step; a waitfor table is a set of
  * calls in flight, so its order is not kept. */
 #include "lip.h"
+#include <limits.h>
 #include <math.h>
 
 typedef struct wf_state {
@@ -157,12 +158,14 @@ static int wf_step(lua_State *L) {
 /* ip.waitfor(list [, concurrency_factor [, seconds]]) -> iterator */
 int lip_waitfor(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  int cf = 0;
+  int cf = 0; /* the core's "none" */
   if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TNUMBER) luaL_argerror(L, 2, "the concurrency factor must be a positive integer or nil");
+    static const char *const what = "the concurrency factor must be a positive integer (nil = none)";
+    if (lua_type(L, 2) != LUA_TNUMBER)
+      luaL_argerror(L, 2, lua_pushfstring(L, "%s, not %s", what, luaL_typename(L, 2)));
     double d = (double)lua_tonumber(L, 2);
-    if (!(d >= 0) || d != floor(d) || d > 1e9)
-      luaL_argerror(L, 2, "the concurrency factor must be a positive integer or nil");
+    if (!(d >= 1) || d != floor(d) || d > INT_MAX)
+      luaL_argerror(L, 2, lua_pushfstring(L, "%s, not %f", what, (lua_Number)d));
     cf = (int)d;
   }
   int timeout_ms = lip_timeout_arg(L, 3);
