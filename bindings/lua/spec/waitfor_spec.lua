@@ -35,6 +35,23 @@ describe("ip.waitfor", function()
     assert.is_false(got)
   end)
 
+  it("says 'start another' with false and 'the end' with nil, one value each", function()
+    local it = ip.waitfor({}, 2)
+    local ask = table.pack and table.pack(it()) or {n = 1, it()}
+    assert.are.equal(1, ask.n)
+    assert.are.equal("boolean", type(ask[1]))
+    assert.is_false(ask[1]) -- start another: a generic for goes on
+    local ends = table.pack and table.pack(it()) or {n = 1, it()}
+    assert.are.equal(1, ends.n)
+    assert.are.equal("nil", type(ends[1])) -- declined with an empty list: the end
+    -- without a factor: futures, then nil; never false
+    local list = {echo(1)}
+    local it2 = ip.waitfor(list)
+    assert.are.equal("userdata", type(it2()))
+    assert.are.equal(1, select("#", it2()))
+    assert.are.equal("nil", type(it2()))
+  end)
+
   it("with cf = 1 over 12 tasks started one per ask yields 13 falses", function()
     local started, done, asks = 0, 0, 0
     local active = {}
