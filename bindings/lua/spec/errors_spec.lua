@@ -38,6 +38,67 @@ describe("a child's Lua error", function()
     assert.are.equal("custom object", (failure(function() error(obj) end)).message)
   end)
 
+  it("a non-string value raised arrives as err.value (msgpack); the message says what it was", function()
+    local err = failure(function() error({code = 42, why = "x", nested = {1, 2, {deep = true}}}) end)
+    assert.are.equal(ip.ERAISED, err.code)
+    assert.are.equal("error", err.kind)
+    assert.are.equal("(error object is a table value)", err.message)
+    assert.are.same({code = 42, why = "x", nested = {1, 2, {deep = true}}}, err.value)
+    assert.matches("^stack traceback:", err.traceback)
+    assert.matches("in function 'error'", err.traceback)
+    assert.matches("^ERAISED: %(error object is a table value%)\nstack traceback:", tostring(err))
+    local num = failure(function() error(42, 0) end)
+    assert.are.equal("42", num.message)
+    assert.are.equal(42, num.value)
+    if S.integers then assert.are.equal("integer", math.type(num.value)) end
+    local no = failure(function() error(false) end)
+    assert.are.equal("(error object is a boolean value)", no.message)
+    assert.is_false(no.value)
+    local obj = failure(function() error(setmetatable({a = 1}, {__tostring = function() return "custom" end})) end)
+    assert.are.equal("custom", obj.message)
+    assert.are.same({a = 1}, obj.value) -- without its metatable
+    assert.is_nil(getmetatable(obj.value))
+    assert.is_nil((failure(function() error() end)).value)
+    assert.is_nil((failure(function() error("text") end)).value)
+  end)
+
+  it("a raised value travels through the task's serializer (a raw task's through msgpack)", function()
+    local custom = ip.task(function() error({code = 7}) end, {serializer = {
+      encode = function(v) return "code=" .. v.code end,
+      decode = function(s) return {got = s}, "ignored" end,
+    }})
+    local f = custom()
+    assert.are.same({got = "code=7"}, S.raised(f.result, f).value)
+    local raw = ip.task(function() error({code = 8}) end, {serializer = "raw"})
+    local g = raw()
+    assert.are.same({code = 8}, S.raised(g.result, g).value)
+  end)
+
+  it("a raised value that cannot travel falls back to its tostring, with a note", function()
+    local err = failure(function() error({f = print}) end)
+    assert.are.equal("(error object is a table value) (the value was not sent: cannot encode " ..
+      "err.value.f: a function cannot be serialized)", err.message)
+    assert.is_nil(err.value)
+    assert.matches("^stack traceback:", err.traceback)
+    local ud = failure(function() error(io.stdout) end)
+    assert.matches("^file %(0?x?%x+%) %(the value was not sent: cannot encode err.value: a " ..
+      "userdata cannot be serialized%)$", ud.message)
+    local huge = {}
+    for i = 1, 100000 do huge[i] = ("x"):rep(20) end
+    assert.matches("^%(error object is a table value%) %(the value was not sent: its encoding " ..
+      "takes more than %d+ bytes%)$", (failure(function() error(huge) end)).message)
+    local t = ip.task(function() error({1}) end, {serializer = {encode = function() error("no", 0) end, decode = print}})
+    local f = t()
+    assert.are.equal("(error object is a table value) (the value was not sent: the serializer's " ..
+      "encode function failed: no)", S.raised(f.result, f).message)
+    local t2 = ip.task(function() error({1}) end, {serializer = {encode = tostring, decode = function() error("cannot", 0) end}})
+    local f2 = t2()
+    local e2 = S.raised(f2.result, f2)
+    assert.are.equal("(error object is a table value) (its value could not be decoded: the " ..
+      "serializer's decode function failed: cannot)", e2.message)
+    assert.is_nil(e2.value)
+  end)
+
   it("error levels are respected", function()
     local err = failure(function() error("no position", 0) end)
     assert.are.equal("no position", err.message)

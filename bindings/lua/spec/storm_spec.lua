@@ -256,6 +256,9 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
         end
         if not tostring(err.traceback):match("^stack traceback:") then return "traceback: " .. tostring(err.traceback) end
         if err.signal ~= nil then return "signal set for a Lua error" end
+        if how == "table" and (type(err.value) ~= "table" or err.value.code ~= i) then
+          return "value " .. tostring(err.value) .. ", expected {code = " .. i .. "}"
+        end
         return nil
       end
     end

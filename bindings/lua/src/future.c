@@ -162,7 +162,7 @@ static int settle(lua_State *L, lip_future *uf, int secs) {
     if (rc == IP_EINTR)
       lip_raise(L, rc, "a signal handler ran while waiting for the call (call again to resume)");
     if (ip_future_status(uf->f) != 0) {
-      lip_push_call_error(L, ip_future_error(uf->f));
+      lip_push_call_error(L, uf, ip_future_error(uf->f));
       uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
       decode_values(L, uf);

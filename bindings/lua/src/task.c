@@ -6,31 +6,31 @@
 
 /* ---- in the child --------------------------------------------------------------------------- */
 
-/* Message handler of the child's pcall: {message, traceback}, taken while the failing stack
- * still exists. */
+/* Message handler of the child's pcalls: {value, traceback}, the traceback taken while the
+ * failing stack still exists. */
 static int child_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
-  lip_describe(L, 1);
+  lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
   luaL_traceback(L, L, NULL, 1);
   lua_rawseti(L, -2, 2);
   return 1;
 }
 
-/* Fails the call with what a pcall left at the top of the stack. Does not return. */
-static _Noreturn void raise_pcall_error(lua_State *L, int code, const char *kind,
-                                        const char *prefix) {
-  const char *msg = NULL, *tb = NULL;
-  if (lua_istable(L, -1)) {
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    msg = lua_tostring(L, -2);
+/* Fails the call with what a pcall that returned `status` left at the top of the stack: the
+ * task's own error (code IP_ERAISED, its value sent along) or, with a prefix, an error of the
+ * task's encode function (code and kind as given, the value only described). Does not
+ * return. */
+static _Noreturn void raise_pcall_error(lua_State *L, lip_task *lt, int status, int code,
+                                        const char *kind, const char *prefix) {
+  const char *tb = NULL;
+  if (status == LUA_ERRRUN && lua_istable(L, -1)) { /* child_msgh's */
+    lua_rawgeti(L, -1, 2);
     tb = lua_tostring(L, -1);
-  } else { /* LUA_ERRMEM and errors in the handler skip it */
-    msg = lua_tostring(L, -1);
-  }
-  if (!msg) msg = "(no error message)";
-  if (prefix) msg = lua_pushfstring(L, "%s%s", prefix, msg);
+    lua_rawgeti(L, -2, 1);
+  } /* else the handler did not run (LUA_ERRMEM) or failed (LUA_ERRERR): a message */
+  if (!prefix) lip_child_raise(L, lt, -1, tb);
+  const char *msg = lua_pushfstring(L, "%s%s", prefix, lip_describe(L, -1));
   ip_raise_error(code, 0, kind, msg, tb);
 }
 
@@ -50,7 +50,8 @@ static void *child_main(void *arg) {
   int h = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
   for (int i = 0; i < c->nargs; i++) lua_pushvalue(L, c->first_arg + i);
-  if (lua_pcall(L, c->nargs, LUA_MULTRET, h) != 0) raise_pcall_error(L, IP_ERAISED, "error", NULL);
+  int status = lua_pcall(L, c->nargs, LUA_MULTRET, h);
+  if (status != 0) raise_pcall_error(L, lt, status, IP_ERAISED, "error", NULL);
   c->first_res = h + 1;
   c->nres = lua_gettop(L) - h;
 
@@ -75,8 +76,9 @@ static void *child_main(void *arg) {
     int h2 = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->enc_ref);
     for (int i = 0; i < c->nres; i++) lua_pushvalue(L, c->first_res + i);
-    if (lua_pcall(L, c->nres, 1, h2) != 0)
-      raise_pcall_error(L, IP_EENCODE, "EENCODE", "the serializer's encode function failed: ");
+    status = lua_pcall(L, c->nres, 1, h2);
+    if (status != 0)
+      raise_pcall_error(L, lt, status, IP_EENCODE, "EENCODE", "the serializer's encode function failed: ");
     if (lua_type(L, -1) != LUA_TSTRING) {
       const char *msg = lua_pushfstring(L, "the serializer's encode function must return a string, "
                                            "not a %s", luaL_typename(L, -1));
