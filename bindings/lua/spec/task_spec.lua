@@ -162,6 +162,13 @@ describe("ip.task", function()
       assert.are_not.same({"64", "64"}, limits()["Max open files"]) -- the parent's are its own
     end)
 
+    it("a limit the child's setrlimit refuses fails the call with EINVAL", function()
+      local f = ip.task(limits, {rlimit = {nofile = 2^40}})() -- above the kernel's nr_open
+      local err = S.raised(f.result, f)
+      assert.are.equal(ip.EINVAL, err.code)
+      assert.matches("setrlimit", err.message)
+    end)
+
     it("rlimit nofile binds in the child", function()
       local t = ip.task(function()
         local n, fhs = 0, {}
