@@ -66,6 +66,36 @@ describe("future", function()
     assert.are.equal(7, echo(7):result(1.5))
   end)
 
+  -- luaposix (Debian has it for some versions only) installs a signal handler; a shell sends
+  -- the signal once the wait has begun. Every wait is bounded, so a signal that came too early
+  -- fails the spec (ETIMEDOUT) instead of hanging it.
+  local has_posix, P = pcall(require, "posix.signal")
+  local it_posix = has_posix and it or pending
+  it_posix("a signal handler that runs during a wait: EINTR, returned by wait(), raised by result() and waitfor", function()
+    local U = require "posix.unistd"
+    local ran = 0
+    P.signal(P.SIGUSR1, function() ran = ran + 1 end)
+    local function signal_soon() os.execute(("(sleep 0.2; kill -USR1 %d) &"):format(U.getpid())) end
+    local f = spin()
+    signal_soon()
+    local ok, why, code = f:wait(5)
+    assert.is_nil(ok)
+    assert.are.equal("EINTR: a signal handler ran while waiting for the call", why)
+    assert.are.equal(ip.EINTR, code)
+    signal_soon()
+    local err = S.raised(f.result, f, 5)
+    assert.are.equal(ip.EINTR, err.code)
+    assert.matches("^EINTR: a signal handler ran while waiting for the call %(call again to resume%)\nstack traceback:", tostring(err))
+    signal_soon()
+    local step = ip.waitfor({f}, nil, 5)
+    assert.are.equal(ip.EINTR, S.raised(step).code)
+    P.signal(P.SIGUSR1, P.SIG_DFL)
+    assert.are.equal(3, ran)
+    assert.is_false(f:done())
+    f:cancel()
+    assert.are.equal(f, step())
+  end)
+
   it("cancel() kills a running call; the future fails with ECANCELED", function()
     local f = spin()
     local pid = f:pid()

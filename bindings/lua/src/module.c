@@ -10,7 +10,8 @@ static int l_version(lua_State *L) {
  * loops; read 8 bytes to clear it), or nil, "CODE: message", "CODE". */
 static int l_ready_fd(lua_State *L) {
   int fd = ip_ready_fd();
-  if (fd < 0) return lip_fail(L, fd, "no descriptor for event loops: %s", ip_strerror(fd));
+  if (fd == IP_EAGAIN) return lip_fail(L, fd, "the supervisor thread could not start");
+  if (fd < 0) return lip_fail(L, fd, "%s", ip_strerror(fd));
   lua_pushinteger(L, fd);
   return 1;
 }
