@@ -1,5 +1,6 @@
-/* The future userdata: result, done, wait, cancel, pid, error, args, __gc, __close, and the
- * error tables a failed call turns into. */
+/* The future userdata: result, error, done, wait, cancel, pid, args, __gc, __close. A call's
+ * outcome is settled once, at the first result() or error(): its values, or its error table
+ * (errors.c builds it). */
 #include "lip.h"
 #include <limits.h>
 #include <math.h>
