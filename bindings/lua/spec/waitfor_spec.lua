@@ -195,9 +195,9 @@ describe("ip.waitfor", function()
   end)
 
   it("with seconds, bounds each wait, not the whole loop", function()
-    local list = {sleepy(0.3, 1), sleepy(0.6, 2), sleepy(0.9, 3)}
+    local list = {sleepy(0.4, 1), sleepy(0.8, 2), sleepy(1.2, 3)}
     local got = {}
-    for f in ip.waitfor(list, nil, 0.5) do got[#got + 1] = f:result() end
+    for f in ip.waitfor(list, nil, 0.75) do got[#got + 1] = f:result() end
     assert.are.same({1, 2, 3}, got)
   end)
 
