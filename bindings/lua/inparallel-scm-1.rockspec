@@ -4,6 +4,9 @@
 --     INPARALLEL_LIBDIR=../../lib/.libs INPARALLEL_MSGPACK_INCDIR=../../include \
 --     INPARALLEL_MSGPACK_LIBDIR=../../serializers/msgpack/.libs
 -- (luarocks links with an rpath to each libdir, so the module finds the in-tree libraries).
+-- Lua 5.1 and LuaJIT also need lua-compat-5.3's C header compat-5.3.h (Debian:
+-- lua-compat53-dev). Debian puts it in /usr/include/lua5.1, which a Lua 5.1 build searches
+-- already; for LuaJIT, add it:  luarocks --lua-version=5.1 make CFLAGS="-O2 -fPIC -I/usr/include/lua5.1"
 rockspec_format = "3.0"
 package = "inparallel"
 version = "scm-1"
@@ -38,8 +41,8 @@ build = {
   modules = {
     inparallel = {
       sources = {
-        "src/compat.c", "src/mpack.c", "src/task.c", "src/future.c", "src/waitfor.c",
-        "src/module.c",
+        "src/errors.c", "src/msgpack_values.c", "src/task.c", "src/future.c",
+        "src/waitfor.c", "src/module.c",
       },
       incdirs = { "$(INPARALLEL_INCDIR)", "$(INPARALLEL_MSGPACK_INCDIR)", "$(MSGPACK_INCDIR)" },
       libdirs = { "$(INPARALLEL_LIBDIR)", "$(INPARALLEL_MSGPACK_LIBDIR)", "$(MSGPACK_LIBDIR)" },

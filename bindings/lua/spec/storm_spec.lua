@@ -216,8 +216,8 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
       if type(err) ~= "table" then return nil, "raised a " .. type(err) .. ": " .. tostring(err) end
       if getmetatable(err) == nil then return nil, "error table without metatable" end
       if err ~= f:error() then return nil, "error() is not the table result() raised" end
-      if err.code ~= code or err.name ~= name then
-        return nil, ("expected %s, got %s (%s): %s"):format(name, tostring(err.name), tostring(err.kind), tostring(err.message))
+      if err.code ~= code or code ~= name then
+        return nil, ("expected %s, got %s (%s): %s"):format(name, tostring(err.code), tostring(err.kind), tostring(err.message))
       end
       if err.kind ~= kind then return nil, ("kind %s, expected %s"):format(tostring(err.kind), kind) end
       if err.pid ~= f:pid() then return nil, "err.pid is not f:pid()" end
@@ -256,6 +256,9 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
         end
         if not tostring(err.traceback):match("^stack traceback:") then return "traceback: " .. tostring(err.traceback) end
         if err.signal ~= nil then return "signal set for a Lua error" end
+        if how == "table" and (type(err.value) ~= "table" or err.value.code ~= i) then
+          return "value " .. tostring(err.value) .. ", expected {code = " .. i .. "}"
+        end
         return nil
       end
     end
@@ -387,7 +390,8 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
         later(function() c = f:cancel() end)
         return f, function(g)
           if c ~= true then return "cancel() of a running call returned " .. tostring(c) end
-          if g:cancel() ~= false then return "a second cancel() did not return false" end
+          local again, _, code = g:cancel()
+          if again ~= nil or code ~= "EALREADY" then return "a second cancel() did not fail with EALREADY" end
           local err, why = failed(g, "ECANCELED", "ECANCELED")
           if not err then return why end
           if err.signal ~= 9 then return "signal " .. tostring(err.signal) end
@@ -440,7 +444,7 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
           local e = rec.check(f)
           if e then problem("call %d (%s, pid %s): %s", rec.i, rec.kind, tostring(f:pid()), e) end
           local err = f:error()
-          local key = err and err.name or "ok"
+          local key = err and err.code or "ok"
           outcome_counts[key] = (outcome_counts[key] or 0) + 1
         end
       else

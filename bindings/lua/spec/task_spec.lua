@@ -2,15 +2,15 @@ local ip = require "inparallel"
 local S = require "spec.support"
 
 describe("inparallel module", function()
-  it("has _NAME, _VERSION, version() and the error codes", function()
+  it("has _NAME, _VERSION, version() and the error codes, each its own name", function()
     assert.are.equal("inparallel", ip._NAME)
     assert.is_string(ip._VERSION)
     assert.equals(ip.version(), ip._VERSION)
     assert.matches("^%d+%.%d+%.%d+$", ip.version())
-    assert.are.equal(-3000, ip.ERAISED)
-    assert.are.equal(-3001, ip.ESIGNALED)
-    assert.is_number(ip.ETIMEDOUT)
-    assert.is_number(ip.ECANCELED)
+    for _, name in ipairs({"ERAISED", "ESIGNALED", "EEXITED", "EENCODE", "EDECODE", "ETIMEDOUT",
+                           "ECANCELED", "EINTR", "EINVAL", "ENOMEM", "E2BIG", "EALREADY"}) do
+      assert.are.equal(name, ip[name])
+    end
   end)
 
   it("ready_fd() gives a descriptor", function()
@@ -88,9 +88,36 @@ describe("ip.task", function()
       assert.matches("timeout must be a finite number", S.raised(ip.task, print, {timeout = 1/0}))
     end)
     it("bad max_result and unknown options", function()
-      assert.matches("max_result", S.raised(ip.task, print, {max_result = 0}))
-      assert.matches("unknown option 'timout'", S.raised(ip.task, print, {timout = 1}))
+      local what = "max_result must be a whole number of bytes >= 1 %(math.huge = no limit%), not "
+      assert.matches(what .. "0", S.raised(ip.task, print, {max_result = 0}))
+      assert.matches(what .. "1.5", S.raised(ip.task, print, {max_result = 1.5}))
+      assert.matches(what .. '"100"', S.raised(ip.task, print, {max_result = "100"}))
+      assert.matches("unknown option 'timout' %(known: serializer, timeout, max_result, rlimit, stdio%)",
+        S.raised(ip.task, print, {timout = 1}))
       assert.matches("option names are strings", S.raised(ip.task, print, {1}))
+    end)
+    it("bad rlimits", function()
+      local function bad(rl) return S.raised(ip.task, print, {rlimit = rl}) end
+      assert.matches('unknown rlimit "nofiles" %(this platform has: as, core, cpu, .*nofile', bad({nofiles = 1}))
+      assert.matches("unknown rlimit 1 ", bad({5}))
+      assert.matches("rlimit must be a table such as {nofile = 64, as = {soft, hard}}, not a number", bad(5))
+      local what = "rlimit.nofile must be a whole number >= 0 %(math.huge = unlimited%), not "
+      assert.matches(what .. "%-1", bad({nofile = -1}))
+      assert.matches(what .. "1.5", bad({nofile = 1.5}))
+      assert.matches(what .. '"64"', bad({nofile = "64"}))
+      assert.matches("rlimit.nofile%[2%] %(hard%) must be a whole number", bad({nofile = {1, "x"}}))
+      assert.matches("rlimit.nofile must be a number or {soft, hard}", bad({nofile = {64}}))
+      assert.matches("rlimit.nofile: the soft limit is above the hard one", bad({nofile = {64, 32}}))
+      assert.matches("rlimit sets at most 8 limits, not 9", bad({as = 1e12, core = 0, cpu = 100,
+        data = 1e12, fsize = 1e12, locks = 100, memlock = 1e6, msgqueue = 1e6, nofile = 64}))
+    end)
+    it("bad stdio policies", function()
+      local use = '%(use "purge", "flush", "flush_all", "none" or a list of them%)'
+      assert.matches('unknown stdio policy "purges" ' .. use, S.raised(ip.task, print, {stdio = "purges"}))
+      assert.matches("unknown stdio policy 3 " .. use, S.raised(ip.task, print, {stdio = 3}))
+      assert.matches('unknown stdio policy "x" ' .. use, S.raised(ip.task, print, {stdio = {"purge", "x"}}))
+      assert.matches("stdio must be a policy or a list of policies",
+        S.raised(ip.task, print, {stdio = {"purge", flush = true}}))
     end)
   end)
 
@@ -109,6 +136,91 @@ describe("ip.task", function()
       local f = ip.task(function() return ("x"):rep(1000) end, {max_result = 100})()
       local err = S.raised(f.result, f)
       assert.are.equal(ip.E2BIG, err.code)
+      assert.are.equal(1000, #ip.task(function() return ("x"):rep(1000) end, {max_result = 2000})():result())
+      assert.are.equal(1000, #ip.task(function() return ("x"):rep(1000) end, {max_result = math.huge})():result())
+    end)
+
+    -- The child's limits, as /proc/self/limits shows them: {soft, hard} by row.
+    local function limits()
+      local fh = assert(io.open("/proc/self/limits"))
+      local out = {}
+      for line in fh:lines() do
+        local name, soft, hard = line:match("^(Max [%a ]-)%s%s+(%S+)%s+(%S+)")
+        if name then out[name] = {soft, hard} end
+      end
+      fh:close()
+      return out
+    end
+
+    it("rlimit sets the child's limits: n for soft = hard, {soft, hard}, math.huge = unlimited", function()
+      local t = ip.task(limits, {rlimit = {nofile = 64, core = {0, 4096}, fsize = math.huge, cpu = {50, 100}}})
+      local got = t():result()
+      assert.are.same({"64", "64"}, got["Max open files"])
+      assert.are.same({"0", "4096"}, got["Max core file size"])
+      assert.are.same({"unlimited", "unlimited"}, got["Max file size"])
+      assert.are.same({"50", "100"}, got["Max cpu time"])
+      assert.are_not.same({"64", "64"}, limits()["Max open files"]) -- the parent's are its own
+    end)
+
+    it("a limit the child's setrlimit refuses fails the call with EINVAL", function()
+      local f = ip.task(limits, {rlimit = {nofile = 2^40}})() -- above the kernel's nr_open
+      local err = S.raised(f.result, f)
+      assert.are.equal(ip.EINVAL, err.code)
+      assert.matches("setrlimit", err.message)
+    end)
+
+    it("rlimit nofile binds in the child", function()
+      local t = ip.task(function()
+        local n, fhs = 0, {}
+        while true do
+          local fh = io.open("/dev/null")
+          if not fh then return n end
+          n = n + 1
+          fhs[n] = fh
+        end
+      end, {rlimit = {nofile = 32}})
+      local n = t():result()
+      assert.is_true(n > 0 and n < 32, "opened " .. n)
+    end)
+
+    -- Runs a script in a fresh interpreter (its stdout a pipe, so fully buffered) whose parent
+    -- writes "parent;" without flushing, then calls a task with these stdio options that
+    -- writes "child;" to stdout and "file" to a file it leaves open. Returns stdout, then what
+    -- the file holds.
+    local LUA = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+    local function stdio_run(stdio)
+      local script = ([[
+        package.cpath = %q
+        local ip = require "inparallel"
+        io.stdout:setvbuf("full")
+        io.write("parent;")
+        local path = os.tmpname()
+        ip.task(function() io.write("child;") io.open(path, "w"):write("file") end,
+                {stdio = %s})():result()
+        local fh = io.open(path) local content = fh:read("*a") fh:close() os.remove(path)
+        io.write("end[", content, "]")
+      ]]):format(package.cpath, stdio)
+      local p = assert(io.popen(LUA .. " -e '" .. script:gsub("'", "'\\''") .. "'"))
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+
+    it("stdio: the default purges the parent's buffered bytes and flushes stdout", function()
+      assert.are.equal("child;parent;end[]", stdio_run("nil"))
+      assert.are.equal("child;parent;end[]", stdio_run('{"purge", "flush"}'))
+    end)
+    it("stdio: without purge the parent's buffered bytes are printed twice", function()
+      assert.are.equal("parent;child;parent;end[]", stdio_run('"flush"'))
+    end)
+    it("stdio: without flush the child's buffered output is lost", function()
+      assert.are.equal("parent;end[]", stdio_run('"purge"'))
+      assert.are.equal("parent;end[]", stdio_run('"none"'))
+      assert.are.equal("parent;end[]", stdio_run("{}"))
+    end)
+    it("stdio: flush_all flushes every C stream, files the child left open too", function()
+      assert.are.equal("child;parent;end[file]", stdio_run('{"purge", "flush_all"}'))
+      assert.are.equal("parent;child;parent;end[file]", stdio_run('"flush_all"'))
     end)
   end)
 end)

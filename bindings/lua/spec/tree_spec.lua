@@ -56,7 +56,7 @@ describe("a call's process tree", function()
     local f = timed(path)
     local r, pids = started(path)
     local err = S.raised(f.result, f)
-    assert.equal("ETIMEDOUT", err.name)
+    assert.equal("ETIMEDOUT", err.code)
     expect_gone(r, path, pids, "a timeout")
   end)
 

@@ -35,6 +35,23 @@ describe("ip.waitfor", function()
     assert.is_false(got)
   end)
 
+  it("says 'start another' with false and 'the end' with nil, one value each", function()
+    local it = ip.waitfor({}, 2)
+    local ask = table.pack and table.pack(it()) or {n = 1, it()}
+    assert.are.equal(1, ask.n)
+    assert.are.equal("boolean", type(ask[1]))
+    assert.is_false(ask[1]) -- start another: a generic for goes on
+    local ends = table.pack and table.pack(it()) or {n = 1, it()}
+    assert.are.equal(1, ends.n)
+    assert.are.equal("nil", type(ends[1])) -- declined with an empty list: the end
+    -- without a factor: futures, then nil; never false
+    local list = {echo(1)}
+    local it2 = ip.waitfor(list)
+    assert.are.equal("userdata", type(it2()))
+    assert.are.equal(1, select("#", it2()))
+    assert.are.equal("nil", type(it2()))
+  end)
+
   it("with cf = 1 over 12 tasks started one per ask yields 13 falses", function()
     local started, done, asks = 0, 0, 0
     local active = {}
@@ -159,18 +176,53 @@ describe("ip.waitfor", function()
     end
   end)
 
+  it("with seconds, raises an ETIMEDOUT error table when no call completes in time", function()
+    local slow = sleepy(5, "slow")
+    local list = {slow}
+    local it = ip.waitfor(list, nil, 0.1)
+    local err = S.raised(it)
+    assert.are.equal("table", type(err))
+    assert.are.equal(ip.ETIMEDOUT, err.code)
+    assert.are.equal("no call completed within 0.1 s (call the iterator again to go on waiting)", err.message)
+    assert.matches("^stack traceback:", err.traceback)
+    assert.matches("^ETIMEDOUT: no call completed within 0.1 s", tostring(err))
+    assert.are.same({slow}, list) -- nothing was taken out
+    list[2] = echo("quick")
+    assert.are.equal("quick", it():result()) -- the iterator goes on
+    slow:cancel()
+    assert.are.equal(slow, it())
+    assert.is_nil(it())
+  end)
+
+  it("with seconds, bounds each wait, not the whole loop", function()
+    local list = {sleepy(0.4, 1), sleepy(0.8, 2), sleepy(1.2, 3)}
+    local got = {}
+    for f in ip.waitfor(list, nil, 0.75) do got[#got + 1] = f:result() end
+    assert.are.same({1, 2, 3}, got)
+  end)
+
   describe("misuse raises a clear error", function()
     it("non-table list", function()
       assert.matches("table expected", S.raised(ip.waitfor, nil))
       assert.matches("table expected", S.raised(ip.waitfor, "x"))
     end)
-    it("bad factor", function()
-      assert.matches("positive integer", S.raised(ip.waitfor, {}, -1))
-      assert.matches("positive integer", S.raised(ip.waitfor, {}, 1.5))
-      assert.matches("positive integer", S.raised(ip.waitfor, {}, "3"))
+    it("bad factor: anything but nil or a positive integer, 0 included", function()
+      local what = "the concurrency factor must be a positive integer %(nil = none%), not "
+      assert.matches(what .. "0", S.raised(ip.waitfor, {}, 0))
+      assert.matches(what .. "%-1", S.raised(ip.waitfor, {}, -1))
+      assert.matches(what .. "1.5", S.raised(ip.waitfor, {}, 1.5))
+      assert.matches(what .. "inf", S.raised(ip.waitfor, {}, math.huge))
+      assert.matches(what .. "string", S.raised(ip.waitfor, {}, "3"))
+      assert.matches(what .. "boolean", S.raised(ip.waitfor, {}, false))
     end)
-    it("cf = 0 means none", function()
-      assert.are.equal("", trace({}, 0))
+    it("cf = nil (or none) means none; an integral float is an integer", function()
+      assert.are.equal("", trace({}, nil))
+      assert.are.equal("N", trace({}, 1.0))
+    end)
+    it("bad seconds", function()
+      assert.matches("timeout must be a number of seconds", S.raised(ip.waitfor, {}, nil, -1))
+      assert.matches("timeout must be a number of seconds", S.raised(ip.waitfor, {}, 2, 0 / 0))
+      assert.matches("timeout must be a number of seconds >= 0 %(nil = forever%), not string", S.raised(ip.waitfor, {}, nil, "1"))
     end)
     it("a list holding something else than futures", function()
       local f = echo(1)

@@ -1,33 +1,28 @@
-/* The few Lua C API differences between 5.1 (and LuaJIT), 5.2, 5.3 and 5.4 that this module
- * meets, behind names of our own so nothing clashes with a host's compat layer. */
+/* The Lua 5.3 C API on every Lua this module builds for.
+ *
+ * Lua 5.1 and LuaJIT get what they lack (lua_rawlen, luaL_setfuncs, luaL_testudata,
+ * luaL_traceback, luaL_tolstring, lua_absindex, ...) from lua-compat-5.3's C API, as packaged
+ * (Debian: lua-compat53-dev, which puts compat-5.3.h in /usr/include/lua5.1; configure and
+ * build.sh add that directory for LuaJIT). Included without COMPAT53_PREFIX, its functions
+ * are static in each file that uses them: nothing is exported, so nothing clashes with a
+ * host's own copy. compat-5.3.h refuses Lua 5.4, which needs none of it, so it is included for
+ * 5.1 only (5.3 needs none of it either). */
 #ifndef LIP_COMPAT_H
 #define LIP_COMPAT_H
 
 #include <lua.h>
 #include <lauxlib.h>
 
-#if LUA_VERSION_NUM >= 502
-#define lip_rawlen(L, i) lua_rawlen(L, i)
-#define lip_setfuncs(L, l) luaL_setfuncs(L, l, 0)
-#define lip_testudata(L, i, tn) luaL_testudata(L, i, tn)
-#else
-#define lip_rawlen(L, i) lua_objlen(L, i)
-void lip_setfuncs(lua_State *L, const luaL_Reg *l);
-void *lip_testudata(lua_State *L, int i, const char *tname);
+#if LUA_VERSION_NUM < 502
+#include <compat-5.3.h>
 #endif
 
-/* 5.3+ has an integer subtype; before it every number is a double. */
+/* 5.3+ has an integer subtype; before it every number is a double (compat-5.3's
+ * lua_isinteger there only says whether a double is integral). */
 #if LUA_VERSION_NUM >= 503
 #define LIP_HAS_INTEGERS 1
-#define lip_isinteger(L, i) lua_isinteger(L, i)
 #else
 #define LIP_HAS_INTEGERS 0
-#define lip_isinteger(L, i) 0
 #endif
-
-/* Pushes the traceback of L from `level` on ("stack traceback:\n\t..."). */
-void lip_traceback(lua_State *L, int level);
-/* Pushes what tostring() would give for the value at i (never raises for plain values). */
-const char *lip_tolstring(lua_State *L, int i, size_t *len);
 
 #endif

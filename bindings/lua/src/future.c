@@ -1,5 +1,6 @@
-/* The future userdata: result, done, wait, cancel, pid, error, args, __gc, __close, and the
- * error tables a failed call turns into. */
+/* The future userdata: result, error, done, wait, cancel, pid, args, __gc, __close. A call's
+ * outcome is settled once, at the first result() or error(): its values, or its error table
+ * (errors.c builds it). */
 #include "lip.h"
 #include <limits.h>
 #include <math.h>
@@ -17,7 +18,7 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
 }
 
 lip_future *lip_future_test(lua_State *L, int i) {
-  return (lip_future *)lip_testudata(L, i, LIP_FUTURE_MT);
+  return (lip_future *)luaL_testudata(L, i, LIP_FUTURE_MT);
 }
 
 lip_future *lip_future_check(lua_State *L, int i) {
@@ -26,88 +27,35 @@ lip_future *lip_future_check(lua_State *L, int i) {
   return uf;
 }
 
-int lip_interrupted(lua_State *L) {
-  return luaL_error(L, "inparallel: interrupted by a signal while waiting (call again to resume)");
-}
-
-/* ---- error tables ------------------------------------------------------------------------- */
-
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (!v) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void push_error_fields(lua_State *L, int code, const char *kind, const char *message,
-                              const char *traceback, int pid) {
-  lua_createtable(L, 0, 10);
-  set_str(L, "kind", kind);
-  set_str(L, "message", message);
-  set_str(L, "traceback", traceback);
-  set_int(L, "code", code);
-  set_str(L, "name", ip_err_name(code));
-  if (pid) set_int(L, "pid", pid);
-  luaL_getmetatable(L, LIP_ERROR_MT);
-  lua_setmetatable(L, -2);
-}
-
-void lip_push_error_table(lua_State *L, const ip_error *e) {
-  push_error_fields(L, e->code, e->kind, e->message, e->backtrace, (int)e->pid);
-  if (e->signal) set_int(L, "signal", e->signal);
-  if (e->exit_status >= 0) set_int(L, "exit_status", e->exit_status);
-  if (e->raised_code) set_int(L, "raised_code", e->raised_code);
-  lua_pushboolean(L, e->core_dumped);
-  lua_setfield(L, -2, "core_dumped");
-}
-
-/* message, then the child's stack: Lua's own "stack traceback:" or the core's C frames. */
-static int error_tostring(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "message");
-  lua_getfield(L, 1, "traceback");
-  const char *m = lua_tostring(L, -2), *tb = lua_tostring(L, -1);
-  if (!m) m = "inparallel: unknown error";
-  if (!tb || !*tb) lua_pushstring(L, m);
-  else if (strncmp(tb, "stack traceback:", 16) == 0) lua_pushfstring(L, "%s\n%s", m, tb);
-  else lua_pushfstring(L, "%s\nchild backtrace:\n%s", m, tb);
-  return 1;
-}
-
-/* The cached error table of uf, building it from the core's ip_error on first use. */
-static void push_cached_error(lua_State *L, lip_future *uf) {
-  if (uf->err_ref == LUA_NOREF) {
-    lip_push_error_table(L, ip_future_error(uf->f));
-    uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
-}
-
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-static int ms_arg(lua_State *L, int i) {
+int lip_timeout_arg(lua_State *L, int i) {
   if (lua_isnoneornil(L, i)) return -1;
-  double s = (double)luaL_checknumber(L, i);
-  if (!(s >= 0)) luaL_argerror(L, i, "timeout must be a number of seconds >= 0 (nil = forever)");
+  static const char *const what = "the timeout must be a number of seconds >= 0 (nil = forever)";
+  if (lua_type(L, i) != LUA_TNUMBER)
+    luaL_argerror(L, i, lua_pushfstring(L, "%s, not %s", what, luaL_typename(L, i)));
+  double s = (double)lua_tonumber(L, i);
+  if (!(s >= 0)) luaL_argerror(L, i, lua_pushfstring(L, "%s, not %f", what, (lua_Number)s));
   double ms = ceil(s * 1000.0);
   return ms > INT_MAX ? -1 : (int)ms;
 }
 
-/* f:wait([timeout_s]) -> true | nil, "timeout" (nil, "interrupted" if a signal handler ran) */
+/* f:wait([seconds]) -> true, or nil, "ETIMEDOUT: ...", "ETIMEDOUT" (or "EINTR" when a signal
+ * handler ran). */
 static int f_wait(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  int rc = ip_future_wait(uf->f, ms_arg(L, 2));
+  int rc = ip_future_wait(uf->f, lip_timeout_arg(L, 2));
   if (rc == 0) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  lua_pushnil(L);
-  lua_pushstring(L, rc == IP_ETIMEDOUT ? "timeout" : rc == IP_EINTR ? "interrupted" : ip_strerror(rc));
-  return 2;
+  if (rc == IP_ETIMEDOUT) {
+    char s[32];
+    return lip_fail(L, rc, "the call did not complete within %s s",
+                    lip_seconds_text(s, (double)lua_tonumber(L, 2)));
+  }
+  if (rc == IP_EINTR) return lip_fail(L, rc, "a signal handler ran while waiting for the call");
+  return lip_fail(L, rc, "%s", ip_strerror(rc));
 }
 
 static int f_done(lua_State *L) {
@@ -138,45 +86,37 @@ static void cache_values(lua_State *L, lip_future *uf, int n) {
   uf->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static int decode_error(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
-  push_error_fields(L, IP_EDECODE, "EDECODE", msg, tb, (int)ip_future_pid(uf->f));
-  lua_pushvalue(L, -1);
+/* Caches an EDECODE error table as uf's outcome. */
+static void decode_failed(lua_State *L, lip_future *uf, const char *msg, const char *tb) {
+  lip_push_error_fields(L, IP_EDECODE, NULL, msg, tb);
+  lua_pushinteger(L, ip_future_pid(uf->f));
+  lua_setfield(L, -2, "pid");
   uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return lua_error(L);
 }
 
 static int decode_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lip_tolstring(L, -1, NULL);
-  lua_remove(L, -2);
+  lip_describe(L, 1);
   lua_rawseti(L, -2, 1);
-  lip_traceback(L, 1);
+  luaL_traceback(L, L, NULL, 1);
   lua_rawseti(L, -2, 2);
   return 1;
 }
 
-/* f:result() -> the values fn returned, or raises the error table. */
-static int f_result(lua_State *L) {
-  lip_future *uf = lip_future_check(L, 1);
-  if (uf->vals_ref != LUA_NOREF) return push_unpacked(L, uf->vals_ref);
-  if (uf->err_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
-    return lua_error(L);
-  }
-  int rc = ip_future_wait(uf->f, -1);
-  if (rc == IP_EINTR) return lip_interrupted(L);
+/* Turns the value of a call that succeeded into Lua values and caches them, or caches the
+ * EDECODE error when they cannot be decoded. Leaves the stack as it found it. */
+static void decode_values(lua_State *L, lip_future *uf) {
+  int top = lua_gettop(L);
   const void *v = ip_future_value(uf->f);
-  if (ip_future_status(uf->f) != 0) {
-    push_cached_error(L, uf);
-    return lua_error(L);
-  }
-  lua_settop(L, 1);
   int n;
   switch (uf->ser) {
   case LIP_SER_MSGPACK:
     n = lip_msgpack_push(L, v);
-    if (n < 0) return decode_error(L, uf, lua_tostring(L, -1), NULL);
+    if (n < 0) {
+      decode_failed(L, uf, lua_tostring(L, -1), NULL);
+      lua_settop(L, top);
+      return;
+    }
     break;
   case LIP_SER_RAW: {
     const ip_bytes *b = v;
@@ -193,33 +133,72 @@ static int f_result(lua_State *L) {
     lua_pop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->dec_ref);
     lua_pushlstring(L, b->len ? (const char *)b->data : "", b->len);
-    if (lua_pcall(L, 1, LUA_MULTRET, 2) != 0) {
+    if (lua_pcall(L, 1, LUA_MULTRET, top + 1) != 0) {
       lua_rawgeti(L, -1, 1);
       lua_rawgeti(L, -2, 2);
       const char *m = lua_pushfstring(L, "the serializer's decode function failed: %s", lua_tostring(L, -2));
-      return decode_error(L, uf, m, lua_tostring(L, -2));
+      decode_failed(L, uf, m, lua_tostring(L, -2));
+      lua_settop(L, top);
+      return;
     }
-    lua_remove(L, 2);
-    n = lua_gettop(L) - 1;
+    lua_remove(L, top + 1);
+    n = lua_gettop(L) - top;
   }
   }
   cache_values(L, uf, n);
-  return n;
+  lua_settop(L, top);
 }
 
-/* f:error() -> nil (running, or succeeded) or the error table. Never blocks. */
+/* Waits for the call (up to the seconds at stack slot `secs`, nil = forever; raises an
+ * ETIMEDOUT error table when they pass, EINTR when a signal handler ran) and settles its
+ * outcome once: its values, or its error table. Returns 1 when it failed. */
+static int settle(lua_State *L, lip_future *uf, int secs) {
+  if (uf->vals_ref == LUA_NOREF && uf->err_ref == LUA_NOREF) {
+    int rc = ip_future_wait(uf->f, lip_timeout_arg(L, secs));
+    if (rc == IP_ETIMEDOUT) {
+      char s[32];
+      lip_raise(L, rc, "the call did not complete within %s s (it still runs)",
+                lip_seconds_text(s, (double)lua_tonumber(L, secs)));
+    }
+    if (rc == IP_EINTR)
+      lip_raise(L, rc, "a signal handler ran while waiting for the call (call again to resume)");
+    if (ip_future_status(uf->f) != 0) {
+      lip_push_call_error(L, uf, ip_future_error(uf->f));
+      uf->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      decode_values(L, uf);
+    }
+  }
+  return uf->err_ref != LUA_NOREF;
+}
+
+/* f:result([seconds]) -> the values fn returned, or raises the error table. */
+static int f_result(lua_State *L) {
+  lip_future *uf = lip_future_check(L, 1);
+  if (settle(L, uf, 2)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
+    return lua_error(L);
+  }
+  return push_unpacked(L, uf->vals_ref);
+}
+
+/* f:error([seconds]) -> nil when the call succeeded, or its error table. Waits as result()
+ * does. */
 static int f_error(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  int st = ip_future_status(uf->f);
-  if (uf->err_ref != LUA_NOREF || (st != 0 && st != IP_EAGAIN)) push_cached_error(L, uf);
+  if (settle(L, uf, 2)) lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
   else lua_pushnil(L);
   return 1;
 }
 
-/* f:cancel() -> true if this canceled the call, false if it had already completed. */
+/* f:cancel() -> true once the call is canceled, or nil, "EALREADY: ...", "EALREADY" when it had
+ * already completed. */
 static int f_cancel(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  lua_pushboolean(L, ip_future_cancel(uf->f) == 0);
+  int rc = ip_future_cancel(uf->f);
+  if (rc == IP_EALREADY) return lip_fail(L, rc, "the call had already completed");
+  if (rc < 0) return lip_fail(L, rc, "%s", ip_strerror(rc));
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -276,9 +255,9 @@ void lip_future_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__gc", f_gc}, {"__close", f_close}, {"__tostring", f_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, LIP_FUTURE_MT);
-  lip_setfuncs(L, mt);
+  luaL_setfuncs(L, mt, 0);
   lua_newtable(L);
-  lip_setfuncs(L, methods);
+  luaL_setfuncs(L, methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "inparallel.future");
   lua_setfield(L, -2, "__name");
@@ -286,10 +265,4 @@ void lip_future_open(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, LIP_ERROR_MT);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "inparallel.error");
-  lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
 }

@@ -45,8 +45,39 @@ typedef struct lip_call {
   ip_bytes raw;         /* the string a raw or custom task sends */
 } lip_call;
 
-/* mpack.c */
+/* errors.c */
+/* Pushes what the value at i says about itself, and returns it: a string or number as is,
+ * else what its __tostring gives, else "(error object is a <type> value)". Never raises. */
+const char *lip_describe(lua_State *L, int i);
+/* Pushes an error table {code = ip_err_name(code), kind, message, traceback} (kind NULL: the
+ * code's name; message NULL: ip_strerror(code); traceback NULL: none). */
+void lip_push_error_fields(lua_State *L, int code, const char *kind, const char *message,
+                           const char *traceback);
+/* Pushes the error table of a failure of the module itself, with this Lua stack's traceback. */
+void lip_push_error(lua_State *L, int code, const char *message);
+/* Raises such an error table, its message formatted as lua_pushfstring does. */
+int lip_raise(lua_State *L, int code, const char *fmt, ...);
+/* The luv way of returning a failure: pushes nil, "NAME: message", "NAME"; returns 3. */
+int lip_fail(lua_State *L, int code, const char *fmt, ...);
+/* Pushes the error table of uf's failed call (fields from the core's ip_error, and the value
+ * the task raised, decoded). */
+void lip_push_call_error(lua_State *L, lip_future *uf, const ip_error *e);
+/* Child: fails the call with the error value at v, which the task raised, and its
+ * traceback. A value other than a string or nil travels with the error (see errors.c). */
+_Noreturn void lip_child_raise(lua_State *L, lip_task *lt, int v, const char *traceback);
+void lip_errors_open(lua_State *L);
+/* "0.05": seconds for a message (buf of at least 32 bytes). */
+const char *lip_seconds_text(char *buf, double seconds);
+
+/* msgpack_values.c */
 const ip_serializer *lip_msgpack_serializer(void);
+/* Packs the value at idx on its own (a raised error value), at most `max` bytes: returns a
+ * malloc()ed buffer and its length, or NULL with why (e.g. "cannot encode err.value.f: a
+ * function cannot be serialized"). */
+char *lip_msgpack_pack_value(lua_State *L, int idx, size_t max, size_t *len, char *why,
+                             size_t whylen);
+/* Pushes the one value that such bytes hold and returns 0, or pushes why not and returns -1. */
+int lip_msgpack_push_value(lua_State *L, const void *buf, size_t len);
 /* Pushes the values a msgpack result holds (our envelope: an array of the results);
  * returns how many, or -1 with an error message pushed. */
 int lip_msgpack_push(lua_State *L, const msgpack_object *o);
@@ -56,9 +87,10 @@ void lip_future_open(lua_State *L);
 lip_future *lip_future_check(lua_State *L, int i);
 lip_future *lip_future_test(lua_State *L, int i);
 lip_future *lip_future_new(lua_State *L, enum lip_ser ser);
-/* Pushes the error table for a failed call (fields from the core's ip_error). */
-void lip_push_error_table(lua_State *L, const ip_error *e);
-int lip_interrupted(lua_State *L);
+/* The timeout argument at i in milliseconds: nil (or none) -1 = forever, else a number of
+ * seconds >= 0 (a float is fine), rounded up; raises an argument error for anything else
+ * (a numeric string too). */
+int lip_timeout_arg(lua_State *L, int i);
 
 /* waitfor.c */
 int lip_waitfor(lua_State *L);

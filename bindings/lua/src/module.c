@@ -7,15 +7,11 @@ static int l_version(lua_State *L) {
 }
 
 /* ip.ready_fd() -> a descriptor that becomes readable when any future completes (for event
- * loops; read 8 bytes to clear it). */
+ * loops; read 8 bytes to clear it), or nil, "CODE: message", "CODE". */
 static int l_ready_fd(lua_State *L) {
   int fd = ip_ready_fd();
-  if (fd < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, ip_strerror(fd));
-    lua_pushinteger(L, fd);
-    return 3;
-  }
+  if (fd == IP_EAGAIN) return lip_fail(L, fd, "the supervisor thread could not start");
+  if (fd < 0) return lip_fail(L, fd, "%s", ip_strerror(fd));
   lua_pushinteger(L, fd);
   return 1;
 }
@@ -32,14 +28,15 @@ int luaopen_inparallel(lua_State *L) {
   lip_task_open(L);
   lip_future_open(L);
   lip_waitfor_open(L);
+  lip_errors_open(L);
   lua_newtable(L);
-  lip_setfuncs(L, fns);
+  luaL_setfuncs(L, fns, 0);
   lua_pushliteral(L, "inparallel");
   lua_setfield(L, -2, "_NAME");
   lua_pushstring(L, ip_version()); /* the module ships with its core, so they share one */
   lua_setfield(L, -2, "_VERSION");
-  /* The core's error codes, to compare with err.code: ip.ESIGNALED, ip.ETIMEDOUT, ... */
-#define LIP_CODE(name, value, text) lua_pushinteger(L, IP_##name); lua_setfield(L, -2, #name);
+  /* The core's error codes, to compare with err.code: ip.ETIMEDOUT == "ETIMEDOUT", ... */
+#define LIP_CODE(name, value, text) lua_pushliteral(L, #name); lua_setfield(L, -2, #name);
   IP_ERRNO_MAP(LIP_CODE)
 #undef LIP_CODE
   return 1;

@@ -6,39 +6,31 @@
 
 /* ---- in the child --------------------------------------------------------------------------- */
 
-/* Message handler of the child's pcall: {message, traceback}, taken while the failing stack
- * still exists. */
+/* Message handler of the child's pcalls: {value, traceback}, the traceback taken while the
+ * failing stack still exists. */
 static int child_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
-  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
-    lua_pushvalue(L, 1);
-    lua_tostring(L, -1);
-  } else if (luaL_getmetafield(L, 1, "__tostring")) {
-    lua_pop(L, 1);
-    lip_tolstring(L, 1, NULL);
-  } else {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
+  lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
-  lip_traceback(L, 1);
+  luaL_traceback(L, L, NULL, 1);
   lua_rawseti(L, -2, 2);
   return 1;
 }
 
-/* Fails the call with what a pcall left at the top of the stack. Does not return. */
-static _Noreturn void raise_pcall_error(lua_State *L, int code, const char *kind,
-                                        const char *prefix) {
-  const char *msg = NULL, *tb = NULL;
-  if (lua_istable(L, -1)) {
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    msg = lua_tostring(L, -2);
+/* Fails the call with what a pcall that returned `status` left at the top of the stack: the
+ * task's own error (code IP_ERAISED, its value sent along) or, with a prefix, an error of the
+ * task's encode function (code and kind as given, the value only described). Does not
+ * return. */
+static _Noreturn void raise_pcall_error(lua_State *L, lip_task *lt, int status, int code,
+                                        const char *kind, const char *prefix) {
+  const char *tb = NULL;
+  if (status == LUA_ERRRUN && lua_istable(L, -1)) { /* child_msgh's */
+    lua_rawgeti(L, -1, 2);
     tb = lua_tostring(L, -1);
-  } else { /* LUA_ERRMEM and errors in the handler skip it */
-    msg = lua_tostring(L, -1);
-  }
-  if (!msg) msg = "(no error message)";
-  if (prefix) msg = lua_pushfstring(L, "%s%s", prefix, msg);
+    lua_rawgeti(L, -2, 1);
+  } /* else the handler did not run (LUA_ERRMEM) or failed (LUA_ERRERR): a message */
+  if (!prefix) lip_child_raise(L, lt, -1, tb);
+  const char *msg = lua_pushfstring(L, "%s%s", prefix, lip_describe(L, -1));
   ip_raise_error(code, 0, kind, msg, tb);
 }
 
@@ -58,7 +50,8 @@ static void *child_main(void *arg) {
   int h = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
   for (int i = 0; i < c->nargs; i++) lua_pushvalue(L, c->first_arg + i);
-  if (lua_pcall(L, c->nargs, LUA_MULTRET, h) != 0) raise_pcall_error(L, IP_ERAISED, "error", NULL);
+  int status = lua_pcall(L, c->nargs, LUA_MULTRET, h);
+  if (status != 0) raise_pcall_error(L, lt, status, IP_ERAISED, "error", NULL);
   c->first_res = h + 1;
   c->nres = lua_gettop(L) - h;
 
@@ -83,8 +76,9 @@ static void *child_main(void *arg) {
     int h2 = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lt->enc_ref);
     for (int i = 0; i < c->nres; i++) lua_pushvalue(L, c->first_res + i);
-    if (lua_pcall(L, c->nres, 1, h2) != 0)
-      raise_pcall_error(L, IP_EENCODE, "EENCODE", "the serializer's encode function failed: ");
+    status = lua_pcall(L, c->nres, 1, h2);
+    if (status != 0)
+      raise_pcall_error(L, lt, status, IP_EENCODE, "EENCODE", "the serializer's encode function failed: ");
     if (lua_type(L, -1) != LUA_TSTRING) {
       const char *msg = lua_pushfstring(L, "the serializer's encode function must return a string, "
                                            "not a %s", luaL_typename(L, -1));
@@ -126,7 +120,7 @@ static int task_call(lua_State *L) {
   c.first_arg = 2;
   c.nargs = nargs;
   ip_future *f = ip_call(lt->t, &c); /* the child never comes back from here */
-  if (!f) return luaL_error(L, "inparallel: out of memory for a future");
+  if (!f) return lip_raise(L, IP_ENOMEM, "out of memory for a future");
   uf->f = f;
   return 1; /* a call that could not start is a failed future, as in C */
 }
@@ -186,6 +180,181 @@ static void option_serializer(lua_State *L, int v, lip_task *lt) {
   lt->ser = LIP_SER_CUSTOM;
 }
 
+/* The RLIMIT_* resources this platform has, by lower-case name. */
+static const struct {
+  const char *name;
+  int resource;
+} rlimits[] = {
+#ifdef RLIMIT_AS
+    {"as", RLIMIT_AS},
+#endif
+#ifdef RLIMIT_CORE
+    {"core", RLIMIT_CORE},
+#endif
+#ifdef RLIMIT_CPU
+    {"cpu", RLIMIT_CPU},
+#endif
+#ifdef RLIMIT_DATA
+    {"data", RLIMIT_DATA},
+#endif
+#ifdef RLIMIT_FSIZE
+    {"fsize", RLIMIT_FSIZE},
+#endif
+#ifdef RLIMIT_LOCKS
+    {"locks", RLIMIT_LOCKS},
+#endif
+#ifdef RLIMIT_MEMLOCK
+    {"memlock", RLIMIT_MEMLOCK},
+#endif
+#ifdef RLIMIT_MSGQUEUE
+    {"msgqueue", RLIMIT_MSGQUEUE},
+#endif
+#ifdef RLIMIT_NICE
+    {"nice", RLIMIT_NICE},
+#endif
+#ifdef RLIMIT_NOFILE
+    {"nofile", RLIMIT_NOFILE},
+#endif
+#ifdef RLIMIT_NPROC
+    {"nproc", RLIMIT_NPROC},
+#endif
+#ifdef RLIMIT_RSS
+    {"rss", RLIMIT_RSS},
+#endif
+#ifdef RLIMIT_RTPRIO
+    {"rtprio", RLIMIT_RTPRIO},
+#endif
+#ifdef RLIMIT_RTTIME
+    {"rttime", RLIMIT_RTTIME},
+#endif
+#ifdef RLIMIT_SIGPENDING
+    {"sigpending", RLIMIT_SIGPENDING},
+#endif
+#ifdef RLIMIT_STACK
+    {"stack", RLIMIT_STACK},
+#endif
+};
+#define N_RLIMITS (sizeof rlimits / sizeof *rlimits)
+
+/* What ip.task's options ask of the core; applied once the task exists. */
+typedef struct task_opts {
+  int timeout_ms;      /* 0: none */
+  uint64_t max_result; /* 0: the core's default */
+  int stdio;           /* -1: the core's default */
+  size_t nrl;
+  struct {
+    int resource;
+    rlim_t soft, hard;
+  } rl[N_RLIMITS];
+} task_opts;
+
+/* Pushes and returns how an option's bad value reads in a message: a number's text, a quoted
+ * string, else "a <type>". */
+static const char *bad_value(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return lip_describe(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+  return lua_pushfstring(L, "a %s", luaL_typename(L, idx));
+}
+
+/* One limit: a whole number >= 0, or math.huge for none (RLIM_INFINITY). */
+static rlim_t rlimit_number(lua_State *L, int idx, const char *name, const char *which) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+#if LIP_HAS_INTEGERS
+    if (lua_isinteger(L, idx) && lua_tointeger(L, idx) >= 0) return (rlim_t)lua_tointeger(L, idx);
+#endif
+    double d = (double)lua_tonumber(L, idx);
+    if (isinf(d) && d > 0) return RLIM_INFINITY;
+    if (d >= 0 && d == floor(d) && d < 18446744073709551615.0) return (rlim_t)d;
+  }
+  luaL_error(L, "inparallel.task: rlimit.%s%s must be a whole number >= 0 (math.huge = "
+                "unlimited), not %s", name, which, bad_value(L, idx));
+  return 0;
+}
+
+/* rlimit = {nofile = 64, core = 0, as = {soft, hard}, ...} */
+static void option_rlimit(lua_State *L, int v, task_opts *o) {
+  if (!lua_istable(L, v))
+    luaL_error(L, "inparallel.task: rlimit must be a table such as {nofile = 64, as = {soft, "
+                  "hard}}, not a %s", luaL_typename(L, v));
+  lua_pushnil(L);
+  while (lua_next(L, v)) {
+    int val = lua_gettop(L);
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    size_t r = 0;
+    while (name && r < N_RLIMITS && strcmp(rlimits[r].name, name) != 0) r++;
+    if (!name || r == N_RLIMITS) {
+      const char *what = bad_value(L, val - 1);
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (size_t i = 0; i < N_RLIMITS; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, rlimits[i].name);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "inparallel.task: unknown rlimit %s (this platform has: %s)", what,
+                 lua_tostring(L, -1));
+    }
+    rlim_t soft, hard;
+    if (lua_istable(L, val)) {
+      lua_rawgeti(L, val, 1);
+      lua_rawgeti(L, val, 2);
+      if (lua_rawlen(L, val) != 2)
+        luaL_error(L, "inparallel.task: rlimit.%s must be a number or {soft, hard}", name);
+      soft = rlimit_number(L, val + 1, name, "[1] (soft)");
+      hard = rlimit_number(L, val + 2, name, "[2] (hard)");
+      if (soft > hard)
+        luaL_error(L, "inparallel.task: rlimit.%s: the soft limit is above the hard one", name);
+    } else {
+      soft = hard = rlimit_number(L, val, name, "");
+    }
+    o->rl[o->nrl].resource = rlimits[r].resource;
+    o->rl[o->nrl].soft = soft;
+    o->rl[o->nrl].hard = hard;
+    o->nrl++;
+    lua_settop(L, val - 1);
+  }
+}
+
+/* The stdio policies, named after what the child does with C's stdio when the call ends. */
+static int stdio_flag(lua_State *L, int idx) {
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+  if (s && strcmp(s, "purge") == 0) return IP_STDIO_PURGE_INHERITED;
+  if (s && strcmp(s, "flush") == 0) return IP_STDIO_FLUSH_STD;
+  if (s && strcmp(s, "flush_all") == 0) return IP_STDIO_FLUSH_ALL;
+  if (s && strcmp(s, "none") == 0) return 0;
+  return luaL_error(L, "inparallel.task: unknown stdio policy %s (use \"purge\", \"flush\", "
+                       "\"flush_all\", \"none\" or a list of them)", bad_value(L, idx));
+}
+
+/* stdio = "purge" | "flush" | "flush_all" | "none" | {"purge", "flush", ...} */
+static void option_stdio(lua_State *L, int v, task_opts *o) {
+  if (!lua_istable(L, v)) {
+    o->stdio = stdio_flag(L, v);
+    return;
+  }
+  o->stdio = 0;
+  int n = (int)lua_rawlen(L, v);
+  lua_pushnil(L);
+  while (lua_next(L, v)) { /* a list, nothing else */
+    if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 && lua_tonumber(L, -2) <= n))
+      luaL_error(L, "inparallel.task: stdio must be a policy or a list of policies, such as "
+                    "{\"purge\", \"flush\"}");
+    o->stdio |= stdio_flag(L, -1);
+    lua_pop(L, 1);
+  }
+}
+
+static uint64_t option_max_result(lua_State *L, int v) {
+  if (lua_type(L, v) == LUA_TNUMBER) {
+    double d = (double)lua_tonumber(L, v);
+    if (isinf(d) && d > 0) return UINT64_MAX;
+    if (d >= 1 && d == floor(d)) return d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)d;
+  }
+  luaL_error(L, "inparallel.task: max_result must be a whole number of bytes >= 1 (math.huge = "
+                "no limit), not %s", bad_value(L, v));
+  return 0;
+}
+
 /* ip.task(fn [, opts]) -> callable task */
 int lip_task_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -198,20 +367,22 @@ int lip_task_new(lua_State *L) {
   luaL_getmetatable(L, LIP_TASK_MT);
   lua_setmetatable(L, -2); /* from here on __gc releases whatever the options took */
 
-  int timeout_ms = 0;
-  double max_result = -1;
+  task_opts o;
+  memset(&o, 0, sizeof o);
+  o.stdio = -1;
   if (lua_istable(L, 2)) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
       int v = lua_gettop(L);
       if (k && strcmp(k, "serializer") == 0) option_serializer(L, v, lt);
-      else if (k && strcmp(k, "timeout") == 0) timeout_ms = seconds_to_ms(L, v, "timeout");
-      else if (k && strcmp(k, "max_result") == 0) {
-        if (lua_type(L, v) != LUA_TNUMBER || !((max_result = (double)lua_tonumber(L, v)) >= 1))
-          luaL_error(L, "inparallel.task: max_result must be a number of bytes >= 1");
-      } else if (k)
-        luaL_error(L, "inparallel.task: unknown option '%s' (known: serializer, timeout, max_result)", k);
+      else if (k && strcmp(k, "timeout") == 0) o.timeout_ms = seconds_to_ms(L, v, "timeout");
+      else if (k && strcmp(k, "max_result") == 0) o.max_result = option_max_result(L, v);
+      else if (k && strcmp(k, "rlimit") == 0) option_rlimit(L, v, &o);
+      else if (k && strcmp(k, "stdio") == 0) option_stdio(L, v, &o);
+      else if (k)
+        luaL_error(L, "inparallel.task: unknown option '%s' (known: serializer, timeout, "
+                      "max_result, rlimit, stdio)", k);
       else
         luaL_error(L, "inparallel.task: option names are strings, not %s", luaL_typename(L, -2));
       lua_settop(L, v - 1);
@@ -219,9 +390,16 @@ int lip_task_new(lua_State *L) {
   }
   const ip_serializer *s = lt->ser == LIP_SER_MSGPACK ? lip_msgpack_serializer() : ip_serializer_raw();
   lt->t = ip_task_new(child_main, s);
-  if (!lt->t) return luaL_error(L, "inparallel.task: %s", ip_strerror(-errno));
-  if (timeout_ms > 0) ip_task_set_timeout(lt->t, timeout_ms);
-  if (max_result >= 1) ip_task_set_max_result(lt->t, max_result > 1.8e19 ? UINT64_MAX : (uint64_t)max_result);
+  if (!lt->t) return lip_raise(L, -errno, "inparallel.task: %s", ip_strerror(-errno));
+  if (o.timeout_ms > 0) ip_task_set_timeout(lt->t, o.timeout_ms);
+  if (o.max_result) ip_task_set_max_result(lt->t, o.max_result);
+  if (o.stdio >= 0) ip_task_set_stdio(lt->t, o.stdio);
+  for (size_t i = 0; i < o.nrl; i++) {
+    int rc = ip_task_set_rlimit(lt->t, o.rl[i].resource, o.rl[i].soft, o.rl[i].hard);
+    if (rc == IP_ENOMEM)
+      return luaL_error(L, "inparallel.task: rlimit sets at most 8 limits, not %d", (int)o.nrl);
+    if (rc < 0) return luaL_error(L, "inparallel.task: rlimit: %s", ip_strerror(rc));
+  }
   lua_pushvalue(L, 1);
   lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
@@ -231,7 +409,7 @@ void lip_task_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, LIP_TASK_MT);
-  lip_setfuncs(L, mt);
+  luaL_setfuncs(L, mt, 0);
   lua_pushliteral(L, "inparallel.task");
   lua_setfield(L, -2, "__name");
   lua_pushboolean(L, 0);

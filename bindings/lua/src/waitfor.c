@@ -1,4 +1,4 @@
-/* ip.waitfor(list [, cf]) for a generic `for`. The core's ip_waitfor_next makes every decision
+/* ip.waitfor(list [, cf [, seconds]]) for a generic `for`. The core's ip_waitfor_next makes every decision
  * (and blocks without polling) over an ip_list that mirrors the caller's table; the future it
  * hands back is then taken out of the table, the table's last element moving into its slot.
  *
@@ -9,12 +9,15 @@
  * table's order would cost a shift of the whole table per step; a waitfor table is a set of
  * calls in flight, so its order is not kept. */
 #include "lip.h"
+#include <limits.h>
 #include <math.h>
 
 typedef struct wf_state {
   ip_waitfor w;
   ip_list *mirror;
   int cf;
+  int timeout_ms; /* each wait for a completion; -1: none */
+  double seconds; /* the same, as given, for the message */
   int synced; /* list[1..synced] are in the mirror, each at the index `where` gives */
 } wf_state;
 
@@ -71,8 +74,8 @@ static void rebuild(lua_State *L, wf_state *s, int n) {
 }
 
 /* Brings the mirror up to date with the caller's table. */
-static void sync(lua_State *L, wf_state *s) {
-  int n = (int)lip_rawlen(L, LIST);
+static void sync_mirror(lua_State *L, wf_state *s) {
+  int n = (int)lua_rawlen(L, LIST);
   bool same = n >= s->synced;
   if (same && s->synced > 0) { /* the last mirrored element is where it was */
     lua_rawgeti(L, LIST, s->synced);
@@ -93,7 +96,7 @@ static bool take_out(lua_State *L, wf_state *s, ip_future *f) {
   lua_pushlightuserdata(L, f);
   lua_pushnil(L);
   lua_rawset(L, WHERE);
-  int n = (int)lip_rawlen(L, LIST), i = uf ? uf->wf_index : 0;
+  int n = (int)lua_rawlen(L, LIST), i = uf ? uf->wf_index : 0;
   bool there = false;
   if (i >= 1 && i <= n) {
     lua_rawgeti(L, LIST, i);
@@ -126,12 +129,19 @@ static bool take_out(lua_State *L, wf_state *s, ip_future *f) {
 static int wf_step(lua_State *L) {
   wf_state *s = (wf_state *)lua_touserdata(L, STATE);
   for (;;) {
-    if (s->synced < 0) rebuild(L, s, (int)lip_rawlen(L, LIST));
-    else sync(L, s);
+    if (s->synced < 0) rebuild(L, s, (int)lua_rawlen(L, LIST));
+    else sync_mirror(L, s);
     ip_future *out = NULL;
-    int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, -1, &out);
-    if (rc == IP_EINTR) return lip_interrupted(L);
-    if (rc < 0) return luaL_error(L, "inparallel.waitfor: %s", ip_strerror(rc));
+    int rc = ip_waitfor_next(&s->w, s->mirror, s->cf, s->timeout_ms, &out);
+    if (rc == IP_ETIMEDOUT) {
+      char secs[32];
+      return lip_raise(L, rc, "no call completed within %s s (call the iterator again to go on "
+                              "waiting)", lip_seconds_text(secs, s->seconds));
+    }
+    if (rc == IP_EINTR)
+      return lip_raise(L, rc, "a signal handler ran while waiting for a call to complete (call "
+                              "the iterator again to resume)");
+    if (rc < 0) return lip_raise(L, rc, "inparallel.waitfor: %s", ip_strerror(rc));
     if (rc == 1 && out) {
       if (take_out(L, s, out)) return 1;
       continue; /* no longer the caller's: not its to hand back */
@@ -145,17 +155,21 @@ static int wf_step(lua_State *L) {
   }
 }
 
-/* ip.waitfor(list [, concurrency_factor]) -> iterator */
+/* ip.waitfor(list [, concurrency_factor [, seconds]]) -> iterator */
 int lip_waitfor(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  int cf = 0;
+  int cf = 0; /* the core's "none" */
   if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TNUMBER) luaL_argerror(L, 2, "the concurrency factor must be a positive integer or nil");
+    static const char *const what = "the concurrency factor must be a positive integer (nil = none)";
+    if (lua_type(L, 2) != LUA_TNUMBER)
+      luaL_argerror(L, 2, lua_pushfstring(L, "%s, not %s", what, luaL_typename(L, 2)));
     double d = (double)lua_tonumber(L, 2);
-    if (!(d >= 0) || d != floor(d) || d > 1e9)
-      luaL_argerror(L, 2, "the concurrency factor must be a positive integer or nil");
+    if (!(d >= 1) || d != floor(d) || d > INT_MAX)
+      luaL_argerror(L, 2, lua_pushfstring(L, "%s, not %f", what, (lua_Number)d));
     cf = (int)d;
   }
+  int timeout_ms = lip_timeout_arg(L, 3);
+  double seconds = timeout_ms < 0 ? 0 : (double)lua_tonumber(L, 3);
   lua_settop(L, 1);
   wf_state *s = (wf_state *)lua_newuserdata(L, sizeof *s);
   s->mirror = NULL;
@@ -163,6 +177,8 @@ int lip_waitfor(lua_State *L) {
   lua_setmetatable(L, -2);
   s->w = (ip_waitfor)IP_WAITFOR_INIT;
   s->cf = cf;
+  s->timeout_ms = timeout_ms;
+  s->seconds = seconds;
   s->synced = 0;
   if (!(s->mirror = ip_list_new())) return luaL_error(L, "inparallel.waitfor: out of memory");
   lua_newtable(L);

@@ -9,7 +9,10 @@
  * values. Tables: keys exactly 1..n (n >= 1) make an array; anything else, including the empty
  * table, makes a map (so a table with holes comes back with the same keys). Metatables are
  * ignored. Functions, userdata, threads and cycles fail the call with IP_EENCODE and a message
- * naming the path of the offending value, e.g. `result[2].x`. */
+ * naming the path of the offending value, e.g. `result[2].x`.
+ *
+ * A value the task raised (error({code = 42})) is packed on its own, without the envelope,
+ * into memory (errors.c sends it with the call's error), and unpacked the same way. */
 #include "lip.h"
 #include <inparallel/msgpack.h>
 #include <math.h>
@@ -37,6 +40,8 @@ typedef struct enc {
   const void *open[MAX_DEPTH]; /* tables being packed, outermost first: a cycle is a repeat */
   int plen;
   struct seg path[MAX_DEPTH + 2];
+  const char *root; /* what the path starts from: "result", "err.value" */
+  char why[700];    /* set when a value cannot be packed */
 } enc;
 
 static int write_cb(void *data, const char *buf, size_t len) {
@@ -73,7 +78,7 @@ static void path_text(enc *e, int upto, char *buf, size_t cap) {
   size_t at = 0;
   char tmp[64];
   buf[0] = '\0';
-  add(buf, cap, &at, "result", 6);
+  add(buf, cap, &at, e->root, strlen(e->root));
   for (int i = 0; i < upto; i++) {
     const struct seg *s = &e->path[i];
     if (s->kind == SEG_INDEX) {
@@ -105,7 +110,7 @@ static void path_text(enc *e, int upto, char *buf, size_t cap) {
     }
     case LUA_TNUMBER: {
       int n;
-      if (lip_isinteger(L, s->key)) n = snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, s->key));
+      if (LIP_HAS_INTEGERS && lua_isinteger(L, s->key)) n = snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, s->key));
       else n = snprintf(tmp, sizeof tmp, "[%.14g]", (double)lua_tonumber(L, s->key));
       add(buf, cap, &at, tmp, (size_t)n);
       break;
@@ -122,12 +127,13 @@ static void path_text(enc *e, int upto, char *buf, size_t cap) {
   }
 }
 
-/* Fails the call (in the child) with IP_EENCODE: "cannot encode result[2].x: <why>". */
-static _Noreturn void fail(enc *e, int upto, const char *why) {
-  char path[512], msg[700];
+/* Records why the value cannot be packed ("cannot encode result[2].x: <why>") and returns
+ * -1, which every packing function hands back up. */
+static int fail(enc *e, int upto, const char *why) {
+  char path[512];
   path_text(e, upto, path, sizeof path);
-  snprintf(msg, sizeof msg, "cannot encode %s: %s", path, why);
-  ip_raise_error(IP_EENCODE, 0, "EENCODE", msg, NULL);
+  snprintf(e->why, sizeof e->why, "cannot encode %s: %s", path, why);
+  return -1;
 }
 
 /* ---- packing ------------------------------------------------------------------------------ */
@@ -168,13 +174,13 @@ static int pack_table(enc *e, int idx) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, idx);
   for (int i = 0; i < e->depth; i++)
-    if (e->open[i] == p) fail(e, e->plen, "a table that contains itself (a cycle)");
+    if (e->open[i] == p) return fail(e, e->plen, "a table that contains itself (a cycle)");
   if (e->depth >= MAX_DEPTH) {
     char why[96];
     snprintf(why, sizeof why, "tables nested more than %d levels deep", MAX_DEPTH);
-    fail(e, e->plen, why);
+    return fail(e, e->plen, why);
   }
-  if (!lua_checkstack(L, 6)) fail(e, e->plen, "out of Lua stack space");
+  if (!lua_checkstack(L, 6)) return fail(e, e->plen, "out of Lua stack space");
   e->open[e->depth++] = p;
 
   size_t n = 0;
@@ -212,7 +218,7 @@ static int pack_table(enc *e, int idx) {
       if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN && t != LUA_TTABLE) {
         char why[96];
         snprintf(why, sizeof why, "it has a key of type %s", luaL_typename(L, key));
-        fail(e, e->plen, why);
+        return fail(e, e->plen, why);
       }
       e->path[e->plen++] = (struct seg){SEG_KEY, 0, key};
       rc = pack_value(e, key);
@@ -249,27 +255,68 @@ static int pack_value(enc *e, int idx) {
   default: {
     char why[96];
     snprintf(why, sizeof why, "a %s cannot be serialized", luaL_typename(L, idx));
-    fail(e, e->plen, why);
+    return fail(e, e->plen, why);
   }
   }
+}
+
+static void enc_init(enc *e, lua_State *L, const char *root, ip_write_fn w, void *ctx) {
+  e->L = L;
+  e->w = w;
+  e->wctx = ctx;
+  e->depth = 0;
+  e->plen = 0;
+  e->root = root;
+  e->why[0] = '\0';
+  msgpack_packer_init(&e->pk, e, write_cb);
 }
 
 static int lmp_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   (void)s;
   const lip_call *c = value;
   enc e;
-  e.L = c->L;
-  e.w = w;
-  e.wctx = ctx;
-  e.depth = 0;
+  enc_init(&e, c->L, "result", w, ctx);
   e.plen = 1;
-  msgpack_packer_init(&e.pk, &e, write_cb);
   int rc = msgpack_pack_array(&e.pk, (size_t)c->nres);
   for (int i = 0; rc == 0 && i < c->nres; i++) {
     e.path[0] = (struct seg){SEG_INDEX, i + 1, 0};
     rc = pack_value(&e, c->first_res + i);
   }
+  if (e.why[0]) ip_raise_error(IP_EENCODE, 0, "EENCODE", e.why, NULL); /* fails the call */
   return rc;
+}
+
+typedef struct membuf {
+  msgpack_sbuffer sb;
+  size_t max;
+} membuf;
+
+static int membuf_write(void *ctx, const void *buf, size_t len) {
+  membuf *m = ctx;
+  if (len > m->max - m->sb.size) return -1;
+  return msgpack_sbuffer_write(&m->sb, buf, len);
+}
+
+char *lip_msgpack_pack_value(lua_State *L, int idx, size_t max, size_t *len, char *why,
+                             size_t whylen) {
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  membuf m;
+  msgpack_sbuffer_init(&m.sb);
+  m.max = max;
+  enc e;
+  enc_init(&e, L, "err.value", membuf_write, &m);
+  int rc = pack_value(&e, idx);
+  lua_settop(L, top);
+  if (rc == 0) {
+    *len = m.sb.size;
+    return m.sb.data ? m.sb.data : strdup("");
+  }
+  if (e.why[0]) snprintf(why, whylen, "%s", e.why);
+  else if (m.sb.size + 64 >= max) snprintf(why, whylen, "its encoding takes more than %zu bytes", max);
+  else snprintf(why, whylen, "out of memory");
+  msgpack_sbuffer_destroy(&m.sb);
+  return NULL;
 }
 
 /* Our encoder with the plugin's decoder: same wire name, so either side interoperates with a
@@ -373,4 +420,24 @@ int lip_msgpack_push(lua_State *L, const msgpack_object *o) {
     lua_pushliteral(L, "not enough Lua stack to decode the result");
   }
   return -1;
+}
+
+int lip_msgpack_push_value(lua_State *L, const void *buf, size_t len) {
+  const ip_serializer *plugin = ip_serializer_msgpack();
+  void *v = NULL;
+  if (plugin->decode(plugin, buf, len, &v) != 0) {
+    lua_pushliteral(L, "it is not one well-formed MessagePack object");
+    return -1;
+  }
+  int top = lua_gettop(L);
+  int rc = lua_checkstack(L, 4) ? push_object(L, v) : -1;
+  if (plugin->free_value) plugin->free_value(plugin, v);
+  if (rc == -2) { /* the message is on top of what was pushed so far */
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+  } else if (rc < 0) {
+    lua_settop(L, top);
+    lua_pushliteral(L, "not enough Lua stack to decode it");
+  }
+  return rc < 0 ? -1 : 0;
 }
