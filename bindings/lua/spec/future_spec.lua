@@ -78,7 +78,14 @@ describe("future", function()
     local U = require "posix.unistd"
     local ran = 0
     P.signal(P.SIGUSR1, function() ran = ran + 1 end)
-    local function signal_soon() os.execute(("(sleep 0.2; kill -USR1 %d) &"):format(U.getpid())) end
+    -- The signal must come while this process sleeps in the wait (one that came before would
+    -- only run the handler): a shell in the background watches /proc until this process is in
+    -- one of the calls a wait sleeps in (poll, epoll_wait, ppoll, epoll_pwait), then signals.
+    local function signal_soon()
+      local pid = U.getpid()
+      os.execute(("(until grep -qE '^(7|232|271|281) ' /proc/%d/syscall; do sleep 0.01; done; " ..
+        "kill -USR1 %d) &"):format(pid, pid))
+    end
     local f = spin()
     signal_soon()
     local ok, why, code = f:wait(5)
@@ -127,10 +134,15 @@ describe("future", function()
   end)
 
   it("error() waits for the call: nil when it succeeded, its error table when it failed", function()
-    local ok = ip.task(function() os.execute("sleep 0.2") return 1 end)()
-    local bad = ip.task(function() os.execute("sleep 0.2") error("late", 0) end)()
+    -- Both calls wait for a line on a FIFO, written only once both were seen running.
+    local gate = os.tmpname()
+    os.remove(gate)
+    assert(os.execute("mkfifo " .. gate))
+    local ok = ip.task(function(p) io.open(p):read("*l") return 1 end)(gate)
+    local bad = ip.task(function(p) io.open(p):read("*l") error("late", 0) end)(gate)
     assert.is_false(ok:done())
     assert.is_false(bad:done())
+    os.execute(("(: >%s) &"):format(gate)) -- a writer that opens and closes: both read EOF
     local err = bad:error()
     assert.is_nil(ok:error())
     assert.is_true(ok:done())
@@ -139,6 +151,7 @@ describe("future", function()
     assert.are.equal("late", err.message)
     assert.are.equal(err, bad:error())
     assert.are.equal(err, S.raised(bad.result, bad))
+    os.remove(gate)
   end)
 
   it("error(seconds) raises ETIMEDOUT while the call runs; done() never blocks", function()
