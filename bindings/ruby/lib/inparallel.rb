@@ -74,8 +74,10 @@ module InParallel
   # Hands back the futures of `list` (an Array, changed in place) as they complete. With a
   # concurrency factor it yields nil whenever fewer than that many are in the list, asking
   # for another task to be appended; when the list is empty it asks one last time and ends if
-  # nothing was added. Without a block, returns an Enumerator.
-  def self.waitfor(list, concurrency_factor: nil, &block)
+  # nothing was added. With `timeout` (seconds), a wait for the next completion that lasts
+  # longer raises InParallel::TimeoutError (the calls keep running, still in the list).
+  # Without a block, returns an Enumerator.
+  def self.waitfor(list, concurrency_factor: nil, timeout: nil, &block)
     unless list.is_a?(Array)
       raise TypeError, "InParallel.waitfor expects an Array of futures, got #{list.class}"
     end
@@ -93,10 +95,11 @@ module InParallel
          else
            raise TypeError, "concurrency_factor must be a positive Integer or nil, got #{concurrency_factor.class}"
          end
-    return enum_for(:waitfor, list, concurrency_factor: concurrency_factor) unless block
+    ms = __wait_ms(timeout) || -1
+    return enum_for(:waitfor, list, concurrency_factor: concurrency_factor, timeout: timeout) unless block
 
     waiter = Waiter.new
-    while (f = waiter.step(list, cf)) != false
+    while (f = waiter.step(list, cf, ms)) != false
       yield f
     end
     nil
@@ -115,6 +118,16 @@ module InParallel
       end
 
       value.infinite? ? nil : value
+    end
+
+    # A wait's timeout in seconds (nil: forever, 0: do not wait) as milliseconds for the C
+    # side, nil for forever. Rounded up, so a wait never ends before its time.
+    def __wait_ms(timeout)
+      secs = __seconds(timeout, "timeout", allow_zero: true)
+      return nil if secs.nil?
+
+      ms = (secs * 1000).ceil
+      ms > 2**53 ? nil : ms
     end
 
     # In the child, before it ends; allocates nothing (every page a child writes is copied).
@@ -154,7 +167,7 @@ module InParallel
       when "EDECODE" then DecodeError.new(msg, **opts)
       else
         popts = opts.merge(signal: info[:signal], exit_status: info[:exit_status], core_dumped: info[:core_dumped])
-        klass = { "ETIMEDOUT" => TimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)
+        klass = { "ETIMEDOUT" => TaskTimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)
         klass.new(msg, **popts)
       end
     end

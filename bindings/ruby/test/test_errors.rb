@@ -102,7 +102,7 @@ class TestErrors < InParallelTest
 
   def test_timeout_and_cancel
     slow = InParallel.task(timeout: 0.3) { sleep 10 }
-    err = assert_raises(InParallel::TimeoutError) { slow.().value }
+    err = assert_raises(InParallel::TaskTimeoutError) { slow.().value }
     assert_equal 9, err.signal
     assert_kind_of InParallel::ProcessError, err
 

@@ -385,7 +385,7 @@ module Storm
           how = kind == :timeout_pipe ? :pipe : :sleep
           [-> { TIMED.(how) },
            lambda do |f|
-             Storm.check_process(f, InParallel::TimeoutError, code: "ETIMEDOUT", signal: 9,
+             Storm.check_process(f, InParallel::TaskTimeoutError, code: "ETIMEDOUT", signal: 9,
                                                               message: /longer than the task's timeout of #{(TIMEOUT * 1000).round} ms/)
            end]
         when :killed # from outside, while it runs

@@ -59,7 +59,7 @@ static void *wait_nogvl(void *p) {
   return NULL;
 }
 
-static long long now_ms(void) {
+long long rbip_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -68,9 +68,9 @@ static long long now_ms(void) {
 int rbip_wait(ip_future *f, long timeout_ms) {
   if (ip_future_done(f)) return 0;
   if (timeout_ms == 0) return IP_ETIMEDOUT;
-  long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+  long long deadline = timeout_ms > 0 ? rbip_now_ms() + timeout_ms : 0;
   for (;;) {
-    long long left = timeout_ms > 0 ? deadline - now_ms() : -1;
+    long long left = timeout_ms > 0 ? deadline - rbip_now_ms() : -1;
     if (timeout_ms > 0 && left <= 0) return ip_future_done(f) ? 0 : IP_ETIMEDOUT;
     /* IP_EINTR stays when the VM had an interrupt pending and did not call wait_nogvl. */
     struct wait_arg a = {f, left > INT32_MAX ? INT32_MAX : (int)left, IP_EINTR};

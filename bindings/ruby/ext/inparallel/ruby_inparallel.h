@@ -34,6 +34,7 @@ VALUE rbip_future_new(ip_future *f, VALUE task, VALUE args, int wire);
 /* Waits for f with the GVL released; Ruby's interrupts (Ctrl-C, Thread#raise, Timeout) are
  * checked while waiting and raise from here. timeout_ms < 0: forever. 0 or IP_ETIMEDOUT. */
 int rbip_wait(ip_future *f, long timeout_ms);
+long long rbip_now_ms(void); /* CLOCK_MONOTONIC */
 
 #ifdef RBIP_HAVE_MSGPACK
 const ip_serializer *rbip_msgpack_serializer(void);

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "timeout"
+
 module InParallel
   # Base of every failure this gem reports. #code is the core's failure code name
   # ("ERAISED", "ESIGNALED", "EEXITED", "ETIMEDOUT", ...) and #pid the child's pid, where known.
@@ -28,8 +30,24 @@ module InParallel
     def core_dumped? = @core_dumped
   end
 
-  # The task ran longer than its `timeout:` and was killed (SIGKILL).
-  class TimeoutError < ProcessError; end
+  # The call ran longer than its task's `timeout:` and its child was killed (SIGKILL): an
+  # outcome of the call, so a ProcessError (code "ETIMEDOUT", #signal 9).
+  class TaskTimeoutError < ProcessError; end
+
+  # A wait ran out before the call completed: Future#value(timeout), Future#error(timeout) or
+  # InParallel.waitfor(timeout:). The calls keep running; wait again, cancel them or drop them.
+  # A Timeout::Error like Ruby's other wait timeouts, and not an InParallel::Error: it says
+  # nothing about how a call ended. #code is "ETIMEDOUT", #pid the future's child (nil for
+  # waitfor).
+  class TimeoutError < Timeout::Error
+    attr_reader :code, :pid
+
+    def initialize(message = "the wait timed out", code: "ETIMEDOUT", pid: nil)
+      super(message)
+      @code = code
+      @pid = pid
+    end
+  end
 
   # Future#cancel killed the child before it sent a result.
   class CanceledError < ProcessError; end
