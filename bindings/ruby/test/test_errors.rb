@@ -142,4 +142,28 @@ class TestErrors < InParallelTest
     assert_raises(TypeError) { f.wait("1") }
     assert_equal true, f.wait(0.0 + 10)
   end
+
+  # error waits for the call as value does (it never answers nil for a call still running);
+  # done? never waits.
+  def test_error_waits_for_the_call_and_done_never_blocks
+    clock = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
+    late = InParallel.task { sleep 0.4; raise ParcelError, "late" }.()
+    ok = InParallel.task { sleep 0.4; :fine }.()
+    t0 = clock.()
+    refute late.done?
+    refute ok.done?
+    assert_operator clock.() - t0, :<, 0.2, "done? waited"
+    err = late.error
+    assert_operator clock.() - t0, :>=, 0.35, "error did not wait for the call"
+    assert_instance_of ParcelError, err
+    assert_equal "late", err.message
+    assert late.done?
+    assert_nil ok.error # waits too, and the call succeeded
+    assert ok.done?
+    slow = InParallel.task { sleep 30 }.()
+    t0 = clock.()
+    20.times { refute slow.done? }
+    assert_operator clock.() - t0, :<, 0.2, "done? waited"
+    assert slow.cancel
+  end
 end
