@@ -26,12 +26,14 @@ module InParallel
 
   # `include InParallel` gives the class `task`, the method decorator.
   module Decorator
-    # task def name(...) ... end, serializer: :marshal, timeout: nil
+    # task def name(...) ... end, serializer: :marshal, timeout: nil, max_result: nil,
+    #                              rlimit: nil, stdio: nil
     #
     # Makes each call of the method fork a child that runs the original method (self, its
     # instance variables, blocks and keyword arguments all work: the child has a copy of the
-    # caller's memory) and return an InParallel::Future at once.
-    def task(name, serializer: :marshal, timeout: nil)
+    # caller's memory) and return an InParallel::Future at once. The options are
+    # InParallel::Task.new's.
+    def task(name, **options)
       unless name.is_a?(Symbol) || name.is_a?(String)
         raise TypeError, "task expects a method name (task def name(...) ... end), got #{name.class}"
       end
@@ -42,7 +44,7 @@ module InParallel
               else raise ArgumentError, "task: #{self} has no method #{name.inspect} (write `task def #{name}(...) ... end`)"
               end
       original = owner.instance_method(name)
-      runner = Task.new(serializer: serializer, timeout: timeout)
+      runner = Task.new(**options)
       visibility = if owner.private_method_defined?(name) then :private
                    elsif owner.protected_method_defined?(name) then :protected
                    else :public
@@ -62,13 +64,14 @@ module InParallel
     super
   end
 
-  # InParallel.task(serializer: :marshal, timeout: nil) { |x| ... } => a Task: call it with
-  # `call`, `.()` or `[]`; each call forks and returns a Future. A Proc or Method may be given
-  # instead of the block.
-  def self.task(callable = nil, serializer: :marshal, timeout: nil, &block)
+  # InParallel.task(serializer: :marshal, timeout: nil, max_result: nil, rlimit: nil,
+  # stdio: nil) { |x| ... } => a Task: call it with `call`, `.()` or `[]`; each call forks and
+  # returns a Future. A Proc or Method may be given instead of the block. The options are
+  # InParallel::Task.new's.
+  def self.task(callable = nil, **options, &block)
     raise ArgumentError, "InParallel.task needs a block or a callable" unless callable || block
 
-    Task.new(callable, serializer: serializer, timeout: timeout, &block)
+    Task.new(callable, **options, &block)
   end
 
   # Hands back the futures of `list` (an Array, changed in place) as they complete. With a
@@ -165,6 +168,7 @@ module InParallel
       when "ERAISED", "EENCODE"
         __remote_exception(info[:kind], msg, info[:backtrace], opts)
       when "EDECODE" then DecodeError.new(msg, **opts)
+      when "E2BIG" then EncodeError.new(msg, **opts) # larger than the task's max_result
       else
         popts = opts.merge(signal: info[:signal], exit_status: info[:exit_status], core_dumped: info[:core_dumped])
         klass = { "ETIMEDOUT" => TaskTimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)

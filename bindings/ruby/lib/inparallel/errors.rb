@@ -66,7 +66,8 @@ module InParallel
   end
 
   # The child's result could not be serialized (e.g. a Proc under :marshal, a non-String
-  # under :raw). Raised in the parent; the message names the result's class.
+  # under :raw; code "EENCODE"), or was larger than the task's max_result (code "E2BIG").
+  # Raised in the parent; the message names the result's class, or its size.
   class EncodeError < Error; end
 
   # The parent could not turn the child's bytes back into an object (e.g. the result's class
