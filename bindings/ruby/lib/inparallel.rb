@@ -147,6 +147,26 @@ module InParallel
       nil
     end
 
+    # An exception's own message, without what error_highlight (its code snippet) and
+    # did_you_mean (its suggestions) append to it on Ruby 3.1, whose to_s they override: the
+    # message goes into another process, where the snippet's lines mean nothing, and the core
+    # carries one line. Both mark their to_s with SKIP_TO_S_FOR_SUPER_LOOKUP for this very
+    # walk (did_you_mean's original_message does the same). From Ruby 3.2 on they add to
+    # detailed_message instead and message is already plain. A class's own #message is kept.
+    def __plain_message(exc)
+      return exc.message.to_s unless exc.method(:message).owner == Exception
+
+      m = exc.method(:to_s)
+      m = m.super_method while m.super_method && m.owner.const_defined?(:SKIP_TO_S_FOR_SUPER_LOOKUP, false)
+      m.call.to_s
+    rescue StandardError
+      begin
+        exc.message.to_s
+      rescue StandardError
+        exc.class.name.to_s
+      end
+    end
+
     def __backtrace_text(exc, marshal)
       lines = (exc.backtrace || []).map { |l| l.tr("\n\0", "  ") }
       if marshal
@@ -166,6 +186,8 @@ module InParallel
       msg = info[:message]
       case code
       when "ERAISED", "EENCODE"
+        return __exited(info) if code == "ERAISED" && info[:kind] == "SystemExit"
+
         __remote_exception(info[:kind], msg, info[:backtrace], opts)
       when "EDECODE" then DecodeError.new(msg, **opts)
       when "E2BIG" then EncodeError.new(msg, **opts) # larger than the task's max_result
@@ -176,6 +198,26 @@ module InParallel
       end
     end
 
+    # `exit 3` or `abort("why")` in the task: the child rescued the SystemExit and sent its
+    # status (as the raised code) and message, which abort's is, and which `exit`'s is not.
+    def __exited(info)
+      status = info[:raised_code]
+      text = +"child #{info[:pid]} exited with status #{status} without sending a result"
+      said = info[:message].to_s
+      text << ": " << said unless said.empty? || %w[exit SystemExit].include?(said)
+      err = ProcessError.new(text, code: "EEXITED", pid: info[:pid], exit_status: status)
+      lines = info[:backtrace].to_s.split("\n")
+      err.set_backtrace(lines) unless lines.empty?
+      err
+    end
+
+    # The child's exception, rebuilt: itself when Marshal carried it (with its state), else
+    # from its class name and message when the parent has that class, else a RemoteError.
+    # Only StandardErrors come back as themselves: NoMemoryError, ScriptError (LoadError,
+    # NotImplementedError, SyntaxError), SecurityError, SystemStackError or a class of the
+    # task's own under Exception, raised here, would pass by the `rescue => e` that handles a
+    # failed call, as if this process had run out of memory or failed to load code; they come
+    # back as a RemoteError naming the class.
     def __remote_exception(kind, message, backtrace, opts)
       lines = backtrace ? backtrace.split("\n") : []
       exc = nil
@@ -186,11 +228,11 @@ module InParallel
         rescue StandardError
           nil
         end
-        exc = nil unless exc.is_a?(Exception)
+        exc = nil unless exc.is_a?(StandardError)
       end
       unless exc
         klass = __resolve_class(kind)
-        if klass
+        if klass && klass <= StandardError
           exc = klass.allocate
           Exception.instance_method(:initialize).bind_call(exc, message)
           exc.instance_variable_set(:@code, opts[:code]) if klass <= Error

@@ -55,7 +55,7 @@ class TestErrors < InParallelTest
   def test_unknown_class_becomes_remote_error
     err = assert_raises(InParallel::RemoteError) { RUN.(:child_only).value }
     assert_equal "OnlyInChildError", err.remote_class
-    assert_equal "not in the parent", err.message
+    assert_equal "OnlyInChildError: not in the parent", err.message
     assert_equal "ERAISED", err.code
     assert_match(/test_errors\.rb/, err.backtrace.join("\n"))
     err = assert_raises(InParallel::RemoteError) { RUN.(:anonymous).value }
@@ -165,5 +165,103 @@ class TestErrors < InParallelTest
     20.times { refute slow.done? }
     assert_operator clock.() - t0, :<, 0.2, "done? waited"
     assert slow.cancel
+  end
+  # A RemoteError's message starts with the child's class name, as Ruby prints an exception.
+  def test_a_remote_errors_message_starts_with_the_class_name
+    f = InParallel.task do
+      Object.const_set(:CustomError, Class.new(StandardError)) unless defined?(::CustomError)
+      raise ::CustomError, "only in child"
+    end.()
+    err = assert_raises(InParallel::RemoteError) { f.value }
+    assert_equal "CustomError: only in child", err.message
+    assert_equal "CustomError", err.remote_class
+    assert_equal "#<InParallel::RemoteError: CustomError: only in child>", err.inspect
+    assert_match(/: CustomError: only in child \(InParallel::RemoteError\)$/, err.full_message(highlight: false, order: :top))
+    refute defined?(::CustomError)
+  end
+
+  # exit and abort end the child with their status, and abort's message is kept (the child
+  # rescues the SystemExit and sends both).
+  def test_abort_and_exit_keep_their_message_and_status
+    t = InParallel.task do |how|
+      $stderr.reopen(File::NULL) # abort also prints its message, as it does anywhere
+      case how
+      when :abort then abort("fatal: disk full")
+      when :exit then exit 3
+      when :exit_true then exit
+      when :custom then raise SystemExit.new(5, "custom words")
+      end
+    end
+    err = assert_raises(InParallel::ProcessError) { t.(:abort).value }
+    assert_equal 1, err.exit_status
+    assert_equal "EEXITED", err.code
+    assert_nil err.signal
+    assert_match(/\Achild \d+ exited with status 1 without sending a result: fatal: disk full\z/, err.message)
+    assert_match(/test_errors\.rb:\d+/, err.backtrace.first, "where abort was called")
+    f = t.(:exit)
+    err = f.error
+    assert_instance_of InParallel::ProcessError, err
+    assert_equal 3, err.exit_status
+    assert_equal f.pid, err.pid
+    assert_equal "child #{f.pid} exited with status 3 without sending a result", err.message
+    assert_equal 0, t.(:exit_true).error.exit_status
+    err = t.(:custom).error
+    assert_equal 5, err.exit_status
+    assert_match(/: custom words\z/, err.message)
+  end
+
+  class OutsideStandardError < Exception; end # rubocop:disable Lint/InheritException
+
+  # Exceptions outside StandardError would pass by `rescue => e` here as if this process had
+  # run out of memory or failed to load code: they come back as RemoteErrors naming the class.
+  def test_exceptions_outside_standard_error_come_back_wrapped
+    t = InParallel.task do |what|
+      case what
+      when :nomem then raise NoMemoryError, "pretend"
+      when :load then require "inparallel/no/such/file"
+      when :notimpl then raise NotImplementedError, "later"
+      when :security then raise SecurityError, "no"
+      when :stack then (deep = ->(n) { deep.(n + 1) + 1 }).(0)
+      when :outside then raise OutsideStandardError, "mine"
+      end
+    end
+    { nomem: ["NoMemoryError", /\ANoMemoryError: pretend\z/],
+      load: ["LoadError", /\ALoadError: cannot load such file -- inparallel\/no\/such\/file\z/],
+      notimpl: ["NotImplementedError", /\ANotImplementedError: later\z/],
+      security: ["SecurityError", /\ASecurityError: no\z/],
+      stack: ["SystemStackError", /\ASystemStackError: stack level too deep\z/],
+      outside: ["TestErrors::OutsideStandardError", /\ATestErrors::OutsideStandardError: mine\z/] }.each do |what, (klass, msg)|
+      err = begin
+        t.(what).value
+      rescue => e # rubocop:disable Style/RescueStandardError
+        e
+      end
+      assert_instance_of InParallel::RemoteError, err, what
+      assert_equal klass, err.remote_class
+      assert_match msg, err.message
+      assert_match(/test_errors\.rb:\d+/, err.backtrace.join("\n"), what) unless what == :load
+    end
+    # A real one: the child runs out of the memory its rlimit gives it.
+    err = InParallel.task(rlimit: { as: 512 << 20 }) { "x" * (1 << 30) }.().error
+    assert_instance_of InParallel::RemoteError, err
+    assert_equal "NoMemoryError", err.remote_class
+  end
+
+  # Messages travel without what error_highlight (a code snippet with carets) and did_you_mean
+  # append on Ruby 3.1: one line, as the child's exception itself says it.
+  def test_encode_errors_carry_the_plain_message
+    bad = Class.new { def marshal_dump = nope_method }
+    err = assert_raises(InParallel::EncodeError) { InParallel.task { bad.new }.().value }
+    assert_match(/undefined local variable or method `nope_method'/, err.message)
+    refute_match(/\n/, err.message)
+    require "msgpack"
+    factory = MessagePack::Factory.new
+    point = Struct.new(:x)
+    factory.register_type(1, point, packer: ->(pt) { pt.x.nope_method }, unpacker: ->(s) { point.new(s) })
+    err = assert_raises(InParallel::EncodeError) { InParallel.task(serializer: factory) { [point.new(1)] }.().value }
+    assert_match(/undefined method `nope_method' for 1:Integer/, err.message)
+    refute_match(/\n|\^\^/, err.message)
+    err = assert_raises(InParallel::EncodeError) { InParallel.task(serializer: :msgpack) { { key: -> {} } }.().value }
+    refute_match(/\n|\^\^/, err.message)
   end
 end

@@ -130,7 +130,7 @@ struct outcome {
   struct call *call;
   void *value;
   int failed;
-  int code;
+  int code, raised_code;
   char *kind, *message, *backtrace;
 };
 
@@ -171,9 +171,10 @@ static VALUE child_body(VALUE p) {
     RB_GC_GUARD(r);
     return Qnil;
   }
-  Check_Type(r, T_ARRAY); /* [code, class name, message, backtrace text] */
+  Check_Type(r, T_ARRAY); /* [code, class name, message, backtrace text, raised code] */
   o->failed = 1;
   o->code = NUM2INT(rb_ary_entry(r, 0));
+  o->raised_code = NUM2INT(rb_ary_entry(r, 4));
   o->kind = dup_field(r, 1);
   o->message = dup_field(r, 2);
   o->backtrace = dup_field(r, 3);
@@ -196,7 +197,7 @@ static void *child_fn(void *arg) {
       snprintf(msg, sizeof msg, "the task left its child with break, throw or return");
     ip_raise_error(IP_ERAISED, 0, "InParallel::RemoteError", msg, NULL);
   }
-  if (o.failed) ip_raise_error(o.code, 0, o.kind, o.message, o.backtrace);
+  if (o.failed) ip_raise_error(o.code, o.raised_code, o.kind, o.message, o.backtrace);
   return o.value;
 }
 

@@ -52,17 +52,17 @@ module InParallel
   # Future#cancel killed the child before it sent a result.
   class CanceledError < ProcessError; end
 
-  # The child raised an exception whose class does not exist in the parent. #message is the
-  # child's message, #remote_class the class name, #backtrace the child's backtrace.
+  # The child raised an exception that cannot come back as itself: its class does not exist
+  # in the parent, or is no StandardError (NoMemoryError, LoadError, ...). #message starts
+  # with the child's class name ("CustomError: only in child"), #remote_class is that name,
+  # #backtrace the child's backtrace.
   class RemoteError < Error
     attr_reader :remote_class
 
     def initialize(message = nil, remote_class: nil, code: "ERAISED", pid: nil)
-      super(message, code: code, pid: pid)
+      super(remote_class ? "#{remote_class}: #{message}" : message, code: code, pid: pid)
       @remote_class = remote_class
     end
-
-    def inspect = "#<#{self.class} #{remote_class}: #{message}>"
   end
 
   # The child's result could not be serialized (e.g. a Proc under :marshal, a non-String

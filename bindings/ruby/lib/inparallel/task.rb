@@ -155,8 +155,10 @@ module InParallel
     end
 
     # In the child: run the job and return the encoded result (a String), or
-    # [code, class name, message, backtrace text] describing why there is none. Never raises:
-    # `exit` and signals end the process here, the way they would end a standalone one.
+    # [code, class name, message, backtrace text, raised code] describing why there is none.
+    # Never raises: signals end the process here, the way they would end a standalone one;
+    # `exit` and `abort` are reported with their status (the raised code) and message, which
+    # the parent turns into a ProcessError.
     def __child(job)
       value = job.call
       begin
@@ -167,14 +169,15 @@ module InParallel
       rescue Exception => e # rubocop:disable Lint/RescueException
         InParallel.__flush_stdio if @flush
         return [CODES["EENCODE"], "InParallel::EncodeError",
-                "the #{@serializer.name} serializer could not encode the result (#{value.class}): #{e.message}",
-                InParallel.__backtrace_text(e, nil)]
+                "the #{@serializer.name} serializer could not encode the result (#{value.class}): " \
+                "#{InParallel.__plain_message(e)}",
+                InParallel.__backtrace_text(e, nil), 0]
       end
       InParallel.__flush_stdio if @flush
       bytes
     rescue SystemExit => e
       InParallel.__flush_stdio if @flush
-      Process.exit!(e.status)
+      [CODES["ERAISED"], "SystemExit", InParallel.__plain_message(e), InParallel.__backtrace_text(e, nil), e.status]
     rescue SignalException => e
       # Die of the signal, as the process would have without a handler.
       InParallel.__flush_stdio if @flush
@@ -184,7 +187,8 @@ module InParallel
       Process.exit!(128 + e.signo)
     rescue Exception => e # rubocop:disable Lint/RescueException
       InParallel.__flush_stdio if @flush
-      [CODES["ERAISED"], e.class.name || e.class.inspect, e.message.to_s, InParallel.__backtrace_text(e, e)]
+      [CODES["ERAISED"], e.class.name || e.class.inspect, InParallel.__plain_message(e),
+       InParallel.__backtrace_text(e, e), 0]
     end
   end
 end
