@@ -35,13 +35,12 @@ rbip_future *rbip_future_get(VALUE obj) {
   return f;
 }
 
-VALUE rbip_future_new(ip_future *future, VALUE task, VALUE args, int wire) {
+VALUE rbip_future_new(ip_future *future, VALUE task, VALUE args) {
   rbip_future *f;
   VALUE obj = TypedData_Make_Struct(rbip_cFuture, rbip_future, &future_type, f);
   f->future = future;
   f->task = task;
   f->args = args;
-  f->wire = wire;
   return obj;
 }
 
@@ -114,16 +113,13 @@ static VALUE future_status(VALUE self) {
   return INT2NUM(ip_future_status(f->future));
 }
 
-/* Future#__payload: after completion, the value as a binary String (raw wire) or as Ruby
- * objects (msgpack wire); nil when the call failed (then see __error_info). */
+/* Future#__payload: after completion, the value's bytes as a binary String, for the task's
+ * serializer to decode; nil when the call failed (then see __error_info). */
 static VALUE future_payload(VALUE self) {
   rbip_future *f = rbip_future_get(self);
   if (rbip_wait(f->future, -1) != 0) return Qnil;
   const void *v = ip_future_value(f->future); /* done: decodes without waiting */
   if (!v) return Qnil;
-#ifdef RBIP_HAVE_MSGPACK
-  if (f->wire == RBIP_WIRE_MSGPACK) return rbip_msgpack_to_ruby(v);
-#endif
   const ip_bytes *b = v;
   return rb_str_new(b->data, (long)b->len);
 }

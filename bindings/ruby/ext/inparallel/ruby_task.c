@@ -31,7 +31,6 @@ static VALUE task_alloc(VALUE klass) {
   rbip_task *t;
   VALUE obj = TypedData_Make_Struct(klass, rbip_task, &task_type, t);
   t->task = NULL;
-  t->wire = RBIP_WIRE_RAW;
   return obj;
 }
 
@@ -122,7 +121,6 @@ static pid_t fork_hook(void *ud) {
 struct call {
   VALUE task;
   VALUE job; /* the Proc to run in the child */
-  int wire;
 };
 
 /* What Task#__child produced, copied out of Ruby so that nothing after it can raise. */
@@ -152,11 +150,6 @@ static VALUE child_body(VALUE p) {
   struct outcome *o = (struct outcome *)p;
   VALUE r = rb_funcall(o->call->task, id_child, 1, o->call->job);
   if (RB_TYPE_P(r, T_STRING)) {
-#ifdef RBIP_HAVE_MSGPACK
-    if (o->call->wire == RBIP_WIRE_MSGPACK) {
-      o->value = rbip_msgpack_sbuffer(RSTRING_PTR(r), (size_t)RSTRING_LEN(r));
-    } else
-#endif
     if (RSTRING_LEN(r) < (1 << 20)) {
       /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
        * between here and the child's exit, and a copy would only fault in more pages. */
@@ -203,30 +196,18 @@ static void *child_fn(void *arg) {
 
 /* ---- methods ---------------------------------------------------------------------------- */
 
-/* Task#__setup(wire, timeout_ms, max_result, stdio, rlimits): wire 0 = raw bytes, 1 =
- * msgpack; max_result bytes or nil for the core's default; stdio the IP_STDIO_* flags or nil
- * for the default; rlimits an Array of [resource, soft, hard]. lib/inparallel/task.rb checks
+/* Task#__setup(timeout_ms, max_result, stdio, rlimits): max_result bytes or nil for the
+ * core's default; stdio the IP_STDIO_* flags or nil for the default; rlimits an Array of
+ * [resource, soft, hard]. lib/inparallel/task.rb checks
  * the values and gives the errors users see; these checks only keep the C side safe. */
-static VALUE task_setup(VALUE self, VALUE wire, VALUE timeout_ms, VALUE max_result,
-                        VALUE stdio, VALUE rlimits) {
+static VALUE task_setup(VALUE self, VALUE timeout_ms, VALUE max_result, VALUE stdio,
+                        VALUE rlimits) {
   rbip_task *t = rb_check_typeddata(self, &task_type);
   if (t->task) rb_raise(rb_eRuntimeError, "InParallel::Task is already set up");
-  int w = NUM2INT(wire);
-  const ip_serializer *s = NULL;
-  if (w == RBIP_WIRE_MSGPACK) {
-#ifdef RBIP_HAVE_MSGPACK
-    s = rbip_msgpack_serializer();
-#else
-    rb_raise(rb_eArgError, "serializer :msgpack is not available: the extension was built "
-                           "without msgpack-c");
-#endif
-  } else if (w != RBIP_WIRE_RAW) {
-    rb_raise(rb_eArgError, "unknown wire format %d", w);
-  }
   long ms = NUM2LONG(timeout_ms);
   if (ms < 0 || ms > INT32_MAX) rb_raise(rb_eArgError, "timeout out of range");
   Check_Type(rlimits, T_ARRAY);
-  ip_task *task = ip_task_new(child_fn, s);
+  ip_task *task = ip_task_new(child_fn, NULL); /* raw */
   if (!task) rb_sys_fail("ip_task_new");
   int rc = 0;
   ip_task_set_fork(task, fork_hook, NULL);
@@ -245,7 +226,6 @@ static VALUE task_setup(VALUE self, VALUE wire, VALUE timeout_ms, VALUE max_resu
     if (rc < 0) goto bad;
   }
   t->task = task;
-  t->wire = w;
   return self;
 bad:
   ip_task_free(task);
@@ -256,7 +236,7 @@ bad:
 static VALUE task_spawn(VALUE self, VALUE args) {
   rbip_task *t = task_get(self);
   VALUE job = rb_block_proc();
-  struct call c = {self, job, t->wire};
+  struct call c = {self, job};
   fork_state = 0;
   ip_future *f = ip_call(t->task, &c); /* in the child this never returns */
   int state = fork_state;
@@ -267,7 +247,7 @@ static VALUE task_spawn(VALUE self, VALUE args) {
     ip_future_free(f);
     rb_jump_tag(state);
   }
-  return rbip_future_new(f, self, args, t->wire);
+  return rbip_future_new(f, self, args);
 }
 
 void rbip_init_task(void) {
@@ -337,6 +317,6 @@ void rbip_init_task(void) {
   rb_hash_aset(st, ID2SYM(rb_intern("flush_all")), INT2NUM(IP_STDIO_FLUSH_ALL));
   rb_define_const(rbip_mInParallel, "STDIO_FLAGS", rb_obj_freeze(st));
   rb_define_alloc_func(rbip_cTask, task_alloc);
-  rb_define_private_method(rbip_cTask, "__setup", task_setup, 5);
+  rb_define_private_method(rbip_cTask, "__setup", task_setup, 4);
   rb_define_private_method(rbip_cTask, "__spawn", task_spawn, 1);
 }

@@ -41,7 +41,7 @@ module InParallel
       @stdio = Task.__stdio(stdio)
       flags = @stdio.sum { |name| STDIO_FLAGS.fetch(name) }
       @flush = (flags & (STDIO_FLAGS[:flush_std] | STDIO_FLAGS[:flush_all])) != 0
-      __setup(@serializer.wire, ms, @max_result, stdio.nil? ? nil : flags,
+      __setup(ms, @max_result, stdio.nil? ? nil : flags,
               limits.map { |name, soft, hard| [RLIMITS.fetch(name), soft, hard] })
       __warm
     end
