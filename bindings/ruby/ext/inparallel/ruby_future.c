@@ -16,10 +16,18 @@ static void future_mark(void *p) {
 static void future_free(void *p) {
   rbip_future *f = p;
   ip_future_free(f->future); /* SIGKILLs and reaps a child still running */
+  if (f->value_bytes) rb_gc_adjust_memory_usage(-(ssize_t)f->value_bytes);
   xfree(f);
 }
 
-static size_t future_size(const void *p) { return sizeof(rbip_future); }
+/* The result's bytes count as the Future's: the core keeps them (in the heap, or the memfd's
+ * mapping) until the Future is freed, so ObjectSpace.memsize_of sees them and the GC's
+ * malloc accounting (rb_gc_adjust_memory_usage in future_payload) weighs a Future holding a
+ * 100 MiB result like a 100 MiB String. */
+static size_t future_size(const void *p) {
+  const rbip_future *f = p;
+  return sizeof(rbip_future) + f->value_bytes;
+}
 
 static const rb_data_type_t future_type = {
     "InParallel::Future",
@@ -121,6 +129,10 @@ static VALUE future_payload(VALUE self) {
   const void *v = ip_future_value(f->future); /* done: decodes without waiting */
   if (!v) return Qnil;
   const ip_bytes *b = v;
+  if (!f->value_bytes && b->len) {
+    f->value_bytes = b->len;
+    rb_gc_adjust_memory_usage((ssize_t)b->len);
+  }
   return rb_str_new(b->data, (long)b->len);
 }
 

@@ -21,6 +21,7 @@ typedef struct rbip_future {
   ip_future *future;
   VALUE task; /* the Task: decodes the value */
   VALUE args; /* the call's arguments, for Future#args */
+  size_t value_bytes; /* the result's bytes the future holds, once they were looked at */
   long wf_index; /* 1 + its index in the Array of the Waiter that mirrors it; 0: none */
 } rbip_future;
 
