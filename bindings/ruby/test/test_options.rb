@@ -42,6 +42,14 @@ class TestOptions < InParallelTest
     assert_kind_of Errno::EMFILE, err
   end
 
+  # The kernel refuses more descriptors than fs.nr_open, even to root: the call fails.
+  def test_a_limit_the_kernel_refuses_fails_the_call
+    err = InParallel.task(rlimit: { nofile: 2**40 }) { :ran }.().error
+    assert_instance_of InParallel::ProcessError, err
+    assert_equal "EINVAL", err.code
+    assert_match(/setrlimit\(#{Process::RLIMIT_NOFILE}, 1099511627776, 1099511627776\) failed in the child/, err.message)
+  end
+
   def test_options_on_a_decorated_method
     assert_equal [[200, 200], [1 << 20, 2 << 20]], Limited.new.limits.value
   end

@@ -55,7 +55,14 @@ module InParallel
 
     def to_proc = method(:call).to_proc
 
-    def inspect = "#<InParallel::Task serializer=#{@serializer.name}#{@timeout ? " timeout=#{@timeout}s" : ''}>"
+    def inspect
+      text = +"#<InParallel::Task serializer=#{@serializer.name}"
+      text << " timeout=#{@timeout}s" if @timeout
+      text << " max_result=#{@max_result}" if @max_result
+      text << " rlimit=#{@rlimit}" unless @rlimit.empty?
+      text << " stdio=#{@stdio}" unless @stdio == STDIO_DEFAULT
+      text << ">"
+    end
 
     # --- option checks; not API -------------------------------------------------------------
 
@@ -69,6 +76,7 @@ module InParallel
     end
 
     INFINITY_NAMES = [:infinity, :unlimited, "infinity", "unlimited"].freeze
+    private_constant :INFINITY_NAMES
 
     # [[name, soft, hard], ...] from { name => limit or [soft, hard] }.
     def self.__rlimits(spec)
