@@ -68,13 +68,18 @@ class TestTimeouts < InParallelTest
     assert_empty list
   end
 
-  # The timeout bounds each wait for the next completion, not the whole loop.
+  # The timeout bounds each wait for the next completion, not the whole loop: a loop whose
+  # body outlasts it runs to the end while each wait is short.
   def test_waitfor_timeout_bounds_each_wait
-    list = [0.4, 0.8, 1.2].map { |s| SLEEP.(s) }
+    list = [1, 2, 3].map { |x| SLEEP.(x * 0.0) }
+    list.each(&:wait)
     t0 = now
-    got = InParallel.waitfor(list, timeout: 0.8).map(&:value)
-    assert_equal [0.4, 0.8, 1.2], got
-    assert_operator now - t0, :>, 0.8
+    got = InParallel.waitfor(list, timeout: 0.2).map { |f| sleep 0.15; f.value }
+    assert_equal [0.0] * 3, got
+    assert_operator now - t0, :>, 0.4
+    # And waits that block, each shorter than the bound.
+    list = [SLEEP.(0.1), SLEEP.(0.1)]
+    assert_equal [0.1, 0.1], InParallel.waitfor(list, timeout: 20).map(&:value)
   end
 
   # A factor's asks never wait, so they never time out.

@@ -66,19 +66,25 @@ static void *wait_nogvl(void *p) {
   return NULL;
 }
 
-long long rbip_now_ms(void) {
+long long rbip_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+long long rbip_ms_until(long long deadline_us) {
+  long long left = deadline_us - rbip_now_us();
+  return left > 0 ? (left + 999) / 1000 : 0;
 }
 
 int rbip_wait(ip_future *f, long timeout_ms) {
   if (ip_future_done(f)) return 0;
   if (timeout_ms == 0) return IP_ETIMEDOUT;
-  long long deadline = timeout_ms > 0 ? rbip_now_ms() + timeout_ms : 0;
+  if (timeout_ms > (1L << 53)) timeout_ms = -1; /* beyond any deadline: forever */
+  long long deadline = timeout_ms > 0 ? rbip_now_us() + (long long)timeout_ms * 1000 : 0;
   for (;;) {
-    long long left = timeout_ms > 0 ? deadline - rbip_now_ms() : -1;
-    if (timeout_ms > 0 && left <= 0) return ip_future_done(f) ? 0 : IP_ETIMEDOUT;
+    long long left = timeout_ms > 0 ? rbip_ms_until(deadline) : -1;
+    if (left == 0) return ip_future_done(f) ? 0 : IP_ETIMEDOUT;
     /* IP_EINTR stays when the VM had an interrupt pending and did not call wait_nogvl. */
     struct wait_arg a = {f, left > INT32_MAX ? INT32_MAX : (int)left, IP_EINTR};
     /* RUBY_UBF_IO signals this thread, which interrupts the core's ppoll (IP_EINTR); the

@@ -31,7 +31,10 @@ VALUE rbip_future_new(ip_future *f, VALUE task, VALUE args);
 /* Waits for f with the GVL released; Ruby's interrupts (Ctrl-C, Thread#raise, Timeout) are
  * checked while waiting and raise from here. timeout_ms < 0: forever. 0 or IP_ETIMEDOUT. */
 int rbip_wait(ip_future *f, long timeout_ms);
-long long rbip_now_ms(void); /* CLOCK_MONOTONIC */
+/* Deadlines for waits: CLOCK_MONOTONIC in microseconds, and the milliseconds left until one,
+ * rounded up (0 once it has passed), so that a wait never ends before its time. */
+long long rbip_now_us(void);
+long long rbip_ms_until(long long deadline_us);
 
 void rbip_init_task(void);
 void rbip_init_future(void);

@@ -138,16 +138,17 @@ static VALUE waiter_step(int argc, VALUE *argv, VALUE self) {
   rb_scan_args(argc, argv, "21", &list, &cf_v, &timeout_v);
   int cf = NUM2INT(cf_v);
   long long timeout_ms = NIL_P(timeout_v) ? -1 : NUM2LL(timeout_v);
+  if (timeout_ms > (1LL << 53)) timeout_ms = -1; /* beyond any deadline: forever */
   Check_Type(list, T_ARRAY);
-  long long deadline = timeout_ms > 0 ? rbip_now_ms() + timeout_ms : 0;
+  long long deadline = timeout_ms > 0 ? rbip_now_us() + timeout_ms * 1000 : 0;
   for (;;) {
     if (w->synced < 0) rebuild(w, list);
     else sync_mirror(w, list);
     struct step_arg a = {w, cf, 0, NULL, IP_EINTR};
     step_nogvl(&a); /* with the GVL: most steps need no wait */
     if (a.rc == IP_ETIMEDOUT) {
-      long long left = timeout_ms > 0 ? deadline - rbip_now_ms() : timeout_ms;
-      if (left != 0 && (timeout_ms < 0 || left > 0)) { /* else: the time is up */
+      long long left = timeout_ms > 0 ? rbip_ms_until(deadline) : timeout_ms;
+      if (left != 0) { /* else: the time is up */
         a.timeout_ms = left < 0 ? -1 : left > INT32_MAX ? INT32_MAX : (int)left;
         a.rc = IP_EINTR;
         /* Not rb_thread_call_without_gvl: that may raise after the step returned a future,
@@ -166,7 +167,7 @@ static VALUE waiter_step(int argc, VALUE *argv, VALUE self) {
     if (a.rc == 0) return Qfalse;
     if (a.rc == IP_EINTR || a.rc == IP_ETIMEDOUT) {
       rb_thread_check_ints(); /* Ctrl-C, Thread#raise: raise here; else resume */
-      if (timeout_ms >= 0 && (timeout_ms == 0 || rbip_now_ms() >= deadline))
+      if (timeout_ms == 0 || (timeout_ms > 0 && rbip_ms_until(deadline) == 0))
         rb_raise(rb_path2class("InParallel::TimeoutError"),
                  "InParallel.waitfor: no call completed within %.3f s",
                  (double)timeout_ms / 1000.0);
