@@ -26,12 +26,14 @@ module InParallel
 
   # `include InParallel` gives the class `task`, the method decorator.
   module Decorator
-    # task def name(...) ... end, serializer: :marshal, timeout: nil
+    # task def name(...) ... end, serializer: :marshal, timeout: nil, max_result: nil,
+    #                              rlimit: nil, stdio: nil
     #
     # Makes each call of the method fork a child that runs the original method (self, its
     # instance variables, blocks and keyword arguments all work: the child has a copy of the
-    # caller's memory) and return an InParallel::Future at once.
-    def task(name, serializer: :marshal, timeout: nil)
+    # caller's memory) and return an InParallel::Future at once. The options are
+    # InParallel::Task.new's.
+    def task(name, **options)
       unless name.is_a?(Symbol) || name.is_a?(String)
         raise TypeError, "task expects a method name (task def name(...) ... end), got #{name.class}"
       end
@@ -42,7 +44,7 @@ module InParallel
               else raise ArgumentError, "task: #{self} has no method #{name.inspect} (write `task def #{name}(...) ... end`)"
               end
       original = owner.instance_method(name)
-      runner = Task.new(serializer: serializer, timeout: timeout)
+      runner = Task.new(**options)
       visibility = if owner.private_method_defined?(name) then :private
                    elsif owner.protected_method_defined?(name) then :protected
                    else :public
@@ -62,20 +64,23 @@ module InParallel
     super
   end
 
-  # InParallel.task(serializer: :marshal, timeout: nil) { |x| ... } => a Task: call it with
-  # `call`, `.()` or `[]`; each call forks and returns a Future. A Proc or Method may be given
-  # instead of the block.
-  def self.task(callable = nil, serializer: :marshal, timeout: nil, &block)
+  # InParallel.task(serializer: :marshal, timeout: nil, max_result: nil, rlimit: nil,
+  # stdio: nil) { |x| ... } => a Task: call it with `call`, `.()` or `[]`; each call forks and
+  # returns a Future. A Proc or Method may be given instead of the block. The options are
+  # InParallel::Task.new's.
+  def self.task(callable = nil, **options, &block)
     raise ArgumentError, "InParallel.task needs a block or a callable" unless callable || block
 
-    Task.new(callable, serializer: serializer, timeout: timeout, &block)
+    Task.new(callable, **options, &block)
   end
 
   # Hands back the futures of `list` (an Array, changed in place) as they complete. With a
   # concurrency factor it yields nil whenever fewer than that many are in the list, asking
   # for another task to be appended; when the list is empty it asks one last time and ends if
-  # nothing was added. Without a block, returns an Enumerator.
-  def self.waitfor(list, concurrency_factor: nil, &block)
+  # nothing was added. With `timeout` (seconds), a wait for the next completion that lasts
+  # longer raises InParallel::TimeoutError (the calls keep running, still in the list).
+  # Without a block, returns an Enumerator.
+  def self.waitfor(list, concurrency_factor: nil, timeout: nil, &block)
     unless list.is_a?(Array)
       raise TypeError, "InParallel.waitfor expects an Array of futures, got #{list.class}"
     end
@@ -93,10 +98,11 @@ module InParallel
          else
            raise TypeError, "concurrency_factor must be a positive Integer or nil, got #{concurrency_factor.class}"
          end
-    return enum_for(:waitfor, list, concurrency_factor: concurrency_factor) unless block
+    ms = __wait_ms(timeout) || -1
+    return enum_for(:waitfor, list, concurrency_factor: concurrency_factor, timeout: timeout) unless block
 
     waiter = Waiter.new
-    while (f = waiter.step(list, cf)) != false
+    while (f = waiter.step(list, cf, ms)) != false
       yield f
     end
     nil
@@ -117,6 +123,16 @@ module InParallel
       value.infinite? ? nil : value
     end
 
+    # A wait's timeout in seconds (nil: forever, 0: do not wait) as milliseconds for the C
+    # side, nil for forever. Rounded up, so a wait never ends before its time.
+    def __wait_ms(timeout)
+      secs = __seconds(timeout, "timeout", allow_zero: true)
+      return nil if secs.nil?
+
+      ms = (secs * 1000).ceil
+      ms > 2**53 ? nil : ms
+    end
+
     # In the child, before it ends; allocates nothing (every page a child writes is copied).
     def __flush_stdio
       __flush($stdout)
@@ -129,6 +145,26 @@ module InParallel
       io.flush if io.respond_to?(:flush)
     rescue StandardError
       nil
+    end
+
+    # An exception's own message, without what error_highlight (its code snippet) and
+    # did_you_mean (its suggestions) append to it on Ruby 3.1, whose to_s they override: the
+    # message goes into another process, where the snippet's lines mean nothing, and the core
+    # carries one line. Both mark their to_s with SKIP_TO_S_FOR_SUPER_LOOKUP for this very
+    # walk (did_you_mean's original_message does the same). From Ruby 3.2 on they add to
+    # detailed_message instead and message is already plain. A class's own #message is kept.
+    def __plain_message(exc)
+      return exc.message.to_s unless exc.method(:message).owner == Exception
+
+      m = exc.method(:to_s)
+      m = m.super_method while m.super_method && m.owner.const_defined?(:SKIP_TO_S_FOR_SUPER_LOOKUP, false)
+      m.call.to_s
+    rescue StandardError
+      begin
+        exc.message.to_s
+      rescue StandardError
+        exc.class.name.to_s
+      end
     end
 
     def __backtrace_text(exc, marshal)
@@ -150,15 +186,38 @@ module InParallel
       msg = info[:message]
       case code
       when "ERAISED", "EENCODE"
+        return __exited(info) if code == "ERAISED" && info[:kind] == "SystemExit"
+
         __remote_exception(info[:kind], msg, info[:backtrace], opts)
       when "EDECODE" then DecodeError.new(msg, **opts)
+      when "E2BIG" then EncodeError.new(msg, **opts) # larger than the task's max_result
       else
         popts = opts.merge(signal: info[:signal], exit_status: info[:exit_status], core_dumped: info[:core_dumped])
-        klass = { "ETIMEDOUT" => TimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)
+        klass = { "ETIMEDOUT" => TaskTimeoutError, "ECANCELED" => CanceledError }.fetch(code, ProcessError)
         klass.new(msg, **popts)
       end
     end
 
+    # `exit 3` or `abort("why")` in the task: the child rescued the SystemExit and sent its
+    # status (as the raised code) and message, which abort's is, and which `exit`'s is not.
+    def __exited(info)
+      status = info[:raised_code]
+      text = +"child #{info[:pid]} exited with status #{status} without sending a result"
+      said = info[:message].to_s
+      text << ": " << said unless said.empty? || %w[exit SystemExit].include?(said)
+      err = ProcessError.new(text, code: "EEXITED", pid: info[:pid], exit_status: status)
+      lines = info[:backtrace].to_s.split("\n")
+      err.set_backtrace(lines) unless lines.empty?
+      err
+    end
+
+    # The child's exception, rebuilt: itself when Marshal carried it (with its state), else
+    # from its class name and message when the parent has that class, else a RemoteError.
+    # Only StandardErrors come back as themselves: NoMemoryError, ScriptError (LoadError,
+    # NotImplementedError, SyntaxError), SecurityError, SystemStackError or a class of the
+    # task's own under Exception, raised here, would pass by the `rescue => e` that handles a
+    # failed call, as if this process had run out of memory or failed to load code; they come
+    # back as a RemoteError naming the class.
     def __remote_exception(kind, message, backtrace, opts)
       lines = backtrace ? backtrace.split("\n") : []
       exc = nil
@@ -169,11 +228,11 @@ module InParallel
         rescue StandardError
           nil
         end
-        exc = nil unless exc.is_a?(Exception)
+        exc = nil unless exc.is_a?(StandardError)
       end
       unless exc
         klass = __resolve_class(kind)
-        if klass
+        if klass && klass <= StandardError
           exc = klass.allocate
           Exception.instance_method(:initialize).bind_call(exc, message)
           exc.instance_variable_set(:@code, opts[:code]) if klass <= Error

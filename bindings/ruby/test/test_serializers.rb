@@ -86,4 +86,65 @@ class TestSerializers < InParallelTest
     assert_match(/:marshal, :msgpack, :raw/, err.message)
     assert_raises(TypeError) { InParallel.task(serializer: Object.new) { 1 } }
   end
+  MpPoint = Struct.new(:x, :y)
+  MpDefaultOnly = Struct.new(:name)
+
+  def point_factory
+    require "msgpack"
+    f = MessagePack::Factory.new
+    f.register_type(1, MpPoint, packer: ->(p) { [p.x, p.y].pack("q<q<") },
+                                unpacker: ->(s) { MpPoint.new(*s.unpack("q<q<")) })
+    f.register_type(2, Symbol)
+    f
+  end
+
+  # :msgpack results are unpacked by msgpack-ruby in the parent: the extension types registered
+  # with MessagePack::DefaultFactory, or with the task's own factory, come back as themselves.
+  def test_msgpack_extension_types_round_trip
+    require "msgpack"
+    unless MessagePack::DefaultFactory.registered_types.any? { |t| t[:class] == MpDefaultOnly }
+      MessagePack::DefaultFactory.register_type(0x31, MpDefaultOnly, packer: ->(v) { v.name },
+                                                                     unpacker: ->(s) { MpDefaultOnly.new(s) })
+    end
+    v = InParallel.task(serializer: :msgpack) { { "who" => MpDefaultOnly.new("ann"), "n" => [1, 2] } }.().value
+    assert_equal({ "who" => MpDefaultOnly.new("ann"), "n" => [1, 2] }, v)
+
+    factory = point_factory
+    t = InParallel.task(serializer: factory) { |n| { pts: Array.new(n) { |i| MpPoint.new(i, -i) }, tag: :sym } }
+    assert_equal({ pts: [MpPoint.new(0, 0), MpPoint.new(1, -1)], tag: :sym }, t.(2).value)
+    assert_instance_of InParallel::Serializers::Msgpack, t.serializer
+    # A large result: 1 MiB and more travels through a memfd.
+    big = t.(100_000).value[:pts]
+    assert_equal 100_000, big.size
+    assert_equal MpPoint.new(99_999, -99_999), big.last
+  end
+
+  def test_msgpack_decode_failure_is_a_decode_error
+    require "msgpack"
+    factory = MessagePack::Factory.new
+    factory.register_type(5, MpPoint, packer: ->(p) { p.x.to_s }, unpacker: ->(_s) { raise ArgumentError, "refused" })
+    err = assert_raises(InParallel::DecodeError) { InParallel.task(serializer: factory) { MpPoint.new(7) }.().value }
+    assert_equal "EDECODE", err.code
+    assert_match(/MessagePack::Factory could not unpack the result: ArgumentError: refused/, err.message)
+  end
+
+  # A failed :msgpack encode names the path of the value that could not be encoded.
+  def test_msgpack_encode_failure_names_the_path
+    mp = InParallel.task(serializer: :msgpack) { |v| v }
+    {
+      [1, 2, { key: -> {} }] => /result\[2\]\[:key\]: a Proc cannot be encoded\z/,
+      { "a" => [nil, { "b" => Object.new }] } => /result\["a"\]\[1\]\["b"\]: an Object cannot be encoded\z/,
+      [1, 2**70] => /result\[1\]: an Integer cannot be encoded \(RangeError: .+\)\z/,
+      { Object.new => 1 } => /result \(the key #<Object:0x\h+>\): an Object cannot be encoded\z/,
+      Object.new => /result: an Object cannot be encoded\z/
+    }.each do |value, pattern|
+      err = assert_raises(InParallel::EncodeError, value.inspect) { mp.(value).value }
+      assert_equal "EENCODE", err.code
+      assert_match(/\Athe :msgpack serializer could not encode the result \(#{value.class}\): /, err.message)
+      assert_match pattern, err.message
+    end
+    t = InParallel.task(serializer: point_factory) { [MpPoint.new(1, 2), { s: MpPoint.new(1, "two") }] }
+    err = assert_raises(InParallel::EncodeError) { t.().value }
+    assert_match(/result\[1\]\[:s\]: a TestSerializers::MpPoint cannot be encoded \(TypeError: /, err.message)
+  end
 end

@@ -335,7 +335,16 @@ module Storm
         when :builtin
           klass = BUILTIN.sample(random: rng)
           msg = "storm #{i}: #{Storm.text(rng)}"
-          [-> { WORKER.run(:builtin, [klass, msg]) }, ->(f) { Storm.check_raised(f, klass, klass.new(msg).message) }]
+          check = if klass <= StandardError
+                    ->(f) { Storm.check_raised(f, klass, klass.new(msg).message) }
+                  else # NotImplementedError, SecurityError: wrapped, so that `rescue => e` sees them
+                    lambda do |f|
+                      Storm.check_raised(f, InParallel::RemoteError, "#{klass}: #{klass.new(msg).message}") do |e|
+                        "remote_class #{e.remote_class.inspect}" unless e.remote_class == klass.name
+                      end
+                    end
+                  end
+          [-> { WORKER.run(:builtin, [klass, msg]) }, check]
         when :natural
           n = rng.rand(NATURAL.size)
           want = begin
@@ -367,7 +376,7 @@ module Storm
           msg = "only in the child #{i}"
           [-> { WORKER.run(:child_only, msg) },
            lambda do |f|
-             Storm.check_raised(f, InParallel::RemoteError, msg) do |e|
+             Storm.check_raised(f, InParallel::RemoteError, "StormChildOnlyError: #{msg}") do |e|
                "remote_class #{e.remote_class.inspect}" unless e.remote_class == "StormChildOnlyError" && e.code == "ERAISED"
              end
            end]
@@ -385,7 +394,7 @@ module Storm
           how = kind == :timeout_pipe ? :pipe : :sleep
           [-> { TIMED.(how) },
            lambda do |f|
-             Storm.check_process(f, InParallel::TimeoutError, code: "ETIMEDOUT", signal: 9,
+             Storm.check_process(f, InParallel::TaskTimeoutError, code: "ETIMEDOUT", signal: 9,
                                                               message: /longer than the task's timeout of #{(TIMEOUT * 1000).round} ms/)
            end]
         when :killed # from outside, while it runs

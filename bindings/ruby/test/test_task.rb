@@ -75,7 +75,7 @@ class TestTask < InParallelTest
   end
 
   def test_task_options_on_a_decorated_method
-    assert_raises(InParallel::TimeoutError) { Fleet.new("p").slow(5).value }
+    assert_raises(InParallel::TaskTimeoutError) { Fleet.new("p").slow(5).value }
     assert_equal({ "x" => 7, "list" => [1, 2.5, nil, true] }, Fleet.new("p").packed(7).value)
   end
 

@@ -39,7 +39,7 @@ class TestTree < InParallelTest
   end
 
   # Reads the FIFO to its end in a timed call of its own, so that a tree left running fails
-  # the test (TimeoutError) instead of hanging it.
+  # the test (TaskTimeoutError) instead of hanging it.
   def assert_gone(r, pids, ending)
     reader = InParallel.task(timeout: 20) { r.read }
     err = reader.().error
@@ -55,7 +55,7 @@ class TestTree < InParallelTest
   def test_ends_with_a_timeout
     f = shell_task(timeout: 0.3).(@fifo)
     r, pids = started
-    assert_instance_of InParallel::TimeoutError, f.error
+    assert_instance_of InParallel::TaskTimeoutError, f.error
     assert_gone(r, pids, "a timeout")
   end
 

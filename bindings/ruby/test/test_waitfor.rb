@@ -194,4 +194,39 @@ class TestWaitfor < InParallelTest
     assert_equal 2, got.size
     assert_empty list
   end
+  # nil means no factor; anything but nil or a positive Integer is refused, 0 too, before any
+  # step runs, with a message that says what is accepted.
+  def test_concurrency_factor_is_nil_or_a_positive_integer
+    assert_equal "", seq_of([], nil)
+    assert_equal "N", seq_of([], 1)
+    [0, -1, -2**40].each do |bad|
+      err = assert_raises(ArgumentError) { InParallel.waitfor([], concurrency_factor: bad) {} }
+      assert_equal "concurrency_factor must be a positive Integer or nil, got #{bad}", err.message
+    end
+    [2.0, "3", :three, true, [1]].each do |bad|
+      err = assert_raises(TypeError) { InParallel.waitfor([], concurrency_factor: bad) {} }
+      assert_equal "concurrency_factor must be a positive Integer or nil, got #{bad.class}", err.message
+    end
+    err = assert_raises(ArgumentError) { InParallel.waitfor([], concurrency_factor: 2**31) }
+    assert_match(/too large/, err.message)
+  end
+
+  # Waiter#step, the one step under InParallel.waitfor: a Future, nil for "start another",
+  # false for the end (never nil for the end: nil is an ask).
+  def test_waiter_step_returns_nil_to_ask_and_false_at_the_end
+    w = InParallel::Waiter.new
+    list = []
+    assert_nil w.step(list, 2)
+    assert_equal false, w.step(list, 2)
+    assert_equal false, InParallel::Waiter.new.step([], 0)
+    f = DOUBLE.(4)
+    list = [f]
+    w = InParallel::Waiter.new
+    assert_same f, w.step(list, 0)
+    assert_empty list
+    assert_equal false, w.step(list, 0)
+    slow = SLEEP.(30)
+    assert_raises(InParallel::TimeoutError) { InParallel::Waiter.new.step([slow], 0, 0) }
+    assert slow.cancel
+  end
 end

@@ -1,6 +1,5 @@
 # Builds inparallel/inparallel.so. The core comes from, in this order:
-#   1. pkg-config `inparallel` (an installed libinparallel; `inparallel-msgpack` too if there),
-#      unless INPARALLEL_IN_TREE=1;
+#   1. pkg-config `inparallel` (an installed libinparallel), unless INPARALLEL_IN_TREE=1;
 #   2. the core's sources compiled into the extension, from $INPARALLEL_SRC, from core/ beside
 #      this file (copied there by `rake vendor`, so a built .gem carries them), or from the
 #      source tree this binding lives in (../../../..).
@@ -30,11 +29,9 @@ $CFLAGS << " -std=gnu11 -fvisibility=hidden -Wno-declaration-after-statement"
 have_library("pthread") or abort "inparallel needs pthreads"
 have_func("rb_thread_call_without_gvl", "ruby/thread.h") or abort "ruby/thread.h is missing"
 
-msgpack = false
 if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
    have_func("ip_task_set_fork", "inparallel.h")
   message "inparallel: using the installed core (pkg-config inparallel)\n"
-  msgpack = pkg_config("inparallel-msgpack") && have_header("inparallel/msgpack.h")
 else
   root = core_root or abort <<~MSG
     inparallel: the C core was found neither by pkg-config (`make install` it) nor as sources
@@ -47,16 +44,7 @@ else
   $VPATH << File.join(root, "lib")
   core_srcs = Dir[File.join(root, "lib", "*.c")].sort
   $srcs = Dir[File.join(__dir__, "*.c")].map { |f| File.basename(f) } + core_srcs.map { |f| File.basename(f) }
-  if ENV["INPARALLEL_NO_MSGPACK"] != "1" && File.file?(File.join(root, "serializers", "msgpack", "msgpack.c")) &&
-     (pkg_config("msgpack") || pkg_config("msgpack-c") || true) &&
-     have_header("msgpack.h") && (have_library("msgpackc") || have_library("msgpack-c"))
-    $VPATH << File.join(root, "serializers", "msgpack")
-    $srcs << "msgpack.c"
-    msgpack = true
-  end
   $objs = $srcs.map { |s| s.sub(/\.c\z/, ".o") }
 end
 
-$defs << "-DRBIP_HAVE_MSGPACK" if msgpack
-message "inparallel: msgpack serializer #{msgpack ? 'enabled' : 'disabled (msgpack-c not found)'}\n"
 create_makefile("inparallel/inparallel")

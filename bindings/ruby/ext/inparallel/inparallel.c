@@ -19,11 +19,6 @@ RUBY_FUNC_EXPORTED void Init_inparallel(void) {
   rb_obj_freeze(codes);
   rb_define_const(rbip_mInParallel, "CODES", codes);
   rb_define_const(rbip_mInParallel, "CORE_VERSION", rb_obj_freeze(rb_str_new_cstr(ip_version())));
-#ifdef RBIP_HAVE_MSGPACK
-  rb_define_const(rbip_mInParallel, "MSGPACK_WIRE", Qtrue);
-#else
-  rb_define_const(rbip_mInParallel, "MSGPACK_WIRE", Qfalse);
-#endif
   rb_define_module_function(rbip_mInParallel, "__strerror", m_strerror, 1);
 
   rbip_init_task();

@@ -16,10 +16,18 @@ static void future_mark(void *p) {
 static void future_free(void *p) {
   rbip_future *f = p;
   ip_future_free(f->future); /* SIGKILLs and reaps a child still running */
+  if (f->value_bytes) rb_gc_adjust_memory_usage(-(ssize_t)f->value_bytes);
   xfree(f);
 }
 
-static size_t future_size(const void *p) { return sizeof(rbip_future); }
+/* The result's bytes count as the Future's: the core keeps them (in the heap, or the memfd's
+ * mapping) until the Future is freed, so ObjectSpace.memsize_of sees them and the GC's
+ * malloc accounting (rb_gc_adjust_memory_usage in future_payload) weighs a Future holding a
+ * 100 MiB result like a 100 MiB String. */
+static size_t future_size(const void *p) {
+  const rbip_future *f = p;
+  return sizeof(rbip_future) + f->value_bytes;
+}
 
 static const rb_data_type_t future_type = {
     "InParallel::Future",
@@ -35,13 +43,12 @@ rbip_future *rbip_future_get(VALUE obj) {
   return f;
 }
 
-VALUE rbip_future_new(ip_future *future, VALUE task, VALUE args, int wire) {
+VALUE rbip_future_new(ip_future *future, VALUE task, VALUE args) {
   rbip_future *f;
   VALUE obj = TypedData_Make_Struct(rbip_cFuture, rbip_future, &future_type, f);
   f->future = future;
   f->task = task;
   f->args = args;
-  f->wire = wire;
   return obj;
 }
 
@@ -59,19 +66,25 @@ static void *wait_nogvl(void *p) {
   return NULL;
 }
 
-static long long now_ms(void) {
+long long rbip_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+long long rbip_ms_until(long long deadline_us) {
+  long long left = deadline_us - rbip_now_us();
+  return left > 0 ? (left + 999) / 1000 : 0;
 }
 
 int rbip_wait(ip_future *f, long timeout_ms) {
   if (ip_future_done(f)) return 0;
   if (timeout_ms == 0) return IP_ETIMEDOUT;
-  long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+  if (timeout_ms > (1L << 53)) timeout_ms = -1; /* beyond any deadline: forever */
+  long long deadline = timeout_ms > 0 ? rbip_now_us() + (long long)timeout_ms * 1000 : 0;
   for (;;) {
-    long long left = timeout_ms > 0 ? deadline - now_ms() : -1;
-    if (timeout_ms > 0 && left <= 0) return ip_future_done(f) ? 0 : IP_ETIMEDOUT;
+    long long left = timeout_ms > 0 ? rbip_ms_until(deadline) : -1;
+    if (left == 0) return ip_future_done(f) ? 0 : IP_ETIMEDOUT;
     /* IP_EINTR stays when the VM had an interrupt pending and did not call wait_nogvl. */
     struct wait_arg a = {f, left > INT32_MAX ? INT32_MAX : (int)left, IP_EINTR};
     /* RUBY_UBF_IO signals this thread, which interrupts the core's ppoll (IP_EINTR); the
@@ -114,17 +127,18 @@ static VALUE future_status(VALUE self) {
   return INT2NUM(ip_future_status(f->future));
 }
 
-/* Future#__payload: after completion, the value as a binary String (raw wire) or as Ruby
- * objects (msgpack wire); nil when the call failed (then see __error_info). */
+/* Future#__payload: after completion, the value's bytes as a binary String, for the task's
+ * serializer to decode; nil when the call failed (then see __error_info). */
 static VALUE future_payload(VALUE self) {
   rbip_future *f = rbip_future_get(self);
   if (rbip_wait(f->future, -1) != 0) return Qnil;
   const void *v = ip_future_value(f->future); /* done: decodes without waiting */
   if (!v) return Qnil;
-#ifdef RBIP_HAVE_MSGPACK
-  if (f->wire == RBIP_WIRE_MSGPACK) return rbip_msgpack_to_ruby(v);
-#endif
   const ip_bytes *b = v;
+  if (!f->value_bytes && b->len) {
+    f->value_bytes = b->len;
+    rb_gc_adjust_memory_usage((ssize_t)b->len);
+  }
   return rb_str_new(b->data, (long)b->len);
 }
 

@@ -10,36 +10,31 @@
 
 extern VALUE rbip_mInParallel, rbip_cTask, rbip_cFuture, rbip_cWaiter;
 
-/* How a task's values travel. The child always produces bytes in Ruby; msgpack bytes go
- * through the core's msgpack serializer (checked in the child, decoded by msgpack-c in the
- * parent), everything else through the raw serializer. */
-enum rbip_wire { RBIP_WIRE_RAW = 0, RBIP_WIRE_MSGPACK = 1 };
+/* Every task's values travel as bytes through the core's raw serializer: the child encodes
+ * in Ruby (Marshal, MessagePack, ...), the parent decodes in Ruby (lib/inparallel/). */
 
 typedef struct rbip_task {
   ip_task *task;
-  int wire;
 } rbip_task;
 
 typedef struct rbip_future {
   ip_future *future;
   VALUE task; /* the Task: decodes the value */
   VALUE args; /* the call's arguments, for Future#args */
-  int wire;
+  size_t value_bytes; /* the result's bytes the future holds, once they were looked at */
   long wf_index; /* 1 + its index in the Array of the Waiter that mirrors it; 0: none */
 } rbip_future;
 
 rbip_future *rbip_future_get(VALUE obj); /* TypeError for anything but a Future */
-VALUE rbip_future_new(ip_future *f, VALUE task, VALUE args, int wire);
+VALUE rbip_future_new(ip_future *f, VALUE task, VALUE args);
 
 /* Waits for f with the GVL released; Ruby's interrupts (Ctrl-C, Thread#raise, Timeout) are
  * checked while waiting and raise from here. timeout_ms < 0: forever. 0 or IP_ETIMEDOUT. */
 int rbip_wait(ip_future *f, long timeout_ms);
-
-#ifdef RBIP_HAVE_MSGPACK
-const ip_serializer *rbip_msgpack_serializer(void);
-void *rbip_msgpack_sbuffer(const char *data, size_t len); /* child side; NULL on ENOMEM */
-VALUE rbip_msgpack_to_ruby(const void *msgpack_object);
-#endif
+/* Deadlines for waits: CLOCK_MONOTONIC in microseconds, and the milliseconds left until one,
+ * rounded up (0 once it has passed), so that a wait never ends before its time. */
+long long rbip_now_us(void);
+long long rbip_ms_until(long long deadline_us);
 
 void rbip_init_task(void);
 void rbip_init_future(void);

@@ -31,7 +31,6 @@ static VALUE task_alloc(VALUE klass) {
   rbip_task *t;
   VALUE obj = TypedData_Make_Struct(klass, rbip_task, &task_type, t);
   t->task = NULL;
-  t->wire = RBIP_WIRE_RAW;
   return obj;
 }
 
@@ -122,7 +121,6 @@ static pid_t fork_hook(void *ud) {
 struct call {
   VALUE task;
   VALUE job; /* the Proc to run in the child */
-  int wire;
 };
 
 /* What Task#__child produced, copied out of Ruby so that nothing after it can raise. */
@@ -130,7 +128,7 @@ struct outcome {
   struct call *call;
   void *value;
   int failed;
-  int code;
+  int code, raised_code;
   char *kind, *message, *backtrace;
 };
 
@@ -152,11 +150,6 @@ static VALUE child_body(VALUE p) {
   struct outcome *o = (struct outcome *)p;
   VALUE r = rb_funcall(o->call->task, id_child, 1, o->call->job);
   if (RB_TYPE_P(r, T_STRING)) {
-#ifdef RBIP_HAVE_MSGPACK
-    if (o->call->wire == RBIP_WIRE_MSGPACK) {
-      o->value = rbip_msgpack_sbuffer(RSTRING_PTR(r), (size_t)RSTRING_LEN(r));
-    } else
-#endif
     if (RSTRING_LEN(r) < (1 << 20)) {
       /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
        * between here and the child's exit, and a copy would only fault in more pages. */
@@ -171,9 +164,10 @@ static VALUE child_body(VALUE p) {
     RB_GC_GUARD(r);
     return Qnil;
   }
-  Check_Type(r, T_ARRAY); /* [code, class name, message, backtrace text] */
+  Check_Type(r, T_ARRAY); /* [code, class name, message, backtrace text, raised code] */
   o->failed = 1;
   o->code = NUM2INT(rb_ary_entry(r, 0));
+  o->raised_code = NUM2INT(rb_ary_entry(r, 4));
   o->kind = dup_field(r, 1);
   o->message = dup_field(r, 2);
   o->backtrace = dup_field(r, 3);
@@ -196,45 +190,53 @@ static void *child_fn(void *arg) {
       snprintf(msg, sizeof msg, "the task left its child with break, throw or return");
     ip_raise_error(IP_ERAISED, 0, "InParallel::RemoteError", msg, NULL);
   }
-  if (o.failed) ip_raise_error(o.code, 0, o.kind, o.message, o.backtrace);
+  if (o.failed) ip_raise_error(o.code, o.raised_code, o.kind, o.message, o.backtrace);
   return o.value;
 }
 
 /* ---- methods ---------------------------------------------------------------------------- */
 
-/* Task#__setup(wire, timeout_ms): wire 0 = raw bytes, 1 = msgpack. */
-static VALUE task_setup(VALUE self, VALUE wire, VALUE timeout_ms) {
+/* Task#__setup(timeout_ms, max_result, stdio, rlimits): max_result bytes or nil for the
+ * core's default; stdio the IP_STDIO_* flags or nil for the default; rlimits an Array of
+ * [resource, soft, hard]. lib/inparallel/task.rb checks
+ * the values and gives the errors users see; these checks only keep the C side safe. */
+static VALUE task_setup(VALUE self, VALUE timeout_ms, VALUE max_result, VALUE stdio,
+                        VALUE rlimits) {
   rbip_task *t = rb_check_typeddata(self, &task_type);
   if (t->task) rb_raise(rb_eRuntimeError, "InParallel::Task is already set up");
-  int w = NUM2INT(wire);
-  const ip_serializer *s = NULL;
-  if (w == RBIP_WIRE_MSGPACK) {
-#ifdef RBIP_HAVE_MSGPACK
-    s = rbip_msgpack_serializer();
-#else
-    rb_raise(rb_eArgError, "serializer :msgpack is not available: the extension was built "
-                           "without msgpack-c");
-#endif
-  } else if (w != RBIP_WIRE_RAW) {
-    rb_raise(rb_eArgError, "unknown wire format %d", w);
-  }
   long ms = NUM2LONG(timeout_ms);
   if (ms < 0 || ms > INT32_MAX) rb_raise(rb_eArgError, "timeout out of range");
-  ip_task *task = ip_task_new(child_fn, s);
+  Check_Type(rlimits, T_ARRAY);
+  ip_task *task = ip_task_new(child_fn, NULL); /* raw */
   if (!task) rb_sys_fail("ip_task_new");
+  int rc = 0;
   ip_task_set_fork(task, fork_hook, NULL);
   ip_task_set_crash_report(task, 0); /* the VM reports its own crashes */
   if (ms > 0) ip_task_set_timeout(task, (int)ms);
+  if (!NIL_P(max_result) && (rc = ip_task_set_max_result(task, NUM2ULL(max_result))) < 0) goto bad;
+  if (!NIL_P(stdio) && (rc = ip_task_set_stdio(task, NUM2INT(stdio))) < 0) goto bad;
+  for (long i = 0; i < RARRAY_LEN(rlimits); i++) {
+    VALUE r = rb_ary_entry(rlimits, i);
+    if (!RB_TYPE_P(r, T_ARRAY) || RARRAY_LEN(r) != 3) {
+      rc = IP_EINVAL;
+      goto bad;
+    }
+    rc = ip_task_set_rlimit(task, NUM2INT(rb_ary_entry(r, 0)), (rlim_t)NUM2ULL(rb_ary_entry(r, 1)),
+                            (rlim_t)NUM2ULL(rb_ary_entry(r, 2)));
+    if (rc < 0) goto bad;
+  }
   t->task = task;
-  t->wire = w;
   return self;
+bad:
+  ip_task_free(task);
+  rb_raise(rb_eArgError, "the core refused the task's options: %s", ip_strerror(rc));
 }
 
 /* Task#__spawn(args) { job }: forks; the child runs job through Task#__child. */
 static VALUE task_spawn(VALUE self, VALUE args) {
   rbip_task *t = task_get(self);
   VALUE job = rb_block_proc();
-  struct call c = {self, job, t->wire};
+  struct call c = {self, job};
   fork_state = 0;
   ip_future *f = ip_call(t->task, &c); /* in the child this never returns */
   int state = fork_state;
@@ -245,7 +247,7 @@ static VALUE task_spawn(VALUE self, VALUE args) {
     ip_future_free(f);
     rb_jump_tag(state);
   }
-  return rbip_future_new(f, self, args, t->wire);
+  return rbip_future_new(f, self, args);
 }
 
 void rbip_init_task(void) {
@@ -253,7 +255,68 @@ void rbip_init_task(void) {
   id_child = rb_intern("__child");
   id_errno = rb_intern("errno");
   rbip_cTask = rb_define_class_under(rbip_mInParallel, "Task", rb_cObject);
+
+  /* Every RLIMIT_* this system has, by lower-case name (RLIMITS[:nofile]), for the rlimit:
+   * option; and the core's stdio flags by name, for stdio:. */
+  VALUE rl = rb_hash_new();
+#define RBIP_RLIMIT(name, value) rb_hash_aset(rl, ID2SYM(rb_intern(name)), INT2NUM(value));
+#ifdef RLIMIT_AS
+  RBIP_RLIMIT("as", RLIMIT_AS)
+#endif
+#ifdef RLIMIT_CORE
+  RBIP_RLIMIT("core", RLIMIT_CORE)
+#endif
+#ifdef RLIMIT_CPU
+  RBIP_RLIMIT("cpu", RLIMIT_CPU)
+#endif
+#ifdef RLIMIT_DATA
+  RBIP_RLIMIT("data", RLIMIT_DATA)
+#endif
+#ifdef RLIMIT_FSIZE
+  RBIP_RLIMIT("fsize", RLIMIT_FSIZE)
+#endif
+#ifdef RLIMIT_LOCKS
+  RBIP_RLIMIT("locks", RLIMIT_LOCKS)
+#endif
+#ifdef RLIMIT_MEMLOCK
+  RBIP_RLIMIT("memlock", RLIMIT_MEMLOCK)
+#endif
+#ifdef RLIMIT_MSGQUEUE
+  RBIP_RLIMIT("msgqueue", RLIMIT_MSGQUEUE)
+#endif
+#ifdef RLIMIT_NICE
+  RBIP_RLIMIT("nice", RLIMIT_NICE)
+#endif
+#ifdef RLIMIT_NOFILE
+  RBIP_RLIMIT("nofile", RLIMIT_NOFILE)
+#endif
+#ifdef RLIMIT_NPROC
+  RBIP_RLIMIT("nproc", RLIMIT_NPROC)
+#endif
+#ifdef RLIMIT_RSS
+  RBIP_RLIMIT("rss", RLIMIT_RSS)
+#endif
+#ifdef RLIMIT_RTPRIO
+  RBIP_RLIMIT("rtprio", RLIMIT_RTPRIO)
+#endif
+#ifdef RLIMIT_RTTIME
+  RBIP_RLIMIT("rttime", RLIMIT_RTTIME)
+#endif
+#ifdef RLIMIT_SIGPENDING
+  RBIP_RLIMIT("sigpending", RLIMIT_SIGPENDING)
+#endif
+#ifdef RLIMIT_STACK
+  RBIP_RLIMIT("stack", RLIMIT_STACK)
+#endif
+#undef RBIP_RLIMIT
+  rb_define_const(rbip_mInParallel, "RLIMITS", rb_obj_freeze(rl));
+  rb_define_const(rbip_mInParallel, "RLIM_INFINITY", ULL2NUM((unsigned long long)RLIM_INFINITY));
+  VALUE st = rb_hash_new();
+  rb_hash_aset(st, ID2SYM(rb_intern("purge_inherited")), INT2NUM(IP_STDIO_PURGE_INHERITED));
+  rb_hash_aset(st, ID2SYM(rb_intern("flush_std")), INT2NUM(IP_STDIO_FLUSH_STD));
+  rb_hash_aset(st, ID2SYM(rb_intern("flush_all")), INT2NUM(IP_STDIO_FLUSH_ALL));
+  rb_define_const(rbip_mInParallel, "STDIO_FLAGS", rb_obj_freeze(st));
   rb_define_alloc_func(rbip_cTask, task_alloc);
-  rb_define_private_method(rbip_cTask, "__setup", task_setup, 2);
+  rb_define_private_method(rbip_cTask, "__setup", task_setup, 4);
   rb_define_private_method(rbip_cTask, "__spawn", task_spawn, 1);
 }

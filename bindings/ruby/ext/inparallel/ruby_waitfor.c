@@ -128,25 +128,35 @@ static void *step_nogvl(void *p) {
   return NULL;
 }
 
-/* Waiter#step(list, cf): a Future (deleted from list), nil ("start another"), or false (the
- * end). cf is 0 for none; lib/inparallel.rb checks both arguments. */
-static VALUE waiter_step(VALUE self, VALUE list, VALUE cf_v) {
+/* Waiter#step(list, cf, timeout_ms = -1): a Future (deleted from list), nil ("start
+ * another"), or false (the end). cf is 0 for none; timeout_ms bounds the wait for the next
+ * completion (negative: forever, 0: do not wait), and InParallel::TimeoutError is raised when
+ * it passes. lib/inparallel.rb checks the arguments. */
+static VALUE waiter_step(int argc, VALUE *argv, VALUE self) {
   waiter *w = rb_check_typeddata(self, &waiter_type);
+  VALUE list, cf_v, timeout_v;
+  rb_scan_args(argc, argv, "21", &list, &cf_v, &timeout_v);
   int cf = NUM2INT(cf_v);
+  long long timeout_ms = NIL_P(timeout_v) ? -1 : NUM2LL(timeout_v);
+  if (timeout_ms > (1LL << 53)) timeout_ms = -1; /* beyond any deadline: forever */
   Check_Type(list, T_ARRAY);
+  long long deadline = timeout_ms > 0 ? rbip_now_us() + timeout_ms * 1000 : 0;
   for (;;) {
     if (w->synced < 0) rebuild(w, list);
     else sync_mirror(w, list);
     struct step_arg a = {w, cf, 0, NULL, IP_EINTR};
     step_nogvl(&a); /* with the GVL: most steps need no wait */
     if (a.rc == IP_ETIMEDOUT) {
-      a.timeout_ms = -1;
-      a.rc = IP_EINTR;
-      /* Not rb_thread_call_without_gvl: that may raise after the step returned a future,
-       * which would then be lost. Interrupts are checked below, after the answer is applied
-       * or when nothing was answered. Every mirrored Future stays alive meanwhile (`where`),
-       * whatever other threads do to the Array. */
-      rb_thread_call_without_gvl2(step_nogvl, &a, RUBY_UBF_IO, NULL);
+      long long left = timeout_ms > 0 ? rbip_ms_until(deadline) : timeout_ms;
+      if (left != 0) { /* else: the time is up */
+        a.timeout_ms = left < 0 ? -1 : left > INT32_MAX ? INT32_MAX : (int)left;
+        a.rc = IP_EINTR;
+        /* Not rb_thread_call_without_gvl: that may raise after the step returned a future,
+         * which would then be lost. Interrupts are checked below, after the answer is applied
+         * or when nothing was answered. Every mirrored Future stays alive meanwhile (`where`),
+         * whatever other threads do to the Array. */
+        rb_thread_call_without_gvl2(step_nogvl, &a, RUBY_UBF_IO, NULL);
+      }
     }
     if (a.rc == 1 && a.out) {
       VALUE el = take_out(w, list, a.out);
@@ -157,6 +167,10 @@ static VALUE waiter_step(VALUE self, VALUE list, VALUE cf_v) {
     if (a.rc == 0) return Qfalse;
     if (a.rc == IP_EINTR || a.rc == IP_ETIMEDOUT) {
       rb_thread_check_ints(); /* Ctrl-C, Thread#raise: raise here; else resume */
+      if (timeout_ms == 0 || (timeout_ms > 0 && rbip_ms_until(deadline) == 0))
+        rb_raise(rb_path2class("InParallel::TimeoutError"),
+                 "InParallel.waitfor: no call completed within %.3f s",
+                 (double)timeout_ms / 1000.0);
       continue;
     }
     rb_raise(rb_eRuntimeError, "ip_waitfor_next: %s", ip_strerror(a.rc));
@@ -166,5 +180,5 @@ static VALUE waiter_step(VALUE self, VALUE list, VALUE cf_v) {
 void rbip_init_waitfor(void) {
   rbip_cWaiter = rb_define_class_under(rbip_mInParallel, "Waiter", rb_cObject);
   rb_define_alloc_func(rbip_cWaiter, waiter_alloc);
-  rb_define_method(rbip_cWaiter, "step", waiter_step, 2);
+  rb_define_method(rbip_cWaiter, "step", waiter_step, -1);
 }

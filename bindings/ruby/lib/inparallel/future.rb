@@ -7,9 +7,11 @@ module InParallel
     # The call's result. Waits for the child (other threads run meanwhile; Ctrl-C interrupts
     # the wait), then returns what the task returned, or raises why there is nothing:
     # the child's own exception (same class, the child's backtrace) or InParallel::RemoteError,
-    # ProcessError (crash, exit, timeout, cancel), EncodeError or DecodeError.
-    def value
-      __resolve
+    # ProcessError (crash, exit, task timeout, cancel), EncodeError or DecodeError.
+    # With `timeout` (seconds, nil: forever) a call still running after that long raises
+    # InParallel::TimeoutError (a Timeout::Error); the call keeps running.
+    def value(timeout = nil)
+      __resolve(timeout)
       raise @__error if @__error
 
       @__value
@@ -18,13 +20,13 @@ module InParallel
     # Waits up to `timeout` seconds (nil: forever). true once the call completed, false if it
     # still runs.
     def wait(timeout = nil)
-      secs = InParallel.__seconds(timeout, "timeout", allow_zero: true)
-      __wait(secs && (secs * 1000).ceil)
+      __wait(InParallel.__wait_ms(timeout))
     end
 
-    # Waits, then returns the exception #value would raise, or nil when the call succeeded.
-    def error
-      __resolve
+    # Waits like #value, then returns the exception #value would raise, or nil when the call
+    # succeeded; with `timeout`, raises InParallel::TimeoutError as #value does.
+    def error(timeout = nil)
+      __resolve(timeout)
       @__error
     end
 
@@ -39,9 +41,12 @@ module InParallel
 
     private
 
-    def __resolve
+    def __resolve(timeout)
       return if @__resolved
 
+      if timeout && !__wait(InParallel.__wait_ms(timeout))
+        raise TimeoutError.new("the call (pid #{pid}) did not complete within #{timeout} s", pid: pid)
+      end
       payload = __payload # waits
       if __status.zero?
         begin

@@ -2,18 +2,13 @@
 
 module InParallel
   # How a task's result travels from the child to the parent. Each serializer has #encode
-  # (runs in the child: object -> String of bytes), #decode (runs in the parent, in the thread
-  # that asks for the value) and #wire: RAW (bytes through the core's raw serializer) or
-  # MSGPACK (bytes checked by the core's msgpack plugin in the child and decoded by msgpack-c
-  # into Ruby objects in the parent, so #decode gets objects).
+  # (runs in the child: object -> String of bytes) and #decode (runs in the parent, in the
+  # thread that asks for the value: String of bytes -> object); the bytes go through the
+  # core's raw serializer (1 MiB or more through a sealed memfd, without a copy).
   module Serializers
-    RAW = 0
-    MSGPACK = 1
-
     # The default: any object Marshal can dump.
     class Marshal
       def name = ":marshal"
-      def wire = RAW
       def sample = nil
       def encode(value) = ::Marshal.dump(value)
 
@@ -29,7 +24,6 @@ module InParallel
     # A binary String, as is.
     class Raw
       def name = ":raw"
-      def wire = RAW
       def sample = ""
 
       def encode(value)
@@ -40,29 +34,85 @@ module InParallel
       def decode(bytes) = bytes
     end
 
-    # MessagePack: nil, true/false, Integer, Float, String, Symbol (as String), Array, Hash.
+    # MessagePack through msgpack-ruby on both sides: nil, true/false, Integer, Float, String,
+    # Symbol (as String), Array, Hash, and the extension types registered with the factory
+    # (MessagePack::DefaultFactory for :msgpack, or the user's MessagePack::Factory).
     class Msgpack
-      def initialize
-        begin
-          require "msgpack"
-        rescue LoadError
-          raise ArgumentError, "serializer :msgpack needs the msgpack gem (Debian: ruby-msgpack)"
-        end
+      def self.require_msgpack
+        require "msgpack"
+      rescue LoadError
+        raise ArgumentError, "serializer :msgpack needs the msgpack gem (Debian: ruby-msgpack)"
       end
 
-      def name = ":msgpack"
-      def wire = InParallel::MSGPACK_WIRE ? MSGPACK : RAW
+      # factory: a MessagePack::Factory, or nil for MessagePack.pack / MessagePack.unpack.
+      def initialize(factory = nil)
+        Msgpack.require_msgpack
+        @factory = factory
+      end
+
+      def name = @factory ? "MessagePack::Factory" : ":msgpack"
       def sample = nil
-      def encode(value) = ::MessagePack.pack(value)
-      # Through the core plugin the bytes arrive already decoded by msgpack-c.
-      def decode(obj) = wire == MSGPACK ? obj : ::MessagePack.unpack(obj)
+
+      def encode(value)
+        @factory ? @factory.dump(value) : ::MessagePack.pack(value)
+      rescue StandardError => e
+        raise EncodeError, Msgpack.why(value, e, @factory || ::MessagePack::DefaultFactory)
+      end
+
+      def decode(bytes)
+        @factory ? @factory.load(bytes) : ::MessagePack.unpack(bytes)
+      rescue StandardError => e
+        raise DecodeError, "#{name} could not unpack the result: #{e.class}: #{InParallel.__plain_message(e)}"
+      end
+
+      # Why `value` could not be packed, naming the path to the first part that cannot be
+      # ("result[2][:key]: a Proc cannot be encoded"). Runs only after a failure: it walks
+      # Arrays and Hashes and tries each other value on its own.
+      def self.why(value, error, factory)
+        path, part, err = locate(value, "result", factory)
+        unless path # every part packs on its own: say what the whole said
+          return "#{error.class}: #{InParallel.__plain_message(error)}"
+        end
+
+        name = part.class.name || part.class.inspect
+        text = +"#{path}: #{name.match?(/\A[AEIOU]/) ? 'an' : 'a'} #{name} cannot be encoded"
+        # No to_msgpack is the usual reason, and the sentence says it already.
+        unless err.is_a?(NoMethodError) && err.name == :to_msgpack
+          text << " (#{err.class}: #{InParallel.__plain_message(err)})"
+        end
+        text
+      end
+
+      def self.locate(value, path, factory)
+        if value.instance_of?(Array)
+          value.each_with_index do |v, i|
+            found = locate(v, "#{path}[#{i}]", factory)
+            return found if found
+          end
+          nil
+        elsif value.instance_of?(Hash)
+          value.each do |k, v|
+            key = k.inspect
+            key = "#{key[0, 40]}..." if key.size > 43
+            found = locate(k, "#{path} (the key #{key})", factory) || locate(v, "#{path}[#{key}]", factory)
+            return found if found
+          end
+          nil
+        else
+          begin
+            factory.dump(value)
+            nil
+          rescue StandardError => e
+            [path, value, e]
+          end
+        end
+      end
     end
 
     # A Google::Protobuf message class: the result must be an instance of it.
     class Protobuf
       def initialize(klass) = @klass = klass
       def name = @klass.name
-      def wire = RAW
       def sample = @klass.new
 
       def encode(value)
@@ -81,7 +131,6 @@ module InParallel
     class DumpLoad
       def initialize(impl) = @impl = impl
       def name = @impl.inspect
-      def wire = RAW
       def encode(value) = @impl.dump(value).to_s.b
 
       def decode(bytes)
@@ -100,17 +149,19 @@ module InParallel
       when :raw, "raw" then Raw.new
       when :msgpack, "msgpack" then Msgpack.new
       when Symbol, String
-        raise ArgumentError, "unknown serializer #{spec.inspect}: use :marshal, :msgpack, :raw, " \
+        raise ArgumentError, "unknown serializer #{spec.inspect}: use :marshal, :msgpack, :raw, a MessagePack::Factory, " \
                              "a Google::Protobuf message class, or an object with dump and load"
       else
-        if spec.is_a?(Module) && spec.respond_to?(:descriptor) && spec.respond_to?(:decode) &&
-           spec.respond_to?(:encode)
+        if defined?(::MessagePack::Factory) && spec.is_a?(::MessagePack::Factory)
+          Msgpack.new(spec)
+        elsif spec.is_a?(Module) && spec.respond_to?(:descriptor) && spec.respond_to?(:decode) &&
+              spec.respond_to?(:encode)
           Protobuf.new(spec)
         elsif spec.respond_to?(:dump) && spec.respond_to?(:load)
           DumpLoad.new(spec)
         else
-          raise TypeError, "serializer must be :marshal, :msgpack, :raw, a Google::Protobuf message " \
-                           "class, or an object with dump and load (got #{spec.inspect})"
+          raise TypeError, "serializer must be :marshal, :msgpack, :raw, a MessagePack::Factory, a Google::Protobuf " \
+                           "message class, or an object with dump and load (got #{spec.inspect})"
         end
       end
     end

@@ -5,12 +5,23 @@ module InParallel
   # caller's memory and the call returns an InParallel::Future at once. Made by
   # InParallel.task { |x| ... } and, per method, by `task def`.
   class Task
-    attr_reader :serializer, :timeout
+    attr_reader :serializer, :timeout, :max_result, :rlimit, :stdio
 
-    # callable: a Proc, Method or anything with #call (or a block). serializer: :marshal
-    # (default), :msgpack, :raw, a Google::Protobuf message class, or an object with dump and
-    # load. timeout: seconds (Numeric > 0) after which the child is killed, or nil.
-    def initialize(callable = nil, serializer: :marshal, timeout: nil, &block)
+    # The stdio policy by name: what the child does with its standard streams as it ends.
+    STDIO_DEFAULT = %i[purge_inherited flush_std].freeze
+
+    # callable: a Proc, Method or anything with #call (or a block). Options (the core's names):
+    #   serializer: :marshal (default), :msgpack, :raw, a MessagePack::Factory, a
+    #               Google::Protobuf message class, or an object with dump and load.
+    #   timeout:    seconds (Numeric > 0) after which the child is killed, or nil.
+    #   max_result: the largest result in bytes (Integer > 0), or nil (the core's 4 GiB).
+    #   rlimit:     { nofile: 256, as: 2**30, cpu: [10, 20], ... }: setrlimit in the child, every
+    #               RLIMIT_* by lower-case name (InParallel::RLIMITS), a limit for soft and hard
+    #               or [soft, hard]; :infinity for none. At most 8.
+    #   stdio:      :purge_inherited, :flush_std, :flush_all, an Array of them, or :none;
+    #               nil is [:purge_inherited, :flush_std].
+    def initialize(callable = nil, serializer: :marshal, timeout: nil, max_result: nil, rlimit: nil, stdio: nil,
+                   &block)
       raise ArgumentError, "give InParallel::Task a callable or a block, not both" if callable && block
 
       fn = callable || block
@@ -24,7 +35,14 @@ module InParallel
       ms = @timeout ? [(@timeout * 1000).ceil, 1].max : 0
       raise ArgumentError, "timeout is too large (#{timeout} s)" if ms > 2**31 - 1
 
-      __setup(@serializer.wire, ms)
+      @max_result = Task.__max_result(max_result)
+      limits = Task.__rlimits(rlimit)
+      @rlimit = limits.to_h { |name, soft, hard| [name, [soft, hard]] }.freeze
+      @stdio = Task.__stdio(stdio)
+      flags = @stdio.sum { |name| STDIO_FLAGS.fetch(name) }
+      @flush = (flags & (STDIO_FLAGS[:flush_std] | STDIO_FLAGS[:flush_all])) != 0
+      __setup(ms, @max_result, stdio.nil? ? nil : flags,
+              limits.map { |name, soft, hard| [RLIMITS.fetch(name), soft, hard] })
       __warm
     end
 
@@ -37,7 +55,96 @@ module InParallel
 
     def to_proc = method(:call).to_proc
 
-    def inspect = "#<InParallel::Task serializer=#{@serializer.name}#{@timeout ? " timeout=#{@timeout}s" : ''}>"
+    def inspect
+      text = +"#<InParallel::Task serializer=#{@serializer.name}"
+      text << " timeout=#{@timeout}s" if @timeout
+      text << " max_result=#{@max_result}" if @max_result
+      text << " rlimit=#{@rlimit}" unless @rlimit.empty?
+      text << " stdio=#{@stdio}" unless @stdio == STDIO_DEFAULT
+      text << ">"
+    end
+
+    # --- option checks; not API -------------------------------------------------------------
+
+    def self.__max_result(value)
+      return nil if value.nil?
+      raise TypeError, "max_result must be a number of bytes (an Integer) or nil, got #{value.class}" unless value.is_a?(Integer)
+      raise ArgumentError, "max_result must be a positive number of bytes, got #{value}" unless value.positive?
+      raise ArgumentError, "max_result #{value} is too large (the most is #{2**64 - 1})" if value >= 2**64
+
+      value
+    end
+
+    INFINITY_NAMES = [:infinity, :unlimited, "infinity", "unlimited"].freeze
+    private_constant :INFINITY_NAMES
+
+    # [[name, soft, hard], ...] from { name => limit or [soft, hard] }.
+    def self.__rlimits(spec)
+      return [] if spec.nil?
+      unless spec.is_a?(Hash)
+        raise TypeError, "rlimit must be a Hash of limits by name, e.g. { nofile: 256, as: 2**30 }, got #{spec.class}"
+      end
+
+      limits = {}
+      spec.each do |key, value|
+        name = (key.is_a?(Symbol) || key.is_a?(String)) && key.to_s.downcase.delete_prefix("rlimit_").to_sym
+        unless name && RLIMITS.key?(name)
+          raise ArgumentError, "rlimit: unknown resource #{key.inspect} (known: #{RLIMITS.keys.sort.join(', ')})"
+        end
+
+        soft, hard = if value.is_a?(Array)
+                       unless value.size == 2
+                         raise ArgumentError, "rlimit #{name}: give one limit or [soft, hard], got #{value.inspect}"
+                       end
+
+                       value
+                     else
+                       [value, value]
+                     end
+        soft = __rlim(name, soft)
+        hard = __rlim(name, hard)
+        raise ArgumentError, "rlimit #{name}: the soft limit #{soft} is above the hard limit #{hard}" if soft > hard
+
+        limits[name] = [name, soft, hard]
+      end
+      if limits.size > 8
+        raise ArgumentError, "rlimit: at most 8 resources per task, got #{limits.size} (#{limits.keys.join(', ')})"
+      end
+
+      limits.values
+    end
+
+    def self.__rlim(name, value)
+      return RLIM_INFINITY if INFINITY_NAMES.include?(value) || value == Float::INFINITY
+      unless value.is_a?(Integer)
+        raise TypeError, "rlimit #{name}: a limit is an Integer or :infinity, got #{value.inspect}"
+      end
+      raise ArgumentError, "rlimit #{name}: a limit cannot be negative, got #{value}" if value.negative?
+      raise ArgumentError, "rlimit #{name}: #{value} is too large (:infinity is #{RLIM_INFINITY})" if value > RLIM_INFINITY
+
+      value
+    end
+
+    # The stdio policy as a frozen Array of flag names.
+    def self.__stdio(spec)
+      return STDIO_DEFAULT if spec.nil?
+
+      names = spec.is_a?(Array) ? spec : [spec]
+      names.each_with_object([]) do |n, acc|
+        unless n.is_a?(Symbol) || n.is_a?(String)
+          raise TypeError, "stdio must be a name (#{STDIO_FLAGS.keys.join(', ')}, :none) or an Array of them, got #{n.inspect}"
+        end
+
+        n = n.to_sym
+        next if n == :none
+
+        unless STDIO_FLAGS.key?(n)
+          raise ArgumentError, "stdio: unknown flag #{n.inspect} (known: #{STDIO_FLAGS.keys.join(', ')}, and :none for none)"
+        end
+
+        acc << n unless acc.include?(n)
+      end.freeze
+    end
 
     private
 
@@ -56,8 +163,10 @@ module InParallel
     end
 
     # In the child: run the job and return the encoded result (a String), or
-    # [code, class name, message, backtrace text] describing why there is none. Never raises:
-    # `exit` and signals end the process here, the way they would end a standalone one.
+    # [code, class name, message, backtrace text, raised code] describing why there is none.
+    # Never raises: signals end the process here, the way they would end a standalone one;
+    # `exit` and `abort` are reported with their status (the raised code) and message, which
+    # the parent turns into a ProcessError.
     def __child(job)
       value = job.call
       begin
@@ -66,26 +175,28 @@ module InParallel
       rescue SystemExit, SignalException
         raise
       rescue Exception => e # rubocop:disable Lint/RescueException
-        InParallel.__flush_stdio
+        InParallel.__flush_stdio if @flush
         return [CODES["EENCODE"], "InParallel::EncodeError",
-                "the #{@serializer.name} serializer could not encode the result (#{value.class}): #{e.message}",
-                InParallel.__backtrace_text(e, nil)]
+                "the #{@serializer.name} serializer could not encode the result (#{value.class}): " \
+                "#{InParallel.__plain_message(e)}",
+                InParallel.__backtrace_text(e, nil), 0]
       end
-      InParallel.__flush_stdio
+      InParallel.__flush_stdio if @flush
       bytes
     rescue SystemExit => e
-      InParallel.__flush_stdio
-      Process.exit!(e.status)
+      InParallel.__flush_stdio if @flush
+      [CODES["ERAISED"], "SystemExit", InParallel.__plain_message(e), InParallel.__backtrace_text(e, nil), e.status]
     rescue SignalException => e
       # Die of the signal, as the process would have without a handler.
-      InParallel.__flush_stdio
+      InParallel.__flush_stdio if @flush
       Signal.trap(e.signo, "SYSTEM_DEFAULT")
       Process.kill(e.signo, Process.pid)
       sleep 1
       Process.exit!(128 + e.signo)
     rescue Exception => e # rubocop:disable Lint/RescueException
-      InParallel.__flush_stdio
-      [CODES["ERAISED"], e.class.name || e.class.inspect, e.message.to_s, InParallel.__backtrace_text(e, e)]
+      InParallel.__flush_stdio if @flush
+      [CODES["ERAISED"], e.class.name || e.class.inspect, InParallel.__plain_message(e),
+       InParallel.__backtrace_text(e, e), 0]
     end
   end
 end
