@@ -315,18 +315,19 @@ static void option_rlimit(lua_State *L, int v, task_opts *o) {
   }
 }
 
-/* The stdio policies, named after what the child does with C's stdio when the call ends. */
+/* The stdio policies, named after the C flags (IP_STDIO_*), as the Ruby gem names them. */
 static int stdio_flag(lua_State *L, int idx) {
   const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
-  if (s && strcmp(s, "purge") == 0) return IP_STDIO_PURGE_INHERITED;
-  if (s && strcmp(s, "flush") == 0) return IP_STDIO_FLUSH_STD;
+  if (s && strcmp(s, "purge_inherited") == 0) return IP_STDIO_PURGE_INHERITED;
+  if (s && strcmp(s, "flush_std") == 0) return IP_STDIO_FLUSH_STD;
   if (s && strcmp(s, "flush_all") == 0) return IP_STDIO_FLUSH_ALL;
   if (s && strcmp(s, "none") == 0) return 0;
-  return luaL_error(L, "inparallel.task: unknown stdio policy %s (use \"purge\", \"flush\", "
-                       "\"flush_all\", \"none\" or a list of them)", bad_value(L, idx));
+  return luaL_error(L, "inparallel.task: unknown stdio policy %s (use \"purge_inherited\", "
+                       "\"flush_std\", \"flush_all\", \"none\" or a list of them)", bad_value(L, idx));
 }
 
-/* stdio = "purge" | "flush" | "flush_all" | "none" | {"purge", "flush", ...} */
+/* stdio = "purge_inherited" | "flush_std" | "flush_all" | "none" | {"purge_inherited", ...}: the
+ * names of the C flags (IP_STDIO_*), as the Ruby gem takes them */
 static void option_stdio(lua_State *L, int v, task_opts *o) {
   if (!lua_istable(L, v)) {
     o->stdio = stdio_flag(L, v);
