@@ -52,6 +52,20 @@
  * with a host SIGCHLD handler installed, the library blocks SIGCHLD in it, reads whose child
  * sent it, and re-raises it for the handler at once, with the same information.
  *
+ * The same rules in the Lua module and the Ruby gem (their READMEs have this table too):
+ *
+ *                      C                          Lua                     Ruby
+ *   factor: none       0                          nil (0: an error)       nil (0: an error)
+ *   start another      IP_WAITFOR_ASK             false                   nil
+ *   the end            IP_WAITFOR_END             nil                     (loop ends; step: false)
+ *   a wait's timeout   milliseconds, < 0 forever  seconds, nil forever    seconds, nil forever
+ *   a wait runs out    IP_ETIMEDOUT               error, code ETIMEDOUT   InParallel::TimeoutError
+ *   task options       ip_task_set_timeout,       timeout, max_result,    timeout:, max_result:,
+ *                      _max_result, _rlimit,      rlimit, stdio           rlimit:, stdio:
+ *                      _stdio
+ *   a failure          ip_error (code, kind,      error table (code,      an exception (the child's
+ *                      message, backtrace, ...)   message, traceback)     class or RemoteError, ...)
+ *
  * Linux only: the library relies on epoll, eventfd, signalfd and memfd, and on pidfd (Linux
  * 5.3+) to watch each child. Without pidfd (an older kernel, or valgrind, which does not know
  * the call) each call in flight has a small thread of its own that waits for its child.
