@@ -40,10 +40,10 @@ static void *reaper_main(void *p) {
   struct rusage ru;
   pid_t x;
   siginfo_t si;
-  /* Ended, not yet reaped: its process group is still surely the call's (see kill_group). */
+  /* Ended, not yet reaped: its process group is still surely the call's (ip__kill_group). */
   while (waitid(P_PID, (id_t)f->pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
-  kill(-f->pid, SIGKILL);
+  ip__kill_group(f->pid);
   /* Reaped under the lock, as in the supervisor's on_child_exit: a cancel must never see the
    * child unreaped once its pid is free. The child has ended, so wait4 returns at once. */
   pthread_mutex_lock(&ip__g.lock);

@@ -197,6 +197,11 @@ int ip__supervise_once(int timeout_ms, bool *sigchld);
 bool ip__ours_locked(pid_t pid);
 /* Counts `pid`, a child the library forked for itself (not a call's), as its own. */
 void ip__own_child(pid_t pid);
+/* Adds `pid` to the pids ip__ours_locked remembers. Under the lock. */
+void ip__remember_pid_locked(pid_t pid);
+/* SIGKILLs the process group a call's child leads. Only while the child is unreaped: until
+ * then the group's id cannot have passed to anyone else. */
+void ip__kill_group(pid_t pid);
 /* Handles what is ready without blocking, when no thread drives: for callers that only look
  * (ip_future_done, a waitfor step) in a process without a supervisor thread. */
 void ip__progress(void);

@@ -30,19 +30,23 @@
 /* Every process a call's child started, however deep, is in the child's process group
  * (child.c makes it one) unless it left it. The group is signalled only while its leader is
  * unreaped, so the group's id cannot have passed to anyone else. */
-static void kill_group(pid_t pid) { kill(-pid, SIGKILL); }
+void ip__kill_group(pid_t pid) { kill(-pid, SIGKILL); }
 
 void ip__kill_locked(ip_future *f) {
   if (f->killed || f->pidfd < 0) return;
   f->killed = true;
   if (!f->exit_pipe) syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
   else if (!f->reaped) kill(f->pid, SIGKILL); /* not reaped yet, so the pid is still ours */
-  if (!f->reaped) kill_group(f->pid);
+  if (!f->reaped) ip__kill_group(f->pid);
+}
+
+void ip__remember_pid_locked(pid_t pid) {
+  ip__g.recent[ip__g.recent_at++ % IP__RECENT] = pid;
 }
 
 void ip__own_child(pid_t pid) {
   pthread_mutex_lock(&ip__g.lock);
-  ip__g.recent[ip__g.recent_at++ % IP__RECENT] = pid;
+  ip__remember_pid_locked(pid);
   pthread_mutex_unlock(&ip__g.lock);
 }
 
@@ -84,7 +88,7 @@ static bool on_child_exit(ip_future *f) {
     int st;
     pid_t r;
     /* The call is over: so is whatever its child left running. */
-    kill_group(f->pid);
+    ip__kill_group(f->pid);
     /* Reaped under the lock, and `reaped` set in the same hold: ip__kill_locked (a cancel, in
      * another thread) signals the process group only while `reaped` is false, which is safe
      * only if the leader cannot be reaped, and the group's id freed, between that look and the
