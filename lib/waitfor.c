@@ -1,5 +1,6 @@
 /* ip_waitfor_step (ip_waitfor_next is its first form): walking a list of futures in completion
- * blocks instead of polling. The rules, in the order they are tried at each step:
+ * order, as a step function that blocks instead of polling. The rules, in the order they are
+ * tried at each step:
  *   1. a completed future in the list is handed back (the earliest completion first);
  *   2. with a factor, fewer than `cf` in the list, and the last ask not declined: ask;
  *   3. an empty list ends the loop;
