@@ -372,6 +372,78 @@ IP_EXTERN int ip_future_rusage(const ip_future *f, struct rusage *out);
 IP_EXTERN void ip_future_free(ip_future *f);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Pools: reused worker processes                                                            */
+
+/* A fork per call costs a fork (and the caller's page tables: more the larger the caller);
+ * a pool forks its workers once and sends them calls, so small calls run 20 to 100 times
+ * faster. The futures are the same: ip_future_wait, ip_waitfor_next (pool and forked calls
+ * may share a list), ip_ready_fd, ip_future_cancel and ip_future_free all work on them.
+ *
+ * How a pool works, and what that means for its tasks:
+ * - Snapshot. ip_pool_new forks a template process, and the template forks the workers; a
+ *   worker that dies or retires is replaced by a new fork of the template, never of the
+ *   caller. So every worker runs on the caller's memory as it was when ip_pool_new was
+ *   called, whatever the caller did since. A task made after its pool cannot run on it: the
+ *   call fails with IP_EINVAL. Changing a task's serializers after making a pool fails its
+ *   pool calls with IP_EINVAL; its timeout, max_result and stdio policy are read at each call.
+ * - Arguments travel. `arg` is encoded in the caller, during ip_pool_call, with the task's
+ *   argument serializer (ip_task_set_arg_serializer; raw by default, which takes a
+ *   `const ip_bytes *`, NULL being empty), so the caller may free it as soon as the call
+ *   returns. The worker's fn gets the decoded value (raw: a `const ip_bytes *`), which lives
+ *   until fn returns. ip_future_arg still returns the pointer given.
+ * - Results travel as for a forked call: the task's serializer, the in-place path for large
+ *   ip_bytes, max_result. A worker runs call after call, so what fn allocates stays allocated
+ *   unless fn frees it; ip_bytes buffers made during a call (ip_bytes_alloc, ip_bytes_copy)
+ *   are freed by the library once the call's answer is sent, so fn must not keep them.
+ * - Failures. A crash, an exit or a kill of a worker fails exactly the call it was running
+ *   (IP_ESIGNALED or IP_EEXITED, with the worker's pid, signal and rusage, and a crash's
+ *   stack) and the worker is replaced; calls it had not started run on another worker: none
+ *   is lost, none runs twice. ip_raise and a result that fails to encode fail the call and
+ *   the worker runs on (ip_raise from a thread fn started ends the worker, after the call's
+ *   failure is sent). A task timeout counts from the moment a worker starts the call; it
+ *   kills that worker (IP_ETIMEDOUT), which is replaced.
+ * - Per-fork options do not apply: rlimits, pdeathsig off, ip_task_set_fork and crash_report
+ *   off are ignored by pool calls. Workers always die with the caller (and with the
+ *   template), each in a process group of its own that dies with it.
+ * - ip_future_pid of a pool call is the worker's pid once a worker started it (0 before);
+ *   ip_future_rusage is zero unless the worker died, then it is the worker's whole usage.
+ * - Each worker has one channel and at most two calls sent to it (the one it runs and the
+ *   next); the others wait in the caller, in the order they were made, for a free worker.
+ *
+ * A pool belongs to the process that made it: in a fork child, ip_pool_call fails with
+ * IP_EINVAL and ip_pool_free only frees memory. Any thread may use a pool. */
+typedef struct ip_pool ip_pool;
+
+/* Forks the template and, from it, `workers` workers, and returns once they all run. NULL
+ * with errno EINVAL when workers < 1, or the errno of what failed (EAGAIN: fork, EMFILE:
+ * descriptors, ENOMEM); nothing is left behind then. Free with ip_pool_free. */
+IP_EXTERN ip_pool *ip_pool_new(int workers);
+/* Runs t's fn on a worker with `arg` (see "Arguments travel" above). Returns at once with a
+ * future owned by the caller. Fails the future at once with IP_EINVAL (NULL pool or task, a
+ * task made after the pool, a pool of the parent process, a pool being freed), IP_EENCODE
+ * (the argument could not be encoded), IP_EEXITED (the pool's template died; the pool cannot
+ * run calls any more). NULL only when the future itself cannot be allocated. */
+IP_EXTERN ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg);
+/* The workers the pool has: `workers` from ip_pool_new on, as each replacement comes in with
+ * the report of the death it replaces; fewer only while the template cannot fork (RLIMIT_NPROC;
+ * it tries again at each event), 0 once the template died. IP_EINVAL for NULL. */
+IP_EXTERN int ip_pool_workers(const ip_pool *p);
+/* Replaces a worker after it was sent n calls (0, the default: never), between calls: it
+ * finishes them, exits, and its replacement takes new ones. 0, or IP_EINVAL for NULL. */
+IP_EXTERN int ip_pool_set_max_calls(ip_pool *p, unsigned n);
+/* Replaces a worker whose resident memory exceeds `bytes` after a call (0, the default:
+ * never). Calls sent to it and not started run elsewhere. 0, or IP_EINVAL for NULL. */
+IP_EXTERN int ip_pool_set_max_rss(ip_pool *p, size_t bytes);
+/* How t's argument travels to a pool worker: NULL for raw (the default). The serializer
+ * must outlive the task. 0, or IP_EINVAL for a NULL task or a serializer of another ABI. */
+IP_EXTERN int ip_task_set_arg_serializer(ip_task *t, const ip_serializer *s);
+/* Fails the calls still queued or running with IP_ECANCELED (their futures stay the
+ * caller's to free), kills the workers and their process groups, reaps them and the
+ * template, and frees p. Returns once no process and no descriptor of the pool is left.
+ * NULL is ignored. */
+IP_EXTERN void ip_pool_free(ip_pool *p);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Lists and waitfor                                                                         */
 
 /* A growable array of future pointers, in the order they were pushed. The list does not own

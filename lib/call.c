@@ -9,7 +9,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-static ip_future *future_new(void) {
+ip_future *ip__future_new(void) {
   ip_future *f = calloc(1, sizeof *f);
   if (!f) return NULL;
   f->sock = f->child_sock = f->pidfd = f->reaper_wfd = f->rx.memfd = -1;
@@ -140,7 +140,7 @@ static bool is_main_thread(pid_t self_pid) {
 }
 
 ip_future *ip_call(ip_task *t, void *arg) {
-  ip_future *f = future_new();
+  ip_future *f = ip__future_new();
   if (!f) return NULL;
   f->arg = arg;
   if (!t) {

@@ -4,6 +4,7 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <stdlib.h>
@@ -33,6 +34,11 @@ static struct {
   uint64_t too_big; /* with refused: the bytes written so far plus the refused write */
   bool encoding;    /* encode() runs: ip_encode_error records its message */
   char *encode_why; /* ip_encode_error's last message (malloc'ed), or NULL */
+  /* In a pool worker: where a failure sent from the worker's own thread resumes (the next
+   * call), and what the failure allocated on its way there. */
+  sigjmp_buf *resume;
+  pthread_t thread;
+  void *failure_mem[3];
   size_t n;
   unsigned char buf[OUT_BUF];
 } me;
@@ -167,6 +173,15 @@ static char *backtrace_text(void *caller) {
   return ip__symbolize(addrs, n);
 }
 
+/* The call's answer is sent: a forked child exits; a pool worker's thread goes back for the
+ * next call (another thread of a worker cannot unwind the worker's, so it ends the worker,
+ * which the pool replaces; the call has its answer by then). */
+static _Noreturn void call_over(void) {
+  finish_stdio();
+  if (me.resume && pthread_equal(pthread_self(), me.thread)) siglongjmp(*me.resume, 1);
+  _exit(0);
+}
+
 static _Noreturn void send_error(int code, int raised_code, const char *kind, const char *msg,
                                  const char *bt) {
   size_t len = ip__error_body_size(kind, msg, bt);
@@ -179,9 +194,9 @@ static _Noreturn void send_error(int code, int raised_code, const char *kind, co
   } else {
     ip__error_body_pack(body, code, raised_code, kind, msg, bt);
     send_frame(IP__FRAME_ERROR, body, len);
+    free(body);
   }
-  finish_stdio();
-  _exit(0);
+  call_over();
 }
 
 static _Noreturn void not_in_child(const char *fn) {
@@ -212,6 +227,8 @@ static _Noreturn void raise_v(int code, const char *fmt, va_list ap, void *calle
   if (code > 0) kind = strerrorname_np(code);
 #endif
   char *bt = backtrace_text(caller);
+  me.failure_mem[0] = msg;
+  me.failure_mem[1] = bt;
   ip_raise_error(IP_ERAISED, code, kind ? kind : "ERAISED", msg ? msg : "", bt);
 }
 
@@ -242,7 +259,7 @@ int ip_encode_error(int code, const char *fmt, ...) {
 /* ---- crashes ------------------------------------------------------------------------------- */
 
 static void on_crash(int sig, siginfo_t *si, void *uc) {
-  if (!me.sending) {
+  if (!me.sending && me.pid == getpid()) {
     unsigned char frame[IP__FRAME_HDR_SIZE + IP__CRASH_BODY_MAX];
     void *all[IP__CRASH_FRAMES_MAX + 1];
     int n = backtrace(all, IP__CRASH_FRAMES_MAX + 1) - 1; /* warmed up: no dlopen here */
@@ -268,7 +285,7 @@ static void on_crash(int sig, siginfo_t *si, void *uc) {
   raise(sig);
 }
 
-static void arm_crash_report(void) {
+void ip__arm_crash_report(void) {
   stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
   sigaltstack(&ss, NULL); /* so a stack overflow can still report */
   struct sigaction sa;
@@ -303,6 +320,51 @@ static void check_inplace(const ip_serializer *s, int fd, size_t len) {
   send_error(IP_EENCODE, 0, NULL, msg, NULL);
 }
 
+/* Encodes `value` with the task's serializer and sends it (or the failure to). */
+static void send_result(const ip_task *t, void *value) {
+
+  finish_stdio();
+  size_t len = 0;
+  int memfd = t->ser->inplace ? t->ser->inplace(t->ser, value, &len) : -1;
+  if (memfd >= 0) {
+    check_inplace(t->ser, memfd, len);
+    if (len > me.max_result) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "the result of child %d is %zu bytes, more than the task's "
+               "max_result of %llu bytes", (int)me.pid, len, (unsigned long long)me.max_result);
+      send_error(IP_E2BIG, 0, NULL, msg, NULL);
+    }
+    send_memfd(memfd, len);
+    return;
+  }
+  me.encode_why = NULL;
+  me.encoding = true;
+  int rc = t->ser->encode(t->ser, value, out_write, NULL);
+  me.encoding = false;
+  if (me.refused) {
+    char msg[200];
+    /* Nothing past the limit is encoded, so the size is known only from below. */
+    snprintf(msg, sizeof msg, "the result of child %d is at least %llu bytes, more than the "
+             "task's max_result of %llu bytes", (int)me.pid, (unsigned long long)me.too_big,
+             (unsigned long long)me.max_result);
+    me.n = 0;
+    send_error(IP_E2BIG, 0, NULL, msg, NULL);
+  }
+  if (rc != 0) {
+    char *msg = NULL;
+    me.failure_mem[2] = NULL;
+    int l = me.encode_why
+                ? asprintf(&msg, "the %s serializer could not encode the result: %s",
+                           t->ser->name, me.encode_why)
+                : asprintf(&msg, "the %s serializer could not encode the result (it returned %d)",
+                           t->ser->name, rc);
+    me.n = 0;
+    me.failure_mem[2] = l < 0 ? NULL : msg;
+    send_error(IP_EENCODE, rc, NULL, l < 0 ? "the result could not be encoded" : msg, NULL);
+  }
+  flush_out(true);
+}
+
 /* ---- start-up ------------------------------------------------------------------------------ */
 
 /* The call must not outlive the parent process. PR_SET_PDEATHSIG would fire when the *thread*
@@ -311,7 +373,7 @@ static void check_inplace(const ip_serializer *s, int fd, size_t len) {
  * dies, the last writer closes, and the kernel delivers the signal, to the child's whole
  * process group, so whatever the call started dies with it. The pipe never carries data, so
  * nothing else can trigger it. */
-static void arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
+void ip__arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
   bool armed = false;
   if (lifeline_r >= 0) {
     /* Formatted by hand: snprintf here costs every child several copy-on-write faults. */
@@ -353,7 +415,7 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
    * children) is in it, so a timeout, a cancel or the parent's death ends all of it with one
    * kill(-pgid). */
   setpgid(0, 0);
-  if (t->pdeathsig) arm_lifeline(lifeline_r, parent, main_thread);
+  if (t->pdeathsig) ip__arm_lifeline(lifeline_r, parent, main_thread);
   if (lifeline_r >= 0) close(lifeline_r);
   if (t->stdio & IP_STDIO_PURGE_INHERITED) {
     if (__fpending(stdout)) __fpurge(stdout);
@@ -368,47 +430,41 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
       send_error(IP_EINVAL, errno, "EINVAL", msg, NULL);
     }
   }
-  if (t->crash_report) arm_crash_report();
+  if (t->crash_report) ip__arm_crash_report();
 
   void *value = t->fn(arg);
-
-  finish_stdio();
-  size_t len = 0;
-  int memfd = t->ser->inplace ? t->ser->inplace(t->ser, value, &len) : -1;
-  if (memfd >= 0) {
-    check_inplace(t->ser, memfd, len);
-    if (len > me.max_result) {
-      char msg[200];
-      snprintf(msg, sizeof msg, "the result of child %d is %zu bytes, more than the task's "
-               "max_result of %llu bytes", (int)me.pid, len, (unsigned long long)me.max_result);
-      send_error(IP_E2BIG, 0, NULL, msg, NULL);
-    }
-    send_memfd(memfd, len);
-    _exit(0);
-  }
-  me.encode_why = NULL;
-  me.encoding = true;
-  int rc = t->ser->encode(t->ser, value, out_write, NULL);
-  me.encoding = false;
-  if (me.refused) {
-    char msg[200];
-    /* Nothing past the limit is encoded, so the size is known only from below. */
-    snprintf(msg, sizeof msg, "the result of child %d is at least %llu bytes, more than the "
-             "task's max_result of %llu bytes", (int)me.pid, (unsigned long long)me.too_big,
-             (unsigned long long)me.max_result);
-    me.n = 0;
-    send_error(IP_E2BIG, 0, NULL, msg, NULL);
-  }
-  if (rc != 0) {
-    char *msg = NULL;
-    int l = me.encode_why
-                ? asprintf(&msg, "the %s serializer could not encode the result: %s",
-                           t->ser->name, me.encode_why)
-                : asprintf(&msg, "the %s serializer could not encode the result (it returned %d)",
-                           t->ser->name, rc);
-    me.n = 0;
-    send_error(IP_EENCODE, rc, NULL, l < 0 ? "the result could not be encoded" : msg, NULL);
-  }
-  flush_out(true);
+  send_result(t, value);
   _exit(0);
 }
+
+/* ---- pool workers ------------------------------------------------------------------------ */
+
+void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spec, void *arg) {
+  sigjmp_buf resume;
+  me.pid = getpid();
+  me.sock = sock;
+  me.ser_id = t->ser_id;
+  me.stdio = (int)spec->stdio;
+  me.max_result = spec->max_result;
+  me.total = 0;
+  me.refused = 0;
+  me.too_big = 0;
+  me.n = 0;
+  me.sending = 0;
+  me.thread = pthread_self();
+  atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
+  if (sigsetjmp(resume, 1) == 0) {
+    me.resume = &resume;
+    send_result(t, t->fn(arg));
+    finish_stdio();
+  }
+  me.resume = NULL;
+  for (size_t i = 0; i < sizeof me.failure_mem / sizeof *me.failure_mem; i++) {
+    free(me.failure_mem[i]);
+    me.failure_mem[i] = NULL;
+  }
+  free(me.encode_why);
+  me.encode_why = NULL;
+  ip__bytes_call_end();
+}
+

@@ -68,6 +68,7 @@ static void at_child(void) {
     if (f != mine) close_fd(f->child_sock); /* ip_call's child keeps its own end */
   }
   for (struct ip__waiter *w = ip__g.waiters; w; w = w->next) close_fd(w->efd);
+  ip__pools_at_child();
   ip__g.gen++;
   ip__g.forking = NULL;
   ip__g.parent_inflight = ip__g.inflight;

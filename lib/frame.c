@@ -26,12 +26,17 @@ static uint64_t get64(const unsigned char *p) {
 }
 
 void ip__frame_pack(unsigned char *out, int kind, uint32_t ser_id, uint64_t len) {
+  ip__frame_pack_id(out, kind, ser_id, 0, len);
+}
+
+void ip__frame_pack_id(unsigned char *out, int kind, uint32_t ser_id, uint32_t call_id,
+                       uint64_t len) {
   put32(out, IP__FRAME_MAGIC);
   out[4] = IP__FRAME_VERSION;
   out[5] = (unsigned char)kind;
   out[6] = out[7] = 0;
   put32(out + 8, ser_id);
-  put32(out + 12, 0);
+  put32(out + 12, call_id);
   put64(out + 16, len);
   put32(out + 24, 0);
   put32(out + 28, ip__fnv1a(out, 28, IP__FNV_SEED));
@@ -50,8 +55,8 @@ const char *ip__frame_unpack(const unsigned char *in, struct ip__frame_hdr *h) {
   if (h->magic != IP__FRAME_MAGIC) return "bad magic";
   if (h->check != ip__fnv1a(in, 28, IP__FNV_SEED)) return "header checksum mismatch";
   if (h->version != IP__FRAME_VERSION) return "unsupported frame version";
-  if (h->kind < IP__FRAME_DATA || h->kind > IP__FRAME_CRASH) return "unknown frame kind";
-  if (h->flags != 0 || h->call_id != 0 || h->reserved != 0) return "reserved header bits set";
+  if (h->kind < IP__FRAME_DATA || h->kind > IP__FRAME_ACK) return "unknown frame kind";
+  if (h->flags != 0 || h->reserved != 0) return "reserved header bits set";
   switch (h->kind) {
   case IP__FRAME_ERROR:
     if (h->len < 20 || h->len > IP__FRAME_ERROR_MAX) return "error frame length out of range";
@@ -98,6 +103,7 @@ const char *ip__error_body_unpack(const unsigned char *body, size_t len,
   out->msg_len = get32(body + 12);
   out->bt_len = get32(body + 16);
   if (out->code != IP_ERAISED && out->code != IP_EENCODE && out->code != IP_EINVAL &&
+      out->code != IP_EDECODE &&
       out->code != IP_E2BIG && out->code != IP_ENOMEM)
     return "error frame carries an unexpected code";
   if (out->kind_len > IP__FRAME_STRING_MAX || out->msg_len > IP__FRAME_STRING_MAX ||

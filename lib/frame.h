@@ -10,7 +10,9 @@
  * Header (little-endian host order; both ends are the same machine, usually the same binary):
  *   u32 magic "IPF1" | u8 version | u8 kind | u16 flags | u32 serializer id | u32 call id
  *   u64 body length  | u32 reserved | u32 check (FNV-1a of the 28 bytes before it)
- * The call id is 0 for now; a later pool mode carries several calls on one channel.
+ * The call id is 0 on a forked call's channel. A pool worker's channel carries many calls,
+ * one at a time: CALL frames one way; ACK (with the call's id), then the call's answer
+ * (frames as above, call id 0) the other way.
  * Nothing in a frame is trusted: every length is checked against a bound before use.
  */
 #ifndef IP_FRAME_H
@@ -32,7 +34,12 @@ enum {
   IP__FRAME_END = 2,
   IP__FRAME_MEMFD = 3,
   IP__FRAME_ERROR = 4,
-  IP__FRAME_CRASH = 5
+  IP__FRAME_CRASH = 5,
+  /* A pool's channel to a worker carries these too (the call id is in the header). */
+  IP__FRAME_CALL = 6,   /* caller to worker: struct ip__call_spec, then the argument */
+  IP__FRAME_CANCEL = 7, /* caller to worker: skip that call if it has not started */
+  IP__FRAME_QUIT = 8,   /* caller to worker: exit once the calls before this are done */
+  IP__FRAME_ACK = 9     /* worker to caller: the call starts now; its answer follows */
 };
 
 struct ip__frame_hdr {
@@ -49,6 +56,8 @@ struct ip__frame_hdr {
 
 /* Fills `out` (IP__FRAME_HDR_SIZE bytes). Async-signal-safe. */
 void ip__frame_pack(unsigned char *out, int kind, uint32_t ser_id, uint64_t len);
+void ip__frame_pack_id(unsigned char *out, int kind, uint32_t ser_id, uint32_t call_id,
+                       uint64_t len);
 /* Parses and checks a header. Returns NULL when valid, else why not (static text). */
 const char *ip__frame_unpack(const unsigned char *in, struct ip__frame_hdr *h);
 

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include "frame.h"
 
@@ -30,6 +31,9 @@ struct ip_task {
   ip_fn fn;
   const ip_serializer *ser;
   uint32_t ser_id;
+  const ip_serializer *arg_ser; /* how a pool call's argument travels */
+  uint32_t arg_ser_id;
+  uint64_t serial; /* order of creation: a pool runs only tasks older than itself */
   int timeout_ms;
   int pdeathsig;
   int stdio;
@@ -89,6 +93,15 @@ struct ip_future {
   bool reaped; /* set under ip__g.lock, in the same hold as the reap (see on_child_exit) */
   bool exit_pipe; /* no pidfd (old kernel, valgrind): `pidfd` is a pipe that a reaper thread
                      closes once it has reaped the child and filled wstatus and rusage */
+
+  /* A pool call's (pool.c), under ip__g.lock. `msg` is the CALL frame, argument encoded,
+   * until it is handed to a worker; `worker` is where it was sent, NULL while queued. */
+  struct ip_pool *pool;
+  struct ip__worker *worker;
+  uint32_t call_id;
+  unsigned char *msg;
+  size_t msg_len;
+  ip_future *qnext;
 
   /* Under ip__g.lock. */
   _Atomic int state;
@@ -171,6 +184,8 @@ struct ip__global {
   pid_t recent[IP__RECENT];    /* pids of the latest completed calls, for telling SIGCHLDs apart */
   unsigned recent_at;
   struct ip__waiter *waiters;
+  struct ip_pool *pools;      /* live pools of this process (pool.c) */
+  void *graveyard;            /* pool memory a driver may still name in its current batch */
   /* In a fork child: the parent's lists as they were, kept only so the copies stay reachable
    * (a leak checker would otherwise count them as lost). Never walked. */
   ip_future *parent_inflight;
@@ -218,10 +233,60 @@ int ip__supervisor_add(ip_future *f);
 /* Stops the supervisor thread and closes its descriptors (library unload). */
 void ip__supervisor_shutdown(void);
 
-/* Frame parsing (rx.c), supervisor thread only. ip__rx_feed parses bytes already read;
- * ip__rx_drain reads the socket (up to `budget` bytes) and returns false at end of stream. */
-void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n);
+/* Frame parsing (rx.c), by whoever drives. ip__rx_feed parses bytes already read, up to
+ * the end of the final frame, and returns how many it took; ip__rx_drain reads the socket
+ * (up to `budget` bytes) and returns false at end of stream; ip__rx_direct receives from fd
+ * straight into the value's buffer while a large DATA body is coming (-2 when none is). */
+size_t ip__rx_feed(ip_future *f, const unsigned char *p, size_t n);
 bool ip__rx_drain(ip_future *f, size_t budget);
+ssize_t ip__rx_direct(ip_future *f, int fd);
+/* Takes a descriptor that arrived with SCM_RIGHTS for f's in-place result. Under the lock. */
+void ip__rx_take_fds(ip_future *f, struct msghdr *m);
+
+/* ---- pools (pool.c, template.c, worker.c) ------------------------------------------------- */
+
+/* Supervisor events for a pool's descriptors: tags are the worker's or pool's address with
+ * these low bits. */
+#define IP__TAG_WORKER ((uintptr_t)2)
+#define IP__TAG_POOL ((uintptr_t)3)
+void ip__pool_event(void *tag, uint32_t events);
+/* Under the lock: a pool call's kill (timeout, cancel). */
+void ip__pool_kill_locked(ip_future *f);
+/* Under the lock: whether pid is one of the pools' template processes. */
+bool ip__pool_pid_locked(pid_t pid);
+/* In a fork child: closes every pool descriptor of the parent's (no page written). */
+void ip__pools_at_child(void);
+/* Frees the graveyard. Under the lock, by a driver, before it waits for events. */
+void ip__graveyard_free_locked(void);
+uint64_t ip__task_epoch(void);
+
+/* The template's control messages (SOCK_SEQPACKET, one struct per message). */
+enum { IP__CTL_SPAWN = 1, IP__CTL_KILL, IP__CTL_WORKER, IP__CTL_DOWN };
+struct ip__ctl {
+  uint32_t kind;
+  int32_t pid;      /* KILL, DOWN: the worker; WORKER: the new one, or -errno */
+  int32_t status;   /* DOWN: wait status */
+  int32_t new_pid;  /* DOWN: the replacement (its socket comes with SCM_RIGHTS), or -errno */
+  struct rusage ru; /* DOWN */
+};
+/* The body of a CALL frame before the argument's bytes. */
+struct ip__call_spec {
+  uint64_t task;    /* the ip_task's address: the worker's copy of the caller's memory has it */
+  uint32_t arg_ser_id, ser_id;
+  uint64_t max_result, max_rss;
+  uint32_t stdio, reserved;
+};
+_Noreturn void ip__template_main(int ctl, int workers, pid_t caller, int lifeline_r);
+_Noreturn void ip__worker_main(int sock);
+/* One pool call in a worker: runs fn and sends its answer, then returns (an ip_raise in
+ * the worker's thread lands back here; in another thread it ends the worker). */
+void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spec, void *arg);
+/* Arms the child's lifeline (see child.c): SIGKILL for its process group when the caller
+ * dies. Exits when `parent` is no longer the parent. */
+void ip__arm_lifeline(int lifeline_r, pid_t parent, bool main_thread);
+void ip__arm_crash_report(void);
+/* In a worker: frees every ip_bytes buffer made during the call that just ended. */
+void ip__bytes_call_end(void);
 
 /* Decodes a completed future once, in the calling thread, so status, error and value agree
  * from the first look on. Returns f. */
@@ -247,8 +312,12 @@ void ip__complete_locked(ip_future *f);
 /* After fork, in the child: a future of the parent's completes as canceled. Its buffers may
  * have been mid-update by the parent's supervisor, so the child never frees them. */
 void ip__orphan(ip_future *f);
-/* Fails a future that never got a child. */
+/* Fails a future that never got a child; `message` must be static text. */
 void ip__fail_early(ip_future *f, int code, const char *message);
+/* The same under the lock, with the message copied. */
+void ip__fail_locked(ip_future *f, int code, const char *message);
+/* A new future, not started. NULL when out of memory. */
+ip_future *ip__future_new(void);
 /* Symbolizes a crash frame's stack, if the child sent one: slow (a helper process may be
  * forked), so the supervisor calls it before it takes the lock to complete f. */
 void ip__outcome_symbolize(ip_future *f);

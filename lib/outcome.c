@@ -184,6 +184,12 @@ void ip__complete_locked(ip_future *f) {
   ip__wake_waiters_locked();
 }
 
+void ip__fail_locked(ip_future *f, int code, const char *message) {
+  set_error(f, code, NULL, 0, message, -1, NULL, 0);
+  f->err.pid = f->pid;
+  ip__complete_locked(f);
+}
+
 void ip__fail_early(ip_future *f, int code, const char *message) {
   pthread_mutex_lock(&ip__g.lock);
   set_static(f, code, message);

@@ -21,9 +21,37 @@ struct box {
 };
 
 /* Buffers of this process that live in a memfd. Only a task's child makes them, and it is
- * single-minded enough that a list is plenty. */
+ * single-minded enough that a list is plenty. In a pool worker every buffer is listed: a
+ * call's buffers are freed once its answer is sent (ip__bytes_call_end), or a worker that runs
+ * thousands of calls would keep each one's result. */
 static struct box *inplace;
 static pthread_mutex_t inplace_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool per_call;
+
+static void track(struct box *b) {
+  pthread_mutex_lock(&inplace_lock);
+  b->next = inplace;
+  inplace = b;
+  pthread_mutex_unlock(&inplace_lock);
+}
+
+void ip__bytes_call_end(void) {
+  pthread_mutex_lock(&inplace_lock);
+  struct box *b = inplace;
+  inplace = NULL;
+  per_call = true;
+  pthread_mutex_unlock(&inplace_lock);
+  while (b) {
+    struct box *next = b->next;
+    if (b->memfd >= 0) {
+      if (b->pub.data) munmap(b->pub.data, b->maplen);
+      close(b->memfd);
+    }
+    b->magic = 0;
+    free(b);
+    b = next;
+  }
+}
 
 static ip_bytes *alloc_inplace(size_t len) {
   struct box *b = malloc(sizeof *b);
@@ -36,10 +64,7 @@ static ip_bytes *alloc_inplace(size_t len) {
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) goto fail_fd;
   *b = (struct box){{p, len}, BOX_MAGIC, fd, len, false, NULL};
-  pthread_mutex_lock(&inplace_lock);
-  b->next = inplace;
-  inplace = b;
-  pthread_mutex_unlock(&inplace_lock);
+  track(b);
   return &b->pub;
 fail_fd:
   close(fd);
@@ -64,6 +89,7 @@ ip_bytes *ip_bytes_alloc(size_t len) {
     return NULL;
   }
   *b = (struct box){{b + 1, len}, BOX_MAGIC, -1, 0, false, NULL};
+  if (per_call && ip_in_child()) track(b);
   return &b->pub;
 }
 
@@ -80,7 +106,7 @@ ip_bytes *ip_bytes_copy(const void *data, size_t len) {
 void ip_bytes_free(ip_bytes *pub) {
   if (!pub) return;
   struct box *b = (struct box *)pub;
-  if (b->memfd >= 0) {
+  if (b->memfd >= 0 || per_call) {
     pthread_mutex_lock(&inplace_lock);
     for (struct box **pp = &inplace; *pp; pp = &(*pp)->next) {
       if (*pp == b) {
@@ -89,8 +115,10 @@ void ip_bytes_free(ip_bytes *pub) {
       }
     }
     pthread_mutex_unlock(&inplace_lock);
-    if (b->pub.data) munmap(b->pub.data, b->maplen);
-    close(b->memfd);
+    if (b->memfd >= 0) {
+      if (b->pub.data) munmap(b->pub.data, b->maplen);
+      close(b->memfd);
+    }
   }
   b->magic = 0;
   free(b);
@@ -105,7 +133,7 @@ int ip_bytes_inplace(const ip_bytes *v, size_t *len) {
   for (b = inplace; b && &b->pub != v; b = b->next) {
   }
   pthread_mutex_unlock(&inplace_lock);
-  if (!b || !len || b->pub.len > b->maplen) return -1;
+  if (!b || !len || b->memfd < 0 || b->pub.len > b->maplen) return -1;
   if (!b->sealed) {
     /* F_SEAL_WRITE is refused while a writable shared mapping exists. */
     if (b->pub.data) munmap(b->pub.data, b->maplen);

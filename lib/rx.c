@@ -73,6 +73,8 @@ static void take_memfd(ip_future *f, uint64_t len) {
 static void start_frame(ip_future *f) {
   struct ip__rx *rx = &f->rx;
   const struct ip__frame_hdr *h = &rx->cur;
+  if (h->kind > IP__FRAME_CRASH || h->call_id != 0)
+    return proto(f, IP_EPROTO, "a pool's control frame where a call's answer belongs");
   if ((h->kind == IP__FRAME_END || h->kind == IP__FRAME_ERROR) && rx->memfd >= 0)
     return proto(f, IP_EPROTO, "a descriptor came with a frame that carries none");
   if (h->kind <= IP__FRAME_MEMFD && h->ser_id != f->ser_id)
@@ -100,25 +102,28 @@ static void start_frame(ip_future *f) {
   rx->body_left = h->len;
 }
 
-void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n) {
+size_t ip__rx_feed(ip_future *f, const unsigned char *p, size_t n) {
   struct ip__rx *rx = &f->rx;
-  while (n > 0 && !rx->proto_code) {
-    if (rx->final_kind) return proto(f, IP_EPROTO, "bytes after the final frame");
+  size_t n0 = n;
+  while (n > 0 && !rx->proto_code && !rx->final_kind) {
     if (!rx->in_body) {
       size_t take = IP__FRAME_HDR_SIZE - rx->hdr_have;
       if (take > n) take = n;
       memcpy(rx->hdr + rx->hdr_have, p, take);
       rx->hdr_have += take, p += take, n -= take;
-      if (rx->hdr_have < IP__FRAME_HDR_SIZE) return;
+      if (rx->hdr_have < IP__FRAME_HDR_SIZE) break;
       rx->hdr_have = 0;
       const char *why = ip__frame_unpack(rx->hdr, &rx->cur);
-      if (why) return proto(f, IP_EPROTO, why);
+      if (why) {
+        proto(f, IP_EPROTO, why);
+        break;
+      }
       start_frame(f);
       continue;
     }
     size_t take = rx->body_left < n ? (size_t)rx->body_left : n;
     if (rx->cur.kind == IP__FRAME_DATA) {
-      if (!reserve(f, rx->len + take, rx->len + rx->body_left)) return;
+      if (!reserve(f, rx->len + take, rx->len + rx->body_left)) break;
       memcpy(rx->payload + rx->len, p, take);
       rx->len += take;
     } else {
@@ -131,9 +136,10 @@ void ip__rx_feed(ip_future *f, const unsigned char *p, size_t n) {
       if (rx->cur.kind == IP__FRAME_ERROR) rx->final_kind = IP__FRAME_ERROR;
     }
   }
+  return n0 - n;
 }
 
-static void take_fds(ip_future *f, struct msghdr *m) {
+void ip__rx_take_fds(ip_future *f, struct msghdr *m) {
   if (m->msg_flags & MSG_CTRUNC) proto(f, IP_EPROTO, "too many descriptors from the child");
   for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -150,22 +156,28 @@ static void take_fds(ip_future *f, struct msghdr *m) {
   }
 }
 
+ssize_t ip__rx_direct(ip_future *f, int fd) {
+  struct ip__rx *rx = &f->rx;
+  if (!rx->in_body || rx->cur.kind != IP__FRAME_DATA || rx->body_left < DIRECT_MIN) return -2;
+  /* The bulk of a large result goes straight into its buffer: no staging copy. */
+  if (!reserve(f, rx->len + DIRECT_MIN, rx->len + rx->body_left)) return -2;
+  size_t room = rx->cap - rx->len;
+  if (room > rx->body_left) room = (size_t)rx->body_left;
+  ssize_t r = recv(fd, rx->payload + rx->len, room, MSG_DONTWAIT);
+  if (r > 0) {
+    rx->len += (size_t)r;
+    if ((rx->body_left -= (uint64_t)r) == 0) rx->in_body = false;
+  }
+  return r;
+}
+
 /* Reads what the socket holds, up to `budget` bytes. Returns false at end of stream. */
 bool ip__rx_drain(ip_future *f, size_t budget) {
   struct ip__rx *rx = &f->rx;
   while (budget > 0 && !rx->proto_code) {
-    ssize_t r;
-    if (rx->in_body && rx->cur.kind == IP__FRAME_DATA && rx->body_left >= DIRECT_MIN) {
-      /* The bulk of a large result goes straight into its buffer: no staging copy. */
-      if (!reserve(f, rx->len + DIRECT_MIN, rx->len + rx->body_left)) break;
-      size_t room = rx->cap - rx->len;
-      if (room > rx->body_left) room = (size_t)rx->body_left;
-      r = recv(f->sock, rx->payload + rx->len, room, MSG_DONTWAIT);
-      if (r > 0) {
-        rx->len += (size_t)r;
-        if ((rx->body_left -= (uint64_t)r) == 0) rx->in_body = false;
-      }
-    } else {
+    ssize_t r = ip__rx_direct(f, f->sock);
+    if (rx->proto_code) break;
+    if (r == -2) {
       union {
         struct cmsghdr c;
         char b[CMSG_SPACE(sizeof(int) * 4)];
@@ -177,9 +189,10 @@ bool ip__rx_drain(ip_future *f, size_t budget) {
        * closes it) before any fork can copy it. */
       pthread_mutex_lock(&ip__g.lock);
       r = recvmsg(f->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (r >= 0 && m.msg_controllen) take_fds(f, &m);
+      if (r >= 0 && m.msg_controllen) ip__rx_take_fds(f, &m);
       pthread_mutex_unlock(&ip__g.lock);
-      if (r > 0) ip__rx_feed(f, staging, (size_t)r);
+      if (r > 0 && ip__rx_feed(f, staging, (size_t)r) < (size_t)r && !rx->proto_code)
+        proto(f, IP_EPROTO, "bytes after the final frame");
     }
     if (r == 0) return false;
     if (r < 0) {

@@ -33,6 +33,10 @@
 void ip__kill_group(pid_t pid) { kill(-pid, SIGKILL); }
 
 void ip__kill_locked(ip_future *f) {
+  if (f->pool) {
+    ip__pool_kill_locked(f);
+    return;
+  }
   if (f->killed || f->pidfd < 0) return;
   f->killed = true;
   if (!f->exit_pipe) syscall(SYS_pidfd_send_signal, f->pidfd, SIGKILL, NULL, 0);
@@ -55,7 +59,8 @@ bool ip__ours_locked(pid_t pid) {
   for (size_t i = 0; i < IP__RECENT; i++)
     if (ip__g.recent[i] == pid) return true;
   for (ip_future *f = ip__g.inflight; f; f = f->next)
-    if (f->pid == pid) return true;
+    if (f->pid == pid && !f->pool) return true;
+  if (ip__pool_pid_locked(pid)) return true;
   /* A child can end before the fork() that made it has returned its pid to ip_call. Such a
    * child is unreaped (nothing watches it yet) and led a process group of its own. */
   return ip__g.unrecorded && getpgid(pid) == pid;
@@ -143,6 +148,7 @@ static int next_timeout_locked(int64_t now) {
 int ip__supervise_once(int timeout_ms, bool *sigchld) {
   struct epoll_event ev[MAX_EVENTS];
   pthread_mutex_lock(&ip__g.lock);
+  ip__graveyard_free_locked(); /* the last batch, which could name what it held, is done */
   int t = next_timeout_locked(ip__now_ns());
   pthread_mutex_unlock(&ip__g.lock);
   if (t >= 0 && (timeout_ms < 0 || t < timeout_ms)) timeout_ms = t;
@@ -158,6 +164,10 @@ int ip__supervise_once(int timeout_ms, bool *sigchld) {
       uint64_t v;
       ssize_t r = read(ip__g.wake_fd, &v, sizeof v);
       (void)r;
+      continue;
+    }
+    if (((uintptr_t)tag & 3) >= IP__TAG_WORKER) {
+      ip__pool_event(tag, ev[i].events);
       continue;
     }
     ip_future *f = (ip_future *)((uintptr_t)tag & ~TAG_PIDFD);
@@ -286,6 +296,7 @@ void ip__supervisor_shutdown(void) {
   ip__close(&ip__g.sigchld_fd);
   ip__close(&ip__g.lifeline[0]);
   ip__close(&ip__g.lifeline[1]);
+  ip__graveyard_free_locked();
   pthread_mutex_unlock(&ip__g.lock);
 }
 

@@ -2,6 +2,8 @@
 #include "internal.h"
 #include <stdlib.h>
 
+static _Atomic uint64_t serials;
+
 ip_task *ip_task_new(ip_fn fn, const ip_serializer *s) {
   if (!s) s = ip_serializer_raw();
   if (!fn || ip__serializer_check(s) < 0) {
@@ -21,8 +23,14 @@ ip_task *ip_task_new(ip_fn fn, const ip_serializer *s) {
   t->stdio = IP_STDIO_PURGE_INHERITED | IP_STDIO_FLUSH_STD;
   t->crash_report = 1;
   t->max_result = IP__DEFAULT_MAX_RESULT;
+  t->arg_ser = ip_serializer_raw();
+  t->arg_ser_id = ip__ser_id(t->arg_ser->name);
+  /* Last, once the task is whole: a pool made after this line has it in its copy. */
+  t->serial = atomic_fetch_add(&serials, 1);
   return t;
 }
+
+uint64_t ip__task_epoch(void) { return atomic_load(&serials); }
 
 void ip_task_free(ip_task *t) { free(t); }
 
