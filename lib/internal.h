@@ -344,11 +344,9 @@ int ip__serializer_check(const ip_serializer *s);
 void ip__serializers_reset(void);
 
 /* Return addresses as text, one line per frame (see symbolize.c for the format); malloc'ed,
- * NULL if none. With libdw it forks a helper process; in the parent it must be called with
- * ip__g.lock held (as ip__outcome is). */
+ * NULL if none. With libdw it forks a helper process, so call it without ip__g.lock (the
+ * at-fork handlers take it). */
 char *ip__symbolize(void *const *addrs, int n);
-/* Set by ip__symbolize around its helper's fork() while this thread holds ip__g.lock: the
- * at-fork handlers leave the lock alone then. */
 
 /* Small utilities. */
 int64_t ip__now_ns(void);

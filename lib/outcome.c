@@ -177,7 +177,7 @@ void ip__outcome_free(ip_future *f) {
 void ip__complete_locked(ip_future *f) {
   ip__unlink_locked(f);
   f->done_seq = ++ip__g.seq;
-  if (f->pid > 0) ip__remember_pid_locked(f->pid);
+  if (f->pid > 0 && !f->pool) ip__remember_pid_locked(f->pid); /* a worker is not our child */
   atomic_store_explicit(&f->state, IP__DONE, memory_order_release);
   ip__list_enqueue_locked(f);
   pthread_cond_broadcast(&ip__g.cond);

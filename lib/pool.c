@@ -275,10 +275,6 @@ static void on_ack_locked(struct ip__worker *w, uint32_t id) {
     f->deadline_ns = ip__now_ns() + (int64_t)f->timeout_ms * 1000000;
     ip__g.n_timed++;
   }
-  if (w->fd_in >= 0) {
-    f->rx.memfd = w->fd_in;
-    w->fd_in = -1;
-  }
   if (f->cancel_req) kill_worker_locked(w);
 }
 
@@ -326,6 +322,28 @@ static void parse(struct ip__worker *w, const unsigned char *p, size_t n) {
   }
 }
 
+/* Keeps a descriptor that arrived until the frame it belongs to is parsed. True if one did. */
+static bool stash_fds_locked(struct ip__worker *w, struct msghdr *m) {
+  bool got = false;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (w->fd_in < 0) w->fd_in = fd, got = true;
+      else close(fd); /* one per frame: the call that gets the first finds the rest wrong */
+    }
+  }
+  return got;
+}
+
+static void give_fd_locked(struct ip__worker *w) {
+  if (w->cur->rx.memfd < 0) w->cur->rx.memfd = w->fd_in;
+  else close(w->fd_in);
+  w->fd_in = -1;
+}
+
 /* Reads the worker's channel, up to `budget` bytes. */
 static void read_worker(struct ip__worker *w, size_t budget) {
   while (budget > 0 && w->reading && !w->skipping) {
@@ -340,23 +358,19 @@ static void read_worker(struct ip__worker *w, size_t budget) {
                          .msg_controllen = sizeof u.b};
       pthread_mutex_lock(&ip__g.lock); /* a descriptor must be where a fork finds it */
       r = recvmsg(w->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (r >= 0 && m.msg_controllen) {
-        if (w->cur) {
-          ip__rx_take_fds(w->cur, &m);
-        } else { /* ahead of the ACK of the call it belongs to */
-          for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-              int fd;
-              memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-              if (w->fd_in < 0) w->fd_in = fd;
-              else close(fd);
-            }
-          }
-        }
-      }
+      bool got_fd = r > 0 && m.msg_controllen && stash_fds_locked(w, &m);
       pthread_mutex_unlock(&ip__g.lock);
-      if (r > 0) parse(w, staging, (size_t)r);
+      /* A descriptor comes with the header of the MEMFD frame it belongs to, which the kernel
+       * returns last (it never reads past a message that carries descriptors); the bytes
+       * before it may finish another call and start this one, so it is handed over there. */
+      size_t at = got_fd && r >= (ssize_t)IP__FRAME_HDR_SIZE ? (size_t)r - IP__FRAME_HDR_SIZE : 0;
+      if (r > 0) {
+        parse(w, staging, at);
+        pthread_mutex_lock(&ip__g.lock);
+        if (w->cur && w->fd_in >= 0) give_fd_locked(w);
+        pthread_mutex_unlock(&ip__g.lock);
+        parse(w, staging + at, (size_t)r - at);
+      }
     } else if (w->cur && w->cur->rx.proto_code) {
       pthread_mutex_lock(&ip__g.lock);
       garbage_locked(w);
@@ -688,7 +702,7 @@ ip_pool *ip_pool_new(int workers) {
     close(sv[0]);
     ip__template_main(sv[1], workers, caller, lifeline);
   }
-  e = errno;
+  e = pid < 0 ? errno : 0;
   ip__forking = NULL;
   pthread_mutex_lock(&ip__g.lock);
   ip__g.unrecorded--;

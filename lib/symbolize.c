@@ -221,12 +221,27 @@ static _Noreturn void helper_main(int wfd, void *const *addrs, int n) {
 static char *in_helper(void *const *addrs, int n) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) return NULL;
+  /* In the parent (a crash report) the helper is one of the library's children, which a
+   * waiting thread must tell from the host's by its SIGCHLD: counted as unrecorded until
+   * its pid is known, and leading its own group, as ip__ours_locked expects of those. */
+  bool parent = !ip_in_child();
+  if (parent) {
+    pthread_mutex_lock(&ip__g.lock);
+    ip__g.unrecorded++;
+    pthread_mutex_unlock(&ip__g.lock);
+  }
   pid_t pid = fork();
   if (pid == 0) {
+    setpgid(0, 0);
     close(p[0]);
     helper_main(p[1], addrs, n);
   }
-  if (pid > 0 && !ip_in_child()) ip__own_child(pid); /* a crash report, in the parent */
+  if (parent) {
+    pthread_mutex_lock(&ip__g.lock);
+    ip__g.unrecorded--;
+    if (pid > 0) ip__remember_pid_locked(pid);
+    pthread_mutex_unlock(&ip__g.lock);
+  }
   close(p[1]);
   if (pid < 0) {
     close(p[0]);

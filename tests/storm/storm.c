@@ -30,6 +30,9 @@
  *   storm --threads 8                      8 threads, each its own storm on its own ip_list,
  *                                          concurrently; tasks and concurrency divided among
  *                                          them (so the process still has C children at most)
+ *   storm --pool 4                         the same calls on a pool of 4 workers (ip_pool_call):
+ *                                          each death fails only its call and is replaced, so
+ *                                          after the round the pool has 4 workers again
  *   storm --duration 1800                  soak: storms with new seeds until the time has
  *                                          passed, checking "nothing left behind" after each
  *                                          round; one line per round and a summary. Without
@@ -77,7 +80,8 @@ static struct {
   int watchdog_s;  /* per round: the whole process gives up (exit 2) after this long */
   bool verbose;
   bool host_sigchld; /* install a host SIGCHLD handler (SA_RESTART), as many programs have */
-} opt = {1000, 64, 0, 0, false, 0, 200, 120000, 900, false, false};
+  int pool;          /* run the calls on a pool of this many workers (0: a fork per call) */
+} opt = {1000, 64, 0, 0, false, 0, 200, 120000, 900, false, false, 0};
 
 /* The host's SIGCHLD handler of --host-sigchld: it only counts. Only the library's children
  * end in a storm, so no step may return IP_EINTR, handler or not. */
@@ -157,6 +161,8 @@ static const char *const kind_name[K_N] = {"small value", "large value", "SIGSEG
 static const int kind_permille[K_N] = {0, 50, 50, 50, 50, 50, 50, 50, 0};
 
 struct spec {
+  ip_bytes self; /* {this spec, its size}: a pool call's argument (raw); first, so the
+                    pointer ip_future_arg gives back is the spec's in both modes */
   uint32_t idx;
   uint8_t kind;
   uint64_t tseed; /* the task's own seed: content of values, raise code */
@@ -164,7 +170,8 @@ struct spec {
   int raise_code;
   int kill_wfd;  /* K_KILLED: where the child says it runs */
   bool killed;   /* K_KILLED: the killer thread sent SIGKILL to this task's child */
-  pid_t pid;     /* ip_future_pid() right after ip_call; under storm.mu */
+  pid_t pid;     /* ip_future_pid() right after ip_call (pool: -2, known at the start only);
+                    -1 once the future is gone; under storm.mu */
   pid_t sent_pid; /* the pid the child sent on the pipe */
 };
 
@@ -200,7 +207,8 @@ __attribute__((noinline, no_sanitize("undefined"))) void *storm_segfault_here(vo
 }
 
 static void *storm_fn(void *arg) {
-  const struct spec *s = arg;
+  /* A pool worker gets the spec as bytes; a forked child, the caller's pointer. */
+  const struct spec *s = opt.pool ? ((const ip_bytes *)arg)->data : arg;
   switch (s->kind) {
   case K_SMALL: {
     ip_bytes *b = ip_bytes_alloc(s->len);
@@ -253,6 +261,7 @@ struct storm {
   int kill_pipe[2];
   pthread_t killer;
   bool killer_started;
+  ip_pool *pool; /* with --pool: the round's pool, shared by its storms */
   /* results */
   size_t expected[K_N], got[K_N], correct[K_N];
   size_t wrong, reported;
@@ -301,14 +310,17 @@ static void *killer_main(void *p) {
     s->sent_pid = m.pid;
     /* s->pid is -1 once the future is gone (or never had a child): never kill then, the pid
      * may be someone else's by now. The child cannot have been reaped before this kill: it
-     * waits in pause() for it and its task has no timeout. */
-    if (s->pid > 0 && s->pid == m.pid) {
-      if (kill(s->pid, SIGKILL) == 0) {
+     * waits in pause() for it and its task has no timeout. A pool worker's pid is known to
+     * the future only once the worker started the call, so there the pid the worker sent is
+     * used, and check() compares it with ip_future_pid afterwards. */
+    if ((s->pid > 0 && s->pid == m.pid) || (s->pid == -2 && m.pid > 0)) {
+      pid_t victim = s->pid == -2 ? m.pid : s->pid;
+      if (kill(victim, SIGKILL) == 0) {
         s->killed = true;
         st->kills++;
       } else {
         snprintf(st->killer_problem, sizeof st->killer_problem, "kill(%d, SIGKILL): %s",
-                 (int)s->pid, strerror(errno));
+                 (int)victim, strerror(errno));
       }
     }
     pthread_mutex_unlock(&st->mu);
@@ -337,7 +349,8 @@ static enum kind check(struct storm *st, ip_future *f, const struct spec *s, cha
   if (ip_future_rusage(f, &ru) != 0) WRONG("ip_future_rusage failed");
   else if (ru.ru_maxrss > st->max_child_rss_kib) st->max_child_rss_kib = ru.ru_maxrss;
   if (pid <= 0) WRONG("no child pid (%d)", (int)pid);
-  else if (pid != s->pid) WRONG("ip_future_pid %d, %d right after ip_call", (int)pid, (int)s->pid);
+  else if (!opt.pool && pid != s->pid)
+    WRONG("ip_future_pid %d, %d right after ip_call", (int)pid, (int)s->pid);
 
   if (status == 0) {
     b = ip_future_value(f);
@@ -443,6 +456,7 @@ static enum kind check(struct storm *st, ip_future *f, const struct spec *s, cha
     pthread_mutex_unlock(&st->mu);
     if (!killed) WRONG("died of SIGKILL but the killer never sent it (child sent pid %d)",
                        (int)sent);
+    if (sent != pid) WRONG("killed pid %d, but ip_future_pid is %d", (int)sent, (int)pid);
     if (strcmp(e->kind, "SIGKILL") != 0) WRONG("kind %s, expected SIGKILL", e->kind);
     if (e->exit_status != -1) WRONG("exit_status %d for a signal", e->exit_status);
     if (e->raised_code != 0) WRONG("raised_code %d", e->raised_code);
@@ -475,7 +489,9 @@ static enum kind check(struct storm *st, ip_future *f, const struct spec *s, cha
     if (strcmp(e->kind, "ERAISED") != 0) WRONG("kind %s, expected ERAISED", e->kind);
     if (e->raised_code != s->raise_code) WRONG("raised_code %d, expected %d", e->raised_code, s->raise_code);
     if (strcmp(e->message, want) != 0) WRONG("message '%s', expected '%s'", e->message, want);
-    if (e->exit_status != 0) WRONG("exit_status %d, expected 0", e->exit_status);
+    /* A forked child exits 0 after raising; a pool worker does not exit at all. */
+    if (e->exit_status != (opt.pool ? -1 : 0))
+      WRONG("exit_status %d, expected %d", e->exit_status, opt.pool ? -1 : 0);
     if (e->signal != 0) WRONG("signal %d", e->signal);
     if (!e->backtrace) WRONG("raise without a backtrace");
     break;
@@ -506,6 +522,7 @@ static void plan(struct storm *st) {
   }
   for (size_t i = 0; i < n; i++) {
     struct spec *s = &st->specs[i];
+    s->self = (ip_bytes){s, sizeof *s};
     s->idx = (uint32_t)i;
     s->tseed = rnd(&r);
     s->kill_wfd = st->kill_pipe[1];
@@ -526,14 +543,15 @@ static void plan(struct storm *st) {
 
 static bool start_one(struct storm *st, ip_list *l, size_t i) {
   struct spec *s = &st->specs[i];
-  ip_future *f = ip_call(s->kind == K_TIMEOUT ? st->t_timeout : st->t_main, s);
+  ip_task *t = s->kind == K_TIMEOUT ? st->t_timeout : st->t_main;
+  ip_future *f = st->pool ? ip_pool_call(st->pool, t, &s->self) : ip_call(t, s);
   if (!f) {
     report(st, "task %zu: ip_call returned NULL (%s)", i, strerror(errno));
     return false;
   }
   pid_t pid = ip_future_pid(f);
   pthread_mutex_lock(&st->mu);
-  s->pid = pid > 0 ? pid : -1;
+  s->pid = st->pool && !ip_future_done(f) ? -2 : pid > 0 ? pid : -1;
   pthread_cond_broadcast(&st->cv);
   pthread_mutex_unlock(&st->mu);
   if (ip_list_push(l, f) != 0) {
@@ -553,19 +571,26 @@ static void drop(struct storm *st, ip_future *f) {
   ip_future_free(f);
 }
 
+static int storm_setup(struct storm *st) {
+  st->kill_pipe[0] = st->kill_pipe[1] = -1;
+  if (pipe2(st->kill_pipe, O_CLOEXEC) < 0) return -1;
+  st->t_main = ip_task_new(storm_fn, NULL);
+  st->t_timeout = ip_task_new(storm_fn, NULL);
+  return 0;
+}
+
 static void run_storm(struct storm *st) {
   int64_t t0 = now_ms();
   pthread_mutex_init(&st->mu, NULL);
   pthread_cond_init(&st->cv, NULL);
-  st->kill_pipe[0] = st->kill_pipe[1] = -1;
-  if (pipe2(st->kill_pipe, O_CLOEXEC) < 0) {
+  /* A pool's storms got their pipe and tasks before the pool (storm_setup), so its workers
+   * have them too. */
+  if (!st->pool && storm_setup(st) < 0) {
     report(st, "pipe2: %s", strerror(errno));
     st->setup_failed = true;
     goto out;
   }
   plan(st);
-  st->t_main = ip_task_new(storm_fn, NULL);
-  st->t_timeout = ip_task_new(storm_fn, NULL);
   if (!st->specs || !st->t_main || !st->t_timeout ||
       ip_task_set_timeout(st->t_timeout, opt.timeout_ms) != 0) {
     report(st, "setup failed (%s)", strerror(errno));
@@ -683,6 +708,7 @@ struct round {
   bool stalled, setup_failed;
   double wall;
   int fds_after, threads_after, thread_wait_ms;
+  int workers_after; /* with --pool: ip_pool_workers once every call is done */
   long rss_after_kib, max_child_rss_kib;
   bool children_left;
   bool pass;
@@ -697,11 +723,30 @@ static void run_round(struct round *rd, const struct baseline *base) {
   }
   rd->conc_each = (opt.concurrency + T - 1) / T;
   if (rd->conc_each < 1) rd->conc_each = 1;
+  ip_pool *pool = NULL;
   for (int i = 0; i < T; i++) {
     st[i].id = i;
     st[i].seed = T == 1 ? rd->seed : splitmix64(rd->seed + (uint64_t)i);
     st[i].n = rd->tasks / (size_t)T + ((size_t)i < rd->tasks % (size_t)T);
     st[i].conc = rd->conc_each;
+    if (opt.pool && storm_setup(&st[i]) < 0) rd->setup_failed = true;
+  }
+  if (opt.pool && !rd->setup_failed) {
+    if (!(pool = ip_pool_new(opt.pool))) {
+      fprintf(stdout, "ip_pool_new(%d): %s\n", opt.pool, strerror(errno));
+      rd->setup_failed = true;
+    }
+    for (int i = 0; i < T; i++) st[i].pool = pool;
+  }
+  if (rd->setup_failed) { /* nothing runs: a pool storm without its pool would fork */
+    for (int i = 0; i < T; i++) {
+      ip_task_free(st[i].t_main);
+      ip_task_free(st[i].t_timeout);
+      if (st[i].kill_pipe[0] >= 0) close(st[i].kill_pipe[0]);
+      if (st[i].kill_pipe[1] >= 0) close(st[i].kill_pipe[1]);
+    }
+    free(st);
+    return;
   }
   alarm((unsigned)opt.watchdog_s);
   int64_t t0 = now_ms();
@@ -719,6 +764,11 @@ static void run_round(struct round *rd, const struct baseline *base) {
   }
   rd->wall = seconds_since(t0);
   alarm(0);
+  if (pool) {
+    /* Every call is done, so every death has been reported, with its replacement. */
+    rd->workers_after = ip_pool_workers(pool);
+    ip_pool_free(pool);
+  }
 
   for (int i = 0; i < T; i++) {
     for (int k = 0; k < K_N; k++) {
@@ -748,6 +798,7 @@ static void run_round(struct round *rd, const struct baseline *base) {
   for (int k = 0; k < K_N; k++) total_correct += rd->correct[k];
   rd->pass = !rd->stalled && !rd->setup_failed && rd->wrong == 0 && total_correct == rd->tasks &&
              !rd->children_left && rd->fds_after == base->fds &&
+             (!opt.pool || rd->workers_after == opt.pool) &&
              rd->threads_after == base->threads &&
              rd->rss_after_kib <= base->rss_kib + RSS_SLACK_KIB;
 }
@@ -762,6 +813,7 @@ static void print_table(const struct round *rd, const struct baseline *base) {
   printf("\nstorm: seed %016" PRIx64 ", %zu tasks, concurrency %d", rd->seed, rd->tasks,
          opt.concurrency);
   if (rd->threads > 1) printf(" (%d threads x %d)", rd->threads, rd->conc_each);
+  if (opt.pool) printf(", on a pool of %d workers", opt.pool);
   printf(", task timeout %d ms\n", opt.timeout_ms);
   printf("  %-14s %9s %9s %9s\n", "outcome", "expected", "got", "exact");
   size_t te = 0, tg = 0, tc = 0;
@@ -785,6 +837,9 @@ static void print_table(const struct round *rd, const struct baseline *base) {
          rd->threads_after == base->threads ? "" : "   <-- WRONG");
   if (rd->thread_wait_ms > 50) printf(" (settled after %d ms)", rd->thread_wait_ms);
   printf("\n");
+  if (opt.pool)
+    printf("  %-26s %d at the start, %d once every call was done%s\n", "pool workers", opt.pool,
+           rd->workers_after, rd->workers_after == opt.pool ? "" : "   <-- WRONG");
   printf("  %-26s %s\n", "children alive or zombie", rd->children_left ? "YES   <-- WRONG" : "none");
   printf("  %-26s %zu\n", "SIGKILLs sent by the test", rd->kills);
   if (rd->stalled) printf("  %-26s yes   <-- WRONG\n", "hang (no completion)");
@@ -823,7 +878,10 @@ static void usage(FILE *out) {
           "  --watchdog SECS    exit 2 when one round runs longer (default 900)\n"
           "  --verbose          print every wrong outcome (default: the first %d per storm)\n"
           "  --host-sigchld     install a SIGCHLD handler (SA_RESTART) as a host might; no step\n"
-          "                     may return IP_EINTR with it or without\n",
+          "                     may return IP_EINTR with it or without\n"
+          "  --pool W           run the calls on a pool of W workers (made per round, shared by\n"
+          "                     its threads) instead of a fork per call; after each round the\n"
+          "                     pool must have its W workers again\n",
           MAX_REPORTS);
 }
 
@@ -867,11 +925,12 @@ int main(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
       {"duration", required_argument, NULL, 'd'}, {"timeout-ms", required_argument, NULL, 'T'},
       {"stall-ms", required_argument, NULL, 'S'}, {"watchdog", required_argument, NULL, 'W'},
-      {"verbose", no_argument, NULL, 'v'},       {"host-sigchld", no_argument, NULL, 'H'},       {"help", no_argument, NULL, 'h'},
+      {"verbose", no_argument, NULL, 'v'},       {"host-sigchld", no_argument, NULL, 'H'},
+      {"pool", required_argument, NULL, 'P'},    {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   char *end;
-  while ((c = getopt_long(argc, argv, "n:c:t:s:d:T:S:W:vHh", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "n:c:t:s:d:T:S:W:P:vHh", longopts, NULL)) != -1) {
     errno = 0;
     end = NULL;
     switch (c) {
@@ -885,6 +944,7 @@ int main(int argc, char **argv) {
     case 'W': opt.watchdog_s = (int)strtol(optarg, &end, 0); break;
     case 'v': opt.verbose = true; break;
     case 'H': opt.host_sigchld = true; break;
+    case 'P': opt.pool = (int)strtol(optarg, &end, 0); break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -894,7 +954,8 @@ int main(int argc, char **argv) {
     }
   }
   if (optind < argc || opt.tasks < 1 || opt.tasks > 10000000 || opt.concurrency < 1 ||
-      opt.threads < 0 || opt.threads > 256 || opt.duration < 0 || opt.timeout_ms < 1 ||
+      opt.threads < 0 || opt.threads > 256 || opt.pool < 0 || opt.pool > 1024 ||
+      opt.duration < 0 || opt.timeout_ms < 1 ||
       opt.stall_ms < 1 || opt.watchdog_s < 1) {
     usage(stderr);
     return 2;
