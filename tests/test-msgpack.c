@@ -957,3 +957,140 @@ Test(msgpack, no_descriptor_child_or_zombie_is_left_behind) {
   close(gate[0]);
   close(gate[1]);
 }
+
+/* ---- pools: the argument travels as msgpack too ---------------------------------------------- */
+
+/* In a pool worker fn gets the decoded argument, a `const msgpack_object *`, and answers
+ * [the argument's type, its "n" + 1, the length of its "s", the worker's pid]; for an argument
+ * with an "empty" key it returns an empty buffer, which the serializer refuses. The reply buffer
+ * is reused from call to call: a worker runs many, and what fn allocates stays allocated. */
+static msgpack_sbuffer pool_reply;
+
+static void *pool_fn(void *arg) {
+  const msgpack_object *o = arg;
+  int64_t n = -1;
+  uint32_t slen = 0;
+  int empty = 0;
+  if (o && o->type == MSGPACK_OBJECT_MAP)
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+      const msgpack_object_kv *kv = &o->via.map.ptr[i];
+      if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+      const msgpack_object_str *k = &kv->key.via.str;
+      if (k->size == 1 && k->ptr[0] == 'n' && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        n = (int64_t)kv->val.via.u64;
+      if (k->size == 1 && k->ptr[0] == 's' && kv->val.type == MSGPACK_OBJECT_STR)
+        slen = kv->val.via.str.size;
+      if (k->size == 5 && memcmp(k->ptr, "empty", 5) == 0) empty = 1;
+    }
+  msgpack_sbuffer_clear(&pool_reply);
+  if (empty) return &pool_reply;
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &pool_reply, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_int(&pk, o ? (int)o->type : -1);
+  msgpack_pack_int64(&pk, n + 1);
+  msgpack_pack_uint32(&pk, slen);
+  msgpack_pack_int(&pk, (int)getpid());
+  return &pool_reply;
+}
+
+static void pack_key(msgpack_packer *pk, const char *k) {
+  msgpack_pack_str(pk, strlen(k));
+  msgpack_pack_str_body(pk, k, strlen(k));
+}
+
+/* {"n": n, "s": s} (and a second object after it when `twice`), in a new buffer. */
+static msgpack_sbuffer *pool_arg(uint64_t n, const char *s, bool twice) {
+  msgpack_sbuffer *sb = msgpack_sbuffer_new();
+  cr_assert_not_null(sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 2);
+  pack_key(&pk, "n");
+  msgpack_pack_uint64(&pk, n);
+  pack_key(&pk, s ? "s" : "empty");
+  msgpack_pack_str(&pk, s ? strlen(s) : 0);
+  msgpack_pack_str_body(&pk, s ? s : "", s ? strlen(s) : 0);
+  if (twice) msgpack_pack_nil(&pk);
+  return sb;
+}
+
+static ip_task *pool_task(void) {
+  ip_task *t = ip_task_new(pool_fn, ip_serializer_msgpack());
+  cr_assert_not_null(t);
+  cr_assert_eq(ip_task_set_arg_serializer(t, ip_serializer_msgpack()), 0);
+  return t;
+}
+
+/* A call with {"n": n, "s": s}, whose buffer is freed as soon as the call returns; checks the
+ * answer and returns the worker's pid. */
+static pid_t pool_round_trip(ip_pool *p, ip_task *t, uint64_t n, const char *s) {
+  msgpack_sbuffer *sb = pool_arg(n, s, false);
+  ip_future *f = ip_pool_call(p, t, sb);
+  cr_assert_not_null(f);
+  cr_assert_eq(ip_future_arg(f), sb);
+  memset(sb->data, 0xc1, sb->size); /* never valid msgpack: too late to matter */
+  msgpack_sbuffer_free(sb);
+  const msgpack_object *o = value_of(f);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 4);
+  const msgpack_object *a = o->via.array.ptr;
+  cr_assert_eq(a[0].via.i64, MSGPACK_OBJECT_MAP, "the worker got a %d", (int)a[0].via.i64);
+  cr_assert_eq(a[1].via.u64, n + 1);
+  cr_assert_eq(a[2].via.u64, strlen(s));
+  pid_t pid = (pid_t)a[3].via.i64;
+  cr_assert_eq(pid, ip_future_pid(f));
+  cr_assert_neq(pid, getpid());
+  ip_future_free(f);
+  return pid;
+}
+
+Test(msgpack, a_pool_call_takes_a_msgpack_argument_the_caller_frees_at_once) {
+  ip_task *t = pool_task();
+  ip_pool *p = ip_pool_new(1);
+  cr_assert_not_null(p, "%s", strerror(errno));
+  pid_t w = pool_round_trip(p, t, 41, "hello");
+  cr_assert_eq(pool_round_trip(p, t, 0, ""), w, "the same worker runs the next call");
+  static char long_s[100000];
+  memset(long_s, 'x', sizeof long_s - 1);
+  cr_assert_eq(pool_round_trip(p, t, UINT32_MAX, long_s), w);
+  ip_pool_free(p);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
+Test(msgpack, a_pool_argument_that_is_not_one_object_fails_at_once_and_a_bad_result_spares_the_worker) {
+  ip_task *t = pool_task();
+  ip_pool *p = ip_pool_new(1);
+  cr_assert_not_null(p, "%s", strerror(errno));
+  msgpack_sbuffer *two = pool_arg(1, "a", true), *none = msgpack_sbuffer_new();
+  msgpack_sbuffer *args[] = {NULL, two, none};
+  for (size_t i = 0; i < 3; i++) {
+    ip_future *f = ip_pool_call(p, t, args[i]);
+    cr_assert_not_null(f);
+    cr_assert_eq(ip_future_status(f), IP_EENCODE, "argument %zu: %s", i,
+                 ip_err_name(ip_future_status(f)));
+    cr_assert_not_null(strstr(ip_future_error(f)->message, "msgpack"), "%s",
+                       ip_future_error(f)->message);
+    cr_assert_eq(ip_future_pid(f), 0);
+    ip_future_free(f);
+  }
+  msgpack_sbuffer_free(two);
+  msgpack_sbuffer_free(none);
+  /* fn returns an empty buffer: the call fails in the worker, which runs on. */
+  msgpack_sbuffer *sb = pool_arg(1, NULL, false);
+  ip_future *f = ip_pool_call(p, t, sb);
+  msgpack_sbuffer_free(sb);
+  cr_assert_null(ip_future_value(f));
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE, "%s: %s", ip_err_name(e->code), e->message);
+  cr_assert_not_null(strstr(e->message, "the msgpack_sbuffer is empty"), "%s", e->message);
+  pid_t w = ip_future_pid(f);
+  cr_assert_gt(w, 0);
+  ip_future_free(f);
+  cr_assert_eq(pool_round_trip(p, t, 2, "ok"), w, "a result that failed to encode ended the worker");
+  ip_pool_free(p);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
