@@ -556,3 +556,139 @@ Test(protobuf, no_descriptor_child_or_zombie_is_left_behind) {
   close(gate[0]);
   close(gate[1]);
 }
+
+/* ---- pools: the argument travels as a protobuf message too ----------------------------------- */
+
+/* In a pool worker fn gets the decoded argument, a `const Ipt__Sample *`. For id 41 it answers
+ * {id + 1, the text reversed, big = the worker's pid}; for id -1 a message of another type,
+ * which the serializer refuses; else a copy of the argument (packed and unpacked here). What
+ * it returns lives until the next call, so that a worker that runs many does not pile them
+ * up. */
+static Ipt__Sample pool_out;
+static char pool_text[256];
+static ProtobufCMessage *pool_copy;
+
+static void *pool_fn(void *arg) {
+  const Ipt__Sample *in = arg;
+  if (pool_copy) protobuf_c_message_free_unpacked(pool_copy, NULL);
+  pool_copy = NULL;
+  if (!in) return NULL;
+  if (in->id == -1) return make_other_with_note();
+  if (in->id != 41) {
+    size_t n = protobuf_c_message_get_packed_size(&in->base);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) ip_raise(ENOMEM, "malloc");
+    protobuf_c_message_pack(&in->base, buf);
+    pool_copy = protobuf_c_message_unpack(&ipt__sample__descriptor, NULL, n, buf);
+    free(buf);
+    if (!pool_copy) ip_raise(EPROTO, "the worker could not unpack its own packing");
+    return pool_copy;
+  }
+  Ipt__Sample init = IPT__SAMPLE__INIT;
+  pool_out = init;
+  pool_out.id = in->id + 1;
+  size_t len = in->text ? strlen(in->text) : 0;
+  if (len >= sizeof pool_text) len = sizeof pool_text - 1;
+  for (size_t i = 0; i < len; i++) pool_text[i] = in->text[len - 1 - i];
+  pool_text[len] = '\0';
+  pool_out.text = pool_text;
+  pool_out.has_big = 1;
+  pool_out.big = getpid();
+  return &pool_out;
+}
+
+struct pool_setup {
+  ip_serializer *s;
+  ip_task *t;
+  ip_pool *p;
+};
+
+static struct pool_setup pool_setup(void) {
+  struct pool_setup ps;
+  ps.s = ip_serializer_protobuf_new(&ipt__sample__descriptor);
+  cr_assert_not_null(ps.s);
+  ps.t = ip_task_new(pool_fn, ps.s);
+  cr_assert_not_null(ps.t);
+  cr_assert_eq(ip_task_set_arg_serializer(ps.t, ps.s), 0);
+  ps.p = ip_pool_new(1); /* after the serializer and the task: the workers have both */
+  cr_assert_not_null(ps.p, "%s", strerror(errno));
+  return ps;
+}
+
+static void pool_teardown(struct pool_setup *ps) {
+  ip_pool_free(ps->p);
+  ip_task_free(ps->t);
+  ip_serializer_free(ps->s);
+  cr_assert(no_children());
+}
+
+/* id 41 and `text` in a message of the heap, freed as soon as the call returns. */
+static ip_future *pool_call_41(struct pool_setup *ps, const char *text) {
+  Ipt__Sample *m = malloc(sizeof *m);
+  cr_assert_not_null(m);
+  ipt__sample__init(m);
+  m->id = 41;
+  m->text = strdup(text);
+  ip_future *f = ip_pool_call(ps->p, ps->t, m);
+  cr_assert_not_null(f);
+  cr_assert_eq(ip_future_arg(f), m);
+  memset(m->text, '?', strlen(m->text));
+  free(m->text);
+  free(m);
+  return f;
+}
+
+Test(protobuf, a_pool_call_takes_a_protobuf_argument_the_caller_frees_at_once) {
+  struct pool_setup ps = pool_setup();
+  ip_future *f = pool_call_41(&ps, "hello, pool");
+  const Ipt__Sample *got = value_of(f);
+  cr_assert_eq(got->id, 42);
+  cr_assert_str_eq(got->text, "loop ,olleh");
+  cr_assert(got->has_big);
+  pid_t w = ip_future_pid(f);
+  cr_assert_gt(w, 0);
+  cr_assert_eq(got->big, w, "ran in %lld, ip_future_pid says %d", (long long)got->big, (int)w);
+  ip_future_free(f);
+  /* Every field at its limits, there and back. */
+  f = ip_pool_call(ps.p, ps.t, full_sample(false));
+  check_full(value_of(f), false);
+  cr_assert_eq(ip_future_pid(f), w, "the same worker runs the next call");
+  ip_future_free(f);
+  f = ip_pool_call(ps.p, ps.t, full_sample(true));
+  check_full(value_of(f), true);
+  ip_future_free(f);
+  pool_teardown(&ps);
+}
+
+Test(protobuf, a_pool_argument_that_is_no_sample_fails_at_once_and_a_bad_result_spares_the_worker) {
+  struct pool_setup ps = pool_setup();
+  void *bad[] = {NULL, make_other_with_note(), make_empty_other()};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    ip_future *f = ip_pool_call(ps.p, ps.t, bad[i]);
+    cr_assert_not_null(f);
+    cr_assert_eq(ip_future_status(f), IP_EENCODE, "argument %zu: %s", i,
+                 ip_err_name(ip_future_status(f)));
+    cr_assert_not_null(strstr(ip_future_error(f)->message, "protobuf:ipt.Sample"), "%s",
+                       ip_future_error(f)->message);
+    cr_assert_eq(ip_future_pid(f), 0);
+    ip_future_free(f);
+  }
+  /* fn returns a message of another type: the call fails in the worker, which runs on. */
+  Ipt__Sample m = IPT__SAMPLE__INIT;
+  m.id = -1;
+  ip_future *f = ip_pool_call(ps.p, ps.t, &m);
+  cr_assert_null(ip_future_value(f));
+  const ip_error *e = ip_future_error(f);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->code, IP_EENCODE, "%s: %s", ip_err_name(e->code), e->message);
+  cr_assert_not_null(strstr(e->message, "a message of type ipt.Other where the serializer expects "
+                                        "ipt.Sample"), "%s", e->message);
+  pid_t w = ip_future_pid(f);
+  cr_assert_gt(w, 0);
+  ip_future_free(f);
+  f = pool_call_41(&ps, "again");
+  cr_assert_str_eq(((const Ipt__Sample *)value_of(f))->text, "niaga");
+  cr_assert_eq(ip_future_pid(f), w, "a result that failed to encode ended the worker");
+  ip_future_free(f);
+  pool_teardown(&ps);
+}
