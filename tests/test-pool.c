@@ -229,10 +229,10 @@ static void *fn_kill_self(void *arg) {
   return NULL;
 }
 
-/* Dies at once (no gate). */
-static void *fn_die_now(void *arg) {
+/* Crashes at once (no gate). */
+static void *fn_crash_now(void *arg) {
   note_run(arg);
-  _exit(5);
+  abort();
 }
 
 static void *fn_raise(void *arg) {
@@ -406,15 +406,15 @@ static int snapshot_read(ip_pool *p, ip_task *t, pid_t *pid) {
 
 Test(pool, workers_see_the_callers_memory_as_it_was_at_ip_pool_new_also_after_a_crash) {
   setup_pipes();
-  ip_task *rd = task(fn_snapshot), *die = task(fn_die_now);
+  ip_task *rd = task(fn_snapshot), *die = task(fn_crash_now);
   snapshot_value = 7; /* before the pool: the workers have this */
   ip_pool *p = pool(1);
   snapshot_value = 8; /* after: they never see it */
   pid_t a, b;
   cr_assert_eq(snapshot_read(p, rd, &a), 7);
   ip_future *f = pcall(p, die, 'd');
-  const ip_error *e = failed_with(f, IP_EEXITED);
-  cr_assert_eq(e->exit_status, 5);
+  const ip_error *e = failed_with(f, IP_ESIGNALED);
+  cr_assert_eq(e->signal, SIGABRT);
   cr_assert_eq(e->pid, a);
   ip_future_free(f);
   /* The replacement is a fork of the template, not of this process as it is now. */
@@ -1021,6 +1021,23 @@ static void *fn_forked_gated(void *arg) {
   return bytes_of("released");
 }
 
+static void *free_pool(void *p) {
+  ip_pool_free(p);
+  return NULL;
+}
+
+/* ip_pool_free(p) must return: it waits for the template, which ends when it sees the end of
+ * its channel, which it never sees while another process holds the channel's caller end. */
+static void free_pool_guarded(ip_pool *p) {
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, free_pool, p), 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += guard_ms(60000) / 1000;
+  cr_assert_eq(pthread_timedjoin_np(th, NULL, &ts), 0,
+               "ip_pool_free did not return: another process holds the pool's channel?");
+}
+
 Test(pool, freeing_one_pool_returns_while_another_pool_and_a_forked_call_run) {
   setup_pipes();
   int base = warm_baseline();
@@ -1029,7 +1046,7 @@ Test(pool, freeing_one_pool_returns_while_another_pool_and_a_forked_call_run) {
   ip_future *c = ip_call(forked, NULL);
   ip_future *f1 = pcall(p1, gated, '1'), *f2 = pcall(p2, gated, '2');
   await_started(3);
-  ip_pool_free(p1);
+  free_pool_guarded(p1);
   failed_at_once(f1, IP_ECANCELED);
   gate_release(&G, 2);
   cr_assert_str_eq(str_of(c), "released", "%s", why(c));
