@@ -1059,7 +1059,7 @@ Test(msgpack, a_pool_call_takes_a_msgpack_argument_the_caller_frees_at_once) {
   cr_assert(no_children());
 }
 
-Test(msgpack, a_pool_argument_that_is_not_one_object_fails_at_once_and_a_bad_result_spares_the_worker) {
+Test(msgpack, a_pool_argument_not_one_object_fails_at_once_a_bad_result_spares_the_worker) {
   ip_task *t = pool_task();
   ip_pool *p = ip_pool_new(1);
   cr_assert_not_null(p, "%s", strerror(errno));
@@ -1089,7 +1089,8 @@ Test(msgpack, a_pool_argument_that_is_not_one_object_fails_at_once_and_a_bad_res
   pid_t w = ip_future_pid(f);
   cr_assert_gt(w, 0);
   ip_future_free(f);
-  cr_assert_eq(pool_round_trip(p, t, 2, "ok"), w, "a result that failed to encode ended the worker");
+  cr_assert_eq(pool_round_trip(p, t, 2, "ok"), w,
+               "a result that failed to encode ended the worker");
   ip_pool_free(p);
   ip_task_free(t);
   cr_assert(no_children());

@@ -13,7 +13,7 @@
 /* A guard against hangs only (valgrind is slow, and a few tests move tens of MiB). */
 TestSuite(pool, .timeout = 300);
 
-/* ---- pipes the workers inherit ----------------------------------------------------------- */
+/* ---- pipes the workers inherit --------------------------------------------------------------- */
 
 static struct gate G;              /* gated calls wait here for a byte each */
 static int runs[2] = {-1, -1};     /* each run of a task function writes its tag byte */
@@ -68,7 +68,7 @@ static int runs_of(char tag) {
   return n;
 }
 
-/* ---- processes ----------------------------------------------------------------------------- */
+/* ---- processes ------------------------------------------------------------------------------- */
 
 /* The children of process `pid` (of all its threads), up to max; -1 when /proc has no
  * children files (a kernel without CONFIG_PROC_CHILDREN). */
@@ -152,7 +152,7 @@ static int reap_within(pid_t pid, int limit_ms, int *status) {
   }
 }
 
-/* ---- task functions (they run in workers) ------------------------------------------------- */
+/* ---- task functions (they run in workers) ---------------------------------------------------- */
 
 static char tag_of(const void *arg) {
   const ip_bytes *b = arg;
@@ -256,7 +256,7 @@ static void *fn_describe(void *arg) {
   return bytes_of(buf);
 }
 
-/* ---- caller side --------------------------------------------------------------------------- */
+/* ---- caller side ----------------------------------------------------------------------------- */
 
 static ip_task *task(ip_fn fn) {
   ip_task *t = ip_task_new(fn, NULL);
@@ -321,7 +321,7 @@ static const ip_error *failed_at_once(ip_future *f, int code) {
   return failed_with(f, code);
 }
 
-/* ==== 1. construction and misuse ============================================================= */
+/* ==== 1. construction and misuse ============================================================== */
 
 Test(pool, new_with_zero_or_negative_workers_is_einval_and_forks_nothing) {
   int bad[] = {0, -1, -1000};
@@ -380,7 +380,7 @@ Test(pool, call_with_a_null_pool_or_task_fails_with_einval_at_once) {
   cr_assert(no_children());
 }
 
-/* ==== 2. the snapshot ========================================================================== */
+/* ==== 2. the snapshot ========================================================================= */
 
 static int snapshot_value;
 
@@ -540,7 +540,7 @@ Test(pool, max_result_set_after_the_pool_applies_to_its_calls) {
   ip_task_free(t);
 }
 
-/* ==== 4. arguments ============================================================================== */
+/* ==== 4. arguments ============================================================================ */
 
 static unsigned char arg_byte(size_t i) { return (unsigned char)(i * 131u + (i >> 9) + 7u); }
 
@@ -679,7 +679,7 @@ Test(pool, an_arg_that_fails_to_decode_in_the_worker_is_edecode_and_the_worker_l
   close_pipes();
 }
 
-/* ==== 5. a worker's death ========================================================================== */
+/* ==== 5. a worker's death ===================================================================== */
 
 /* A 1-worker pool: a call that dies once released, one call sent to the same worker behind it
  * and one in the caller's queue. The dying call alone fails; the other two run on the
@@ -777,7 +777,7 @@ Test(pool, a_sigkill_of_the_worker_fails_exactly_its_call) {
   dies_done(f, p, t, tp);
 }
 
-/* ==== 6. task timeout ============================================================================= */
+/* ==== 6. task timeout ========================================================================= */
 
 Test(pool, a_task_timeout_kills_the_worker_which_is_replaced) {
   setup_pipes();
@@ -806,7 +806,7 @@ Test(pool, a_task_timeout_kills_the_worker_which_is_replaced) {
   cr_assert(no_children());
 }
 
-/* ==== 7. cancel ======================================================================================== */
+/* ==== 7. cancel =============================================================================== */
 
 /* Cancels a gated call once it runs; `taken_in`: after a round of the supervisor took in the
  * worker's acknowledgement (so the caller knows the call started), else at once. Either way
@@ -893,7 +893,7 @@ Test(pool, canceling_queued_calls_fails_them_never_runs_them_and_keeps_the_worke
   close_pipes();
 }
 
-/* ==== 8. failures that leave the worker running ========================================================== */
+/* ==== 8. failures that leave the worker running =============================================== */
 
 Test(pool, ip_raise_fails_the_call_with_its_message_and_code_and_the_worker_runs_on) {
   setup_pipes();
@@ -955,7 +955,7 @@ Test(pool, a_result_that_fails_to_encode_is_eencode_and_the_worker_runs_on) {
   ip_task_free(t);
 }
 
-/* ==== 9. ip_future_pid ======================================================================================= */
+/* ==== 9. ip_future_pid ======================================================================== */
 
 Test(pool, future_pid_is_0_while_queued_and_the_workers_once_it_ran) {
   setup_pipes();
@@ -983,7 +983,7 @@ Test(pool, future_pid_is_0_while_queued_and_the_workers_once_it_ran) {
   close_pipes();
 }
 
-/* ==== 10. ip_pool_free with calls in flight ================================================================== */
+/* ==== 10. ip_pool_free with calls in flight =================================================== */
 
 Test(pool, free_with_calls_running_and_queued_cancels_them_and_leaves_nothing) {
   SKIP_WITHOUT_CHILDREN_FILES();
@@ -1062,7 +1062,7 @@ Test(pool, freeing_one_pool_returns_while_another_pool_and_a_forked_call_run) {
   close_pipes();
 }
 
-/* ==== 11. the caller's death =================================================================================== */
+/* ==== 11. the caller's death ================================================================== */
 
 struct death_report {
   pid_t tpl;
@@ -1143,7 +1143,7 @@ Test(pool, the_template_and_the_workers_die_with_the_caller) {
   close_pipes();
 }
 
-/* ==== 12. recycling ============================================================================================= */
+/* ==== 12. recycling =========================================================================== */
 
 Test(pool, max_calls_3_on_one_worker_gives_pids_a_a_a_b_b_b_c) {
   setup_pipes();
@@ -1236,7 +1236,7 @@ Test(pool, max_rss_replaces_a_worker_that_grew_past_it_after_each_call) {
   ip_task_free(rss);
 }
 
-/* ==== 13. what works with futures ================================================================================ */
+/* ==== 13. what works with futures ============================================================= */
 
 struct job {
   ip_bytes b; /* first: the argument given is &job.b, for ip_call and ip_pool_call alike */
@@ -1314,7 +1314,8 @@ Test(pool, waitfor_with_a_factor_takes_pool_and_forked_calls_in_one_list) {
   cr_assert_eq(rc, 0, "waitfor: %s", ip_err_name(rc));
   cr_assert_eq(done, N);
   cr_assert_geq(asks, N);
-  for (int i = 0; i < N; i++) cr_assert_eq(jobs[i].seen, 1, "job %d came back %d times", i, jobs[i].seen);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(jobs[i].seen, 1, "job %d came back %d times", i, jobs[i].seen);
   ip_list_free(l);
   ip_pool_free(p);
   ip_task_free(t);
@@ -1413,7 +1414,7 @@ Test(pool, four_threads_wait_for_the_same_pool_future) {
   close_pipes();
 }
 
-/* ==== 14. sizes and leaks ========================================================================================== */
+/* ==== 14. sizes and leaks ===================================================================== */
 
 #define BIG ((size_t)20 << 20)
 static unsigned char big_byte(size_t i) { return (unsigned char)(i * 29u + (i >> 16) * 3u); }
@@ -1587,7 +1588,7 @@ Test(pool, heap_ip_bytes_results_do_not_pile_up_in_the_worker) {
   ip_task_free(state);
 }
 
-/* ==== 15. the template's death ======================================================================================= */
+/* ==== 15. the template's death ================================================================ */
 
 Test(pool, the_templates_death_fails_every_call_and_breaks_the_pool) {
   SKIP_WITHOUT_CHILDREN_FILES();
@@ -1630,7 +1631,7 @@ Test(pool, the_templates_death_fails_every_call_and_breaks_the_pool) {
   close_pipes();
 }
 
-/* ==== 16. a fork of the caller ========================================================================================= */
+/* ==== 16. a fork of the caller ================================================================ */
 
 Test(pool, in_a_fork_child_pool_calls_fail_with_einval_and_the_parents_pool_still_works) {
   setup_pipes();
