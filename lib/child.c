@@ -440,8 +440,14 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
 /* ---- pool workers ------------------------------------------------------------------------ */
 
 void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spec, void *arg) {
+  static sigset_t mask; /* the worker's, restored after a failure unwound a signal handler */
+  static bool started;
   sigjmp_buf resume;
-  me.pid = getpid();
+  if (!started) { /* a worker runs only here, and never forks into another worker */
+    started = true;
+    me.pid = getpid();
+    sigprocmask(SIG_SETMASK, NULL, &mask);
+  }
   me.sock = sock;
   me.ser_id = t->ser_id;
   me.stdio = (int)spec->stdio;
@@ -453,10 +459,14 @@ void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spe
   me.sending = 0;
   me.thread = pthread_self();
   atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
-  if (sigsetjmp(resume, 1) == 0) {
+  /* No mask saved here: that is a system call per call. A failure raised inside a signal
+   * handler is rare, and the mask is put back below when one comes back this way. */
+  if (sigsetjmp(resume, 0) == 0) {
     me.resume = &resume;
     send_result(t, t->fn(arg));
     finish_stdio();
+  } else {
+    sigprocmask(SIG_SETMASK, &mask, NULL);
   }
   me.resume = NULL;
   for (size_t i = 0; i < sizeof me.failure_mem / sizeof *me.failure_mem; i++) {

@@ -370,6 +370,9 @@ static void read_worker(struct ip__worker *w, size_t budget) {
         if (w->cur && w->fd_in >= 0) give_fd_locked(w);
         pthread_mutex_unlock(&ip__g.lock);
         parse(w, staging + at, (size_t)r - at);
+        /* Less than asked for: the socket is empty (what comes later wakes epoll again), so
+         * the read that would say EAGAIN is saved. */
+        if ((size_t)r < sizeof staging && !got_fd) return;
       }
     } else if (w->cur && w->cur->rx.proto_code) {
       pthread_mutex_lock(&ip__g.lock);

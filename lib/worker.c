@@ -51,9 +51,10 @@ static bool take(void *dst, size_t n) {
 }
 
 /* Whether a CANCEL for `id` already sits in the stream, behind the call about to start: the
- * caller canceled it while it was queued here. Looks only at what has arrived. */
+ * caller canceled it while it was queued here. Looks only at what was read (no system call
+ * per call for a rare case): a CANCEL that comes later finds the call started, and the
+ * caller then ends it by ending the worker. */
 static bool canceled_ahead(uint32_t id) {
-  fill(false);
   size_t at = in.at;
   while (in.have - at >= IP__FRAME_HDR_SIZE) {
     struct ip__frame_hdr h;
