@@ -55,10 +55,10 @@ c_suites() {
 step "C tests (Criterion)" c_suites
 
 storm() { # the storm, bounded: one thread, then 8 threads on their own lists, under a host
-  # SIGCHLD handler (no step may return IP_EINTR); a test each
+  # SIGCHLD handler (no step may return IP_EINTR); forked, then on a pool of 4; a test each
   make -s tests/storm/storm >/dev/null || return 1
   local rc=0 args
-  for args in "" "--threads 8 --host-sigchld"; do
+  for args in "" "--threads 8 --host-sigchld" "--pool 4" "--pool 4 --threads 8 --host-sigchld"; do
     # shellcheck disable=SC2086
     if tests/storm/storm --tasks 1000 --concurrency 64 $args; then tally_add 1 0 0
     else tally_add 0 1 0; rc=1; fi
@@ -66,7 +66,7 @@ storm() { # the storm, bounded: one thread, then 8 threads on their own lists, u
   tally_line
   return $rc
 }
-step "Storm (1000 tasks, every kind of ending; 1 thread, then 8 with a host SIGCHLD handler)" storm
+step "Storm (1000 tasks, every kind of ending; 1 thread, then 8 with a host SIGCHLD handler; forked, then on a pool)" storm
 
 ruby_suite() {
   (cd bindings/ruby && rake test) 2>&1 | tee "$work/ruby"
@@ -129,12 +129,18 @@ vg_suites=(tests/test-task tests/test-waitfor tests/test-errors tests/test-cance
 [ -x tests/test-protobuf ] && vg_suites+=(tests/test-protobuf)
 step "C tests under valgrind" bash tests/valgrind.sh "${vg_suites[@]}"
 
-storm_valgrind() { # one test
-  if bash tests/storm/valgrind.sh; then tally_add 1 0 0; else tally_add 0 1 0; fi
+storm_valgrind() { # a test each: forked calls, then a pool's
+  local args
+  for args in "" "--pool 4"; do
+    # shellcheck disable=SC2086
+    if bash tests/storm/valgrind.sh tests/storm/storm --tasks 100 --concurrency 16 $args; then
+      tally_add 1 0 0
+    else tally_add 0 1 0; fi
+  done
   tally_line
   ((TALLY_F == 0))
 }
-step "Storm under valgrind (100 calls, every child traced)" storm_valgrind
+step "Storm under valgrind (100 calls, every child traced; forked, then on a pool)" storm_valgrind
 
 echo
 if ((skipped)); then

@@ -67,8 +67,10 @@ if ((!check_ok)); then
 fi
 
 # The storm, smaller than the test command's (ASan makes each call several times dearer):
-# every kind of ending, one thread and then four on their own lists. Each run is a test.
-for args in "--tasks 300 --concurrency 32" "--tasks 300 --concurrency 32 --threads 4"; do
+# every kind of ending, one thread and then four on their own lists, forked and then on a
+# 4-worker pool. Each run is a test.
+for args in "--tasks 300 --concurrency 32" "--tasks 300 --concurrency 32 --threads 4" \
+    "--tasks 300 --concurrency 32 --pool 4" "--tasks 300 --concurrency 32 --threads 4 --pool 4"; do
   # shellcheck disable=SC2086
   if ! tests/storm/storm $args >storm.out 2>&1 ||
       grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' storm.out; then

@@ -78,8 +78,11 @@ if ((!check_ok)); then
 fi
 
 # The storm, as the test command runs it: every kind of ending, one thread and then eight on
-# their own lists (with a host SIGCHLD handler). Each run is a test.
-for args in "--tasks 1000 --concurrency 64" "--tasks 1000 --concurrency 64 --threads 8 --host-sigchld"; do
+# their own lists (with a host SIGCHLD handler), forked and then on a 4-worker pool. Each run
+# is a test.
+for args in "--tasks 1000 --concurrency 64" "--tasks 1000 --concurrency 64 --threads 8 --host-sigchld" \
+    "--tasks 1000 --concurrency 64 --pool 4" \
+    "--tasks 1000 --concurrency 64 --threads 8 --host-sigchld --pool 4"; do
   # shellcheck disable=SC2086
   if ! tests/storm/storm $args >storm.out 2>&1 || grep -q "$finding" storm.out; then
     cat storm.out
