@@ -885,8 +885,7 @@ void ip_pool_free(ip_pool *p) {
   pthread_mutex_unlock(&p->io);
   if (tpid > 0) reap_template(tpid);
   pthread_mutex_lock(&ip__g.lock);
-  pthread_mutex_destroy(&p->io);
-  bury_locked(p);
+  bury_locked(p); /* its mutex too: a driver with a stale event may still take it */
   /* Nobody drives: nobody can hold a stale pointer to what was buried. */
   if (!ip__g.started && !ip__g.driving) ip__graveyard_free_locked();
   pthread_mutex_unlock(&ip__g.lock);
