@@ -397,19 +397,24 @@ void ip__arm_lifeline(int lifeline_r, pid_t parent, bool main_thread) {
   if (getppid() != parent) _exit(EXIT_SEND_FAILED); /* the parent died before we armed */
 }
 
-void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bool main_thread,
-                    void *arg) {
-  me.pid = getpid();
+/* A call starts: what its answer is sent with, and nothing of the last call's. */
+static void begin_call(int sock, uint32_t ser_id, int stdio, uint64_t max_result) {
   me.sock = sock;
-  me.ser_id = t->ser_id;
-  me.stdio = t->stdio;
-  me.max_result = t->max_result;
+  me.ser_id = ser_id;
+  me.stdio = stdio;
+  me.max_result = max_result;
   me.total = 0;
   me.refused = 0;
   me.too_big = 0;
   me.n = 0;
   me.sending = 0;
   atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
+}
+
+void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bool main_thread,
+                    void *arg) {
+  me.pid = getpid();
+  begin_call(sock, t->ser_id, t->stdio, t->max_result);
 
   /* A process group of its own: everything the call starts (a shell, its pipeline, their
    * children) is in it, so a timeout, a cancel or the parent's death ends all of it with one
@@ -448,17 +453,8 @@ void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spe
     me.pid = getpid();
     sigprocmask(SIG_SETMASK, NULL, &mask);
   }
-  me.sock = sock;
-  me.ser_id = t->ser_id;
-  me.stdio = (int)spec->stdio;
-  me.max_result = spec->max_result;
-  me.total = 0;
-  me.refused = 0;
-  me.too_big = 0;
-  me.n = 0;
-  me.sending = 0;
+  begin_call(sock, t->ser_id, (int)spec->stdio, spec->max_result);
   me.thread = pthread_self();
-  atomic_store_explicit(&me.raising, 0, memory_order_relaxed);
   /* No mask saved here: that is a system call per call. A failure raised inside a signal
    * handler is rare, and the mask is put back below when one comes back this way. */
   if (sigsetjmp(resume, 0) == 0) {

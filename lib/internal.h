@@ -242,6 +242,18 @@ bool ip__rx_drain(ip_future *f, size_t budget);
 ssize_t ip__rx_direct(ip_future *f, int fd);
 /* Takes a descriptor that arrived with SCM_RIGHTS for f's in-place result. Under the lock. */
 void ip__rx_take_fds(ip_future *f, struct msghdr *m);
+/* A recvmsg that may bring descriptors (up to 4, close-on-exec), into buf; `flags` are
+ * recvmsg's. Descriptors are in c->m's control part. A caller that may race a fork holds
+ * ip__g.lock until it has put them where the at-fork handler finds them. */
+struct ip__recv {
+  struct msghdr m;
+  struct iovec iov;
+  union {
+    struct cmsghdr c;
+    char b[CMSG_SPACE(sizeof(int) * 4)];
+  } u;
+};
+ssize_t ip__recv(int fd, void *buf, size_t len, int flags, struct ip__recv *c);
 
 /* ---- pools (pool.c, template.c, worker.c) ------------------------------------------------- */
 

@@ -349,16 +349,10 @@ static void read_worker(struct ip__worker *w, size_t budget) {
   while (budget > 0 && w->reading && !w->skipping) {
     ssize_t r = w->cur ? ip__rx_direct(w->cur, w->sock) : -2;
     if (r == -2) {
-      union {
-        struct cmsghdr c;
-        char b[CMSG_SPACE(sizeof(int) * 4)];
-      } u;
-      struct iovec iov = {staging, sizeof staging};
-      struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                         .msg_controllen = sizeof u.b};
+      struct ip__recv c;
       pthread_mutex_lock(&ip__g.lock); /* a descriptor must be where a fork finds it */
-      r = recvmsg(w->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      bool got_fd = r > 0 && m.msg_controllen && stash_fds_locked(w, &m);
+      r = ip__recv(w->sock, staging, sizeof staging, MSG_DONTWAIT, &c);
+      bool got_fd = r > 0 && c.m.msg_controllen && stash_fds_locked(w, &c.m);
       pthread_mutex_unlock(&ip__g.lock);
       /* A descriptor comes with the header of the MEMFD frame it belongs to, which the kernel
        * returns last (it never reads past a message that carries descriptors); the bytes
@@ -474,23 +468,29 @@ static void worker_down(ip_pool *p, struct ip__worker *w, const struct ip__ctl *
 
 static void template_gone_locked(ip_pool *p, const char *why);
 
+/* One message from the template, and the descriptor that came with it (-1 if none). */
+static ssize_t recv_ctl(int ctl, struct ip__ctl *m, int *fd, int flags) {
+  struct ip__recv c;
+  ssize_t r = ip__recv(ctl, m, sizeof *m, flags, &c);
+  *fd = -1;
+  for (struct cmsghdr *h = r > 0 ? CMSG_FIRSTHDR(&c.m) : NULL; h; h = CMSG_NXTHDR(&c.m, h)) {
+    size_t k = h->cmsg_type == SCM_RIGHTS ? (h->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+    for (size_t i = 0; i < k; i++) {
+      int x;
+      memcpy(&x, CMSG_DATA(h) + i * sizeof(int), sizeof x);
+      if (*fd < 0) *fd = x;
+      else close(x);
+    }
+  }
+  return r;
+}
+
 static void read_ctl(ip_pool *p) {
   for (;;) {
     struct ip__ctl m;
-    union {
-      struct cmsghdr c;
-      char b[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct iovec iov = {&m, sizeof m};
-    struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                       .msg_controllen = sizeof u.b};
-    int fd = -1;
+    int fd;
     pthread_mutex_lock(&ip__g.lock);
-    ssize_t r = recvmsg(p->ctl, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (r > 0 && h.msg_controllen) {
-      struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-      if (c && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    }
+    ssize_t r = recv_ctl(p->ctl, &m, &fd, MSG_DONTWAIT);
     if (r < 0 && errno == EINTR) {
       pthread_mutex_unlock(&ip__g.lock);
       continue;
@@ -630,20 +630,8 @@ static ip_future template_mark;
 /* One WORKER message; on failure its descriptor, if any, is closed. */
 static int recv_worker(int ctl, pid_t *pid, int *fd) {
   struct ip__ctl m;
-  union {
-    struct cmsghdr c;
-    char b[CMSG_SPACE(sizeof(int))];
-  } u;
-  struct iovec iov = {&m, sizeof m};
-  struct msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                     .msg_controllen = sizeof u.b};
   ssize_t r;
-  *fd = -1;
-  while ((r = recvmsg(ctl, &h, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
-  }
-  if (r > 0 && h.msg_controllen) {
-    struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-    if (c && c->cmsg_type == SCM_RIGHTS) memcpy(fd, CMSG_DATA(c), sizeof *fd);
+  while ((r = recv_ctl(ctl, &m, fd, 0)) < 0 && errno == EINTR) {
   }
   int e = r < 0 ? errno : r != (ssize_t)sizeof m || m.kind != IP__CTL_WORKER ? EPIPE
           : m.pid < 0 ? -m.pid : *fd < 0 ? EPROTO : 0;

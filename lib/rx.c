@@ -73,8 +73,9 @@ static void take_memfd(ip_future *f, uint64_t len) {
 static void start_frame(ip_future *f) {
   struct ip__rx *rx = &f->rx;
   const struct ip__frame_hdr *h = &rx->cur;
-  if (h->kind > IP__FRAME_CRASH || h->call_id != 0)
-    return proto(f, IP_EPROTO, "a pool's control frame where a call's answer belongs");
+  /* A pool's own frames (CALL, ACK, ...) and call ids never belong in a call's answer. */
+  if (h->kind > IP__FRAME_CRASH) return proto(f, IP_EPROTO, "unknown frame kind in an answer");
+  if (h->call_id != 0) return proto(f, IP_EPROTO, "reserved header bits set (a call id)");
   if ((h->kind == IP__FRAME_END || h->kind == IP__FRAME_ERROR) && rx->memfd >= 0)
     return proto(f, IP_EPROTO, "a descriptor came with a frame that carries none");
   if (h->kind <= IP__FRAME_MEMFD && h->ser_id != f->ser_id)
@@ -171,6 +172,13 @@ ssize_t ip__rx_direct(ip_future *f, int fd) {
   return r;
 }
 
+ssize_t ip__recv(int fd, void *buf, size_t len, int flags, struct ip__recv *c) {
+  c->iov = (struct iovec){buf, len};
+  c->m = (struct msghdr){.msg_iov = &c->iov, .msg_iovlen = 1, .msg_control = c->u.b,
+                         .msg_controllen = sizeof c->u.b};
+  return recvmsg(fd, &c->m, flags | MSG_CMSG_CLOEXEC);
+}
+
 /* Reads what the socket holds, up to `budget` bytes. Returns false at end of stream. */
 bool ip__rx_drain(ip_future *f, size_t budget) {
   struct ip__rx *rx = &f->rx;
@@ -178,18 +186,12 @@ bool ip__rx_drain(ip_future *f, size_t budget) {
     ssize_t r = ip__rx_direct(f, f->sock);
     if (rx->proto_code) break;
     if (r == -2) {
-      union {
-        struct cmsghdr c;
-        char b[CMSG_SPACE(sizeof(int) * 4)];
-      } u;
-      struct iovec iov = {staging, sizeof staging};
-      struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                         .msg_controllen = sizeof u.b};
+      struct ip__recv c;
       /* Under the lock: a descriptor that arrives must be in f (where a fork finds and
        * closes it) before any fork can copy it. */
       pthread_mutex_lock(&ip__g.lock);
-      r = recvmsg(f->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (r >= 0 && m.msg_controllen) ip__rx_take_fds(f, &m);
+      r = ip__recv(f->sock, staging, sizeof staging, MSG_DONTWAIT, &c);
+      if (r >= 0 && c.m.msg_controllen) ip__rx_take_fds(f, &c.m);
       pthread_mutex_unlock(&ip__g.lock);
       if (r > 0 && ip__rx_feed(f, staging, (size_t)r) < (size_t)r && !rx->proto_code)
         proto(f, IP_EPROTO, "bytes after the final frame");
