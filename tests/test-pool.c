@@ -1330,27 +1330,51 @@ Test(pool, the_ready_fd_becomes_readable_when_a_pool_call_completes) {
   cr_assert_geq(fd, 0, "%s", ip_err_name(fd));
   ip_future *f = pcall(p, gated, '1');
   await_started(1);
-  /* The supervisor thread takes in the worker's acknowledgement; then the slate is wiped. */
-  int64_t deadline = now_ms() + guard_ms(30000);
-  while (ip_future_pid(f) == 0) {
-    cr_assert_gt(left_ms(deadline), 0, "the call's start was never taken in");
-    poll(NULL, 0, 1); /* paces the watching only */
-  }
+  /* The slate wiped while the call runs; whatever else wakes the descriptor (nothing should,
+   * but it is no error) only makes the loop below look again. Only the completion ends it. */
   uint64_t v;
   struct pollfd pf = {fd, POLLIN, 0};
   while (poll(&pf, 1, 0) == 1) cr_assert_eq(read(fd, &v, sizeof v), (ssize_t)sizeof v);
   cr_assert_eq(ip_future_done(f), 0);
   gate_release(&G, 1);
+  int64_t deadline = now_ms() + guard_ms(30000);
   int done = 0;
   while (!done) {
     int r = poll(&pf, 1, left_ms(deadline));
     if (r < 0 && errno == EINTR) continue;
-    cr_assert_eq(r, 1, "the ready fd never became readable");
+    cr_assert_eq(r, 1, "the ready fd never became readable for the call's completion");
     ssize_t n = read(fd, &v, sizeof v);
     cr_assert(n == (ssize_t)sizeof v || (n < 0 && errno == EAGAIN));
     done = ip_future_done(f);
   }
   value_pid(f);
+  ip_future_free(f);
+  ip_pool_free(p);
+  ip_task_free(gated);
+  close_pipes();
+}
+
+/* LIBRARY BUG, seen by ThreadSanitizer only (tests/tsan.sh), expected to be reported there
+ * until fixed: ip_future_pid reads f->pid with no synchronisation (lib/future.c), and for a
+ * pool call the supervisor thread writes it when it takes in the worker's acknowledgement
+ * (on_ack_locked, lib/pool.c, under ip__g.lock). Reading the pid of a running call from
+ * another thread is documented use ("Everything is thread-safe unless a function says
+ * otherwise"), so the read must be atomic or locked. The other builds check the values. */
+Test(pool, future_pid_may_be_read_while_the_supervisor_thread_takes_in_the_start) {
+  setup_pipes();
+  ip_task *gated = task(fn_gated);
+  ip_pool *p = pool(1);
+  cr_assert_eq(ip_use_supervisor_thread(), 0);
+  ip_future *f = pcall(p, gated, '1');
+  await_started(1);
+  int64_t deadline = now_ms() + guard_ms(30000);
+  pid_t seen;
+  while ((seen = ip_future_pid(f)) == 0) {
+    cr_assert_gt(left_ms(deadline), 0, "the running call's pid never appeared");
+    poll(NULL, 0, 1); /* paces the watching only */
+  }
+  gate_release(&G, 1);
+  cr_assert_eq(value_pid(f), seen);
   ip_future_free(f);
   ip_pool_free(p);
   ip_task_free(gated);
