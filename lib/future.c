@@ -56,7 +56,14 @@ const ip_error *ip_future_error(const ip_future *f) {
   return &f->err;
 }
 
-pid_t ip_future_pid(const ip_future *f) { return f ? f->pid : 0; }
+pid_t ip_future_pid(const ip_future *f) {
+  if (!f) return 0;
+  if (!f->pool) return f->pid; /* set before ip_call returned */
+  pthread_mutex_lock(&ip__g.lock); /* a pool call's is set when a worker starts it */
+  pid_t pid = f->pid;
+  pthread_mutex_unlock(&ip__g.lock);
+  return pid;
+}
 void *ip_future_arg(const ip_future *f) { return f ? f->arg : NULL; }
 
 int ip_future_rusage(const ip_future *f, struct rusage *out) {
