@@ -37,7 +37,8 @@ enum {
   IP__FRAME_CRASH = 5,
   /* A pool's channel to a worker carries these too (the call id is in the header). */
   IP__FRAME_CALL = 6,   /* caller to worker: struct ip__call_spec, then the argument */
-  IP__FRAME_CANCEL = 7, /* caller to worker: skip that call if it has not started */
+  IP__FRAME_CANCEL = 7, /* caller to worker: skip that call if it has not started; worker to
+                           caller: it was skipped */
   IP__FRAME_QUIT = 8,   /* caller to worker: exit once the calls before this are done */
   IP__FRAME_ACK = 9     /* worker to caller: the call starts now; its answer follows */
 };

@@ -248,11 +248,29 @@ static void garbage_locked(struct ip__worker *w) {
   kill_worker_locked(w);
 }
 
+static void cancel_unstarted_locked(ip_future *f) {
+  fail_locked(f, IP_ECANCELED, "the call was canceled before it started on a worker");
+}
+
+/* The worker skipped a call it was asked to skip. */
+static void on_skipped_locked(struct ip__worker *w, uint32_t id) {
+  for (int i = 0; i < w->nq; i++) {
+    if (w->q[i].id != id) continue;
+    ip_future *f = w->q[i].f;
+    memmove(&w->q[i], &w->q[i + 1], sizeof w->q[0] * (size_t)(w->nq - i - 1));
+    w->nq--;
+    if (f) cancel_unstarted_locked(f);
+    dispatch_locked(w->pool);
+    return;
+  }
+}
+
 static void on_ack_locked(struct ip__worker *w, uint32_t id) {
   ip_pool *p = w->pool;
   /* Calls before this one were skipped: canceled ones, or one a kill asked it to skip. */
   while (w->nq && w->q[0].id != id) {
-    if (w->q[0].f) enqueue_front_locked(p, w->q[0].f);
+    if (w->q[0].f && w->q[0].f->cancel_req) cancel_unstarted_locked(w->q[0].f);
+    else if (w->q[0].f) enqueue_front_locked(p, w->q[0].f);
     memmove(&w->q[0], &w->q[1], sizeof w->q[0] * (size_t)(DEPTH - 1));
     w->nq--;
   }
@@ -275,7 +293,10 @@ static void on_ack_locked(struct ip__worker *w, uint32_t id) {
     f->deadline_ns = ip__now_ns() + (int64_t)f->timeout_ms * 1000000;
     ip__g.n_timed++;
   }
-  if (f->cancel_req) kill_worker_locked(w);
+  if (f->cancel_req) { /* canceled while its start was on its way: it runs, so it is killed */
+    f->killed = true;
+    kill_worker_locked(w);
+  }
 }
 
 /* The current call's answer is complete. */
@@ -316,8 +337,10 @@ static void parse(struct ip__worker *w, const unsigned char *p, size_t n) {
     w->hdr_have = 0;
     struct ip__frame_hdr h;
     pthread_mutex_lock(&ip__g.lock);
-    if (ip__frame_unpack(w->hdr, &h) || h.kind != IP__FRAME_ACK || h.len) garbage_locked(w);
-    else on_ack_locked(w, h.call_id);
+    if (ip__frame_unpack(w->hdr, &h) || h.len) garbage_locked(w);
+    else if (h.kind == IP__FRAME_ACK) on_ack_locked(w, h.call_id);
+    else if (h.kind == IP__FRAME_CANCEL) on_skipped_locked(w, h.call_id);
+    else garbage_locked(w);
     pthread_mutex_unlock(&ip__g.lock);
   }
 }
@@ -454,8 +477,11 @@ static void worker_down(ip_pool *p, struct ip__worker *w, const struct ip__ctl *
   }
   pthread_mutex_lock(&ip__g.lock);
   int first = f || w->skipping ? 1 : 0;
-  for (int i = w->nq - 1; i >= first; i--)
-    if (w->q[i].f) enqueue_front_locked(p, w->q[i].f);
+  for (int i = w->nq - 1; i >= first; i--) {
+    ip_future *q = w->q[i].f;
+    if (q && q->cancel_req) cancel_unstarted_locked(q);
+    else if (q) enqueue_front_locked(p, q);
+  }
   w->nq = 0;
   if (f) {
     ip__outcome(f);
@@ -591,12 +617,17 @@ void ip__pool_kill_locked(ip_future *f) {
     fail_locked(f, IP_ECANCELED, "the call was canceled while queued; it never started");
     return;
   }
-  if (w->cur != f) { /* sent, not started: the worker skips it, and nothing waits for it */
-    for (int i = 0; i < w->nq; i++)
-      if (w->q[i].f == f) w->q[i].f = NULL;
+  if (w->cur != f) {
+    /* Sent, and not known to have started. First on its worker, the worker is starting it or
+     * has: its word (started, or skipped) is on its way, and settles the call. Behind
+     * another call, it cannot start before that one ends, so it is canceled now; should the
+     * worker reach it in that instant, the worker is ended as it starts it (on_ack). */
     push_small_locked(w, IP__FRAME_CANCEL, f->call_id);
     flush_locked(w);
-    fail_locked(f, IP_ECANCELED, "the call was canceled before it started on a worker");
+    if (w->q[0].f == f) return;
+    for (int i = 0; i < w->nq; i++)
+      if (w->q[i].f == f) w->q[i].f = NULL;
+    cancel_unstarted_locked(f);
     return;
   }
   f->killed = true;

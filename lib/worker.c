@@ -141,6 +141,7 @@ void ip__worker_main(int sock) {
     unsigned char *arg = malloc(len ? len : 1);
     if (!take(&spec, sizeof spec) || !arg || !take(arg, len)) _exit(1);
     if (!canceled_ahead(h.call_id)) run(h.call_id, &spec, arg, len);
+    else send_small(IP__FRAME_CANCEL, h.call_id); /* the caller may be waiting to know */
     free(arg);
     if (spec.max_rss && rss_bytes() > spec.max_rss) _exit(0); /* the pool replaces us */
   }
