@@ -405,6 +405,9 @@ IP_EXTERN void ip_future_free(ip_future *f);
  * - Per-fork options do not apply: rlimits, pdeathsig off, ip_task_set_fork and crash_report
  *   off are ignored by pool calls. Workers always die with the caller (and with the
  *   template), each in a process group of its own that dies with it.
+ * - ip_future_cancel: a call a worker runs (or is starting) ends with its worker, which is
+ *   replaced (IP_ECANCELED, the worker's pid); a call still waiting, in the caller or behind
+ *   another call on its worker, is only taken out and never runs (IP_ECANCELED, pid 0).
  * - ip_future_pid of a pool call is the worker's pid once a worker started it (0 before);
  *   ip_future_rusage is zero unless the worker died, then it is the worker's whole usage.
  * - Each worker has one channel and at most two calls sent to it (the one it runs and the
