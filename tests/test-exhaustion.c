@@ -352,10 +352,13 @@ Test(exhaustion, nproc_rlimit_fails_forks_with_eagain_and_recovers) {
   struct subject_outcome o = subject_run(nproc_storm, &c, guard_ms(120000), NULL, NULL);
   if (strstr(o.fail, "unshare(CLONE_NEWUSER)"))
     cr_skip_test("no user namespaces here (%s): RLIMIT_NPROC cannot be isolated", o.fail);
-  /* Under valgrind every process the subject forks as nobody opens a log file of its own. */
+  /* Under valgrind every process the subject forks as nobody opens a log file of its own
+   * (and, unless --vgdb=no, gdbserver files in /tmp named by its pid). */
   if (under_valgrind() && getuid() == 0 && (o.hung || o.fail[0] || !o.done))
     cr_log_warn("under valgrind, as root: valgrind's --log-file must be in a directory that "
-                "the user nobody can write to (tests/valgrind.sh makes one)");
+                "the user nobody can write to, and its gdbserver off (--vgdb=no: root's "
+                "files in /tmp, named by pid, stop nobody's processes); tests/valgrind.sh "
+                "does both");
   ASSERT_SUBJECT_OK(o, "RLIMIT_NPROC storm");
 }
 

@@ -24,7 +24,13 @@ for p in "${progs[@]}"; do
   # nouserintercepts: test-alloc defines malloc itself to fail allocations in turn; valgrind
   # still tracks the __libc_malloc calls behind it. Other suites define no allocator.
   # Timeouts are 10x longer under valgrind; Criterion's own timeout is off by default.
-  if ! ./libtool --mode=execute valgrind -q --trace-children=yes \
+  # --vgdb=no: otherwise every traced process makes its gdbserver files in $TMPDIR, named
+  # by pid (/tmp/vgdb-pipe-shared-mem-vgdb-PID-by-LOGNAME-on-HOST, the rest the same for
+  # every process here), and one that is killed, or that gave up root before it exited
+  # (test-exhaustion's subject), cannot remove them. A process of the user nobody that later
+  # gets that pid cannot open root's file, and valgrind ends it with status 1 before the
+  # child runs a line ("cannot create shared_mem file ...: Permission denied").
+  if ! ./libtool --mode=execute valgrind -q --trace-children=yes --vgdb=no \
       --child-silent-after-fork=no --error-exitcode=99 --leak-check=full \
       --errors-for-leak-kinds=definite --soname-synonyms=somalloc=nouserintercepts \
       --show-leak-kinds=definite --suppressions="$src/tests/valgrind.supp" \

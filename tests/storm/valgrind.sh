@@ -16,6 +16,9 @@
 #    anything real, so children are checked for memory errors (invalid reads and writes,
 #    uninitialised values, bad frees, ...) but not for leaks.
 #  - The storm's own exit status (all outcomes exact, nothing left behind) must be 0.
+#  - --vgdb=no: valgrind's gdbserver files in $TMPDIR are named by pid, and a child the storm
+#    kills cannot remove its own; left in /tmp they make a later process with that pid and
+#    another owner fail to start under valgrind (see tests/valgrind.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 storm=$here/storm
@@ -24,7 +27,7 @@ args=("$@")
 ((${#args[@]})) || args=(--tasks 100 --concurrency 16)
 logs=$(mktemp -d "${TMPDIR:-/tmp}/storm-valgrind.XXXXXX")
 start=$(date +%s)
-valgrind -q --trace-children=yes --child-silent-after-fork=no --leak-check=full \
+valgrind -q --trace-children=yes --vgdb=no --child-silent-after-fork=no --leak-check=full \
   --show-leak-kinds=definite --errors-for-leak-kinds=definite \
   --suppressions="$here/storm.supp" --log-file="$logs/vg.%p" \
   "$storm" "${args[@]}" >"$logs/out" 2>&1 &
