@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 
 /* A guard against hangs only (a wait a signal fails to end would block forever). */
@@ -427,6 +428,185 @@ Test(signals, host_sigchld_handler_and_own_children_are_untouched) {
   gate_close(&host_gate);
   sigaction(SIGCHLD, &old, NULL);
   cr_assert_eq(count_fds(), base);
+}
+
+/* ---- the crash report's helper ---------------------------------------------------------------
+ * With libdw the thread that completes a crashed call forks a helper process to symbolize
+ * the report (lib/symbolize.c). That helper's SIGCHLD is the library's as much as a call's
+ * child's, also when the helper ends before its fork() has returned: a thread that waits
+ * meanwhile reads the SIGCHLD at once. At-fork handlers of the test's, which run inside the
+ * helper's fork() after the library's own, hold both sides there: the helper (child
+ * handler) until the parent handler lets it go, and the forking thread (parent handler)
+ * until the helper has exited and the other waiting thread has judged its SIGCHLD (the
+ * host's handler ran for it, or the wait returned) or is blocked on a lock (in futex), which
+ * can only be the library's. Before letting the helper go, the parent handler waits until
+ * the SIGCHLD of the crashed call's child has been handled and the waiter sleeps again, so
+ * that the two SIGCHLDs cannot merge into one. */
+
+enum { SIGCHLD_BIT = 1 << (SIGCHLD - 1) };
+
+static struct {
+  atomic_int armed;        /* the next fork() in this process is the helper's */
+  int go[2];               /* the parent handler lets the helper go through this pipe */
+  pid_t pid, waiter;       /* this process, and the thread whose wait must not end */
+  pid_t crashed;           /* the crashed call's child */
+  atomic_int returned;     /* the waiter's wait returned */
+  pid_t helper;            /* the child that ended while the fork was held, or 0 */
+  int judged;              /* the waiter judged the helper's SIGCHLD, or waited to */
+} hold;
+
+static atomic_int last_sigchld_pid; /* si_pid of the latest SIGCHLD the host's handler ran for */
+static void on_sigchld_info(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  handled[sig]++;
+  atomic_store(&last_sigchld_pid, (int)si->si_pid);
+}
+
+/* The signal sets "SigPnd:" (this thread's) or "ShdPnd:" (the process's) of a status file. */
+static unsigned long long pending_in(const char *path, const char *field) {
+  char buf[4096];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ~0ull;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return ~0ull;
+  buf[n] = '\0';
+  const char *at = strstr(buf, field);
+  return at ? strtoull(at + strlen(field), NULL, 16) : ~0ull;
+}
+
+/* 1 when no SIGCHLD is pending for the waiter or the process and the waiter sleeps in ppoll. */
+static int waiter_settled(void) {
+  char path[80];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/status", (int)hold.pid, (int)hold.waiter);
+  return !(pending_in(path, "SigPnd:") & SIGCHLD_BIT) &&
+         !(pending_in(path, "ShdPnd:") & SIGCHLD_BIT) &&
+         blocked_syscall(hold.pid, hold.waiter) == SYS_ppoll;
+}
+
+static void hold_helper_child(void) {
+  char c;
+  if (!atomic_load(&hold.armed)) return;
+  while (read(hold.go[0], &c, 1) < 0 && errno == EINTR) {
+  }
+}
+
+static void hold_helper_fork(void) {
+  if (!atomic_exchange(&hold.armed, 0)) return;
+  int64_t deadline = now_ms() + guard_ms(10000);
+  while (!(atomic_load(&last_sigchld_pid) == hold.crashed && waiter_settled()) &&
+         !atomic_load(&hold.returned) && left_ms(deadline) > 0)
+    poll(NULL, 0, 1); /* re-check /proc every ms; this only paces the watching */
+  if (write(hold.go[1], "g", 1) != 1) return;
+  /* The only child that can end now: the crashed call's child was reaped before its report
+   * is symbolized, and the other call is held at its gate. */
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  while (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  hold.helper = si.si_pid;
+  while (left_ms(deadline) > 0) {
+    if (atomic_load(&last_sigchld_pid) == hold.helper || atomic_load(&hold.returned) ||
+        blocked_syscall(hold.pid, hold.waiter) == SYS_futex) {
+      hold.judged = 1;
+      break;
+    }
+    poll(NULL, 0, 1);
+  }
+}
+
+static void *abort_when_released(void *arg) {
+  struct gate *g = arg;
+  char c;
+  if (read(g->fd[0], &c, 1) == 1) abort();
+  return NULL;
+}
+
+struct driver {
+  ip_future *f;
+  atomic_int tid;
+  int rc;
+};
+
+static void *drive(void *p) {
+  struct driver *d = p;
+  atomic_store(&d->tid, (int)syscall(SYS_gettid));
+  d->rc = ip_future_wait(d->f, -1);
+  return NULL;
+}
+
+Test(signals, the_crash_report_helpers_sigchld_never_interrupts_a_wait) {
+#ifndef IP_HAVE_LIBDW
+  cr_skip_test("built without libdw (configure --with-libdw): no helper process symbolizes");
+#endif
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigchld_info;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  cr_assert_eq(sigaction(SIGCHLD, &sa, &old), 0);
+  struct gate held, crash;
+  cr_assert_eq(gate_try_open(&held), 0);
+  cr_assert_eq(gate_try_open(&crash), 0);
+  cr_assert_eq(pipe2(hold.go, O_CLOEXEC), 0);
+  ip_task *blocked = ip_task_new(wait_on_gate, NULL);
+  ip_task *aborts = ip_task_new(abort_when_released, NULL);
+  cr_assert_eq(ip_task_set_crash_report(aborts, 1), 0);
+
+  /* Thread B waits first, so it drives the supervisor loop: it reaps the crashed child and
+   * forks the helper. Registered after the library's (its first call made it register its
+   * own), the test's handlers run after the library's at the fork. */
+  struct driver d = {.f = ip_call(blocked, &held)};
+  cr_assert_gt(ip_future_pid(d.f), 0);
+  cr_assert_eq(pthread_atfork(NULL, hold_helper_fork, hold_helper_child), 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, drive, &d), 0);
+  int64_t deadline = now_ms() + guard_ms(20000);
+  while (!(atomic_load(&d.tid) &&
+           blocked_syscall(getpid(), atomic_load(&d.tid)) == SYS_epoll_wait) &&
+         left_ms(deadline) > 0)
+    poll(NULL, 0, 1);
+  cr_assert_eq(blocked_syscall(getpid(), atomic_load(&d.tid)), SYS_epoll_wait,
+               "the other thread never drove the loop");
+
+  /* This thread sleeps behind it (ppoll) when the call is let through to abort. */
+  ip_future *f = ip_call(aborts, &crash);
+  hold.crashed = ip_future_pid(f);
+  cr_assert_gt(hold.crashed, 0);
+  hold.pid = getpid();
+  hold.waiter = (pid_t)syscall(SYS_gettid);
+  atomic_store(&hold.armed, 1);
+  struct sender s = {.sig = 0, .release = &crash};
+  int rc = wait_while_sending(f, &s);
+  atomic_store(&hold.returned, 1);
+  /* The other call ends too, and with the thread joined the hold is over. */
+  cr_assert_eq(gate_try_release(&held, 1), 0);
+  pthread_join(th, NULL);
+  cr_assert_eq(d.rc, 0, "the driving thread's wait returned %s", ip_err_name(d.rc));
+  cr_assert_str_eq(str_of(d.f), "released");
+  ip_future_free(d.f);
+
+  cr_assert_gt(hold.helper, 0, "no helper process was forked for the crash report");
+  cr_assert_eq(rc, 0, "ip_future_wait returned %s: the helper %d's SIGCHLD was taken for the "
+               "host's", ip_err_name(rc), (int)hold.helper);
+  cr_assert(hold.judged, "the waiting thread never judged the helper's SIGCHLD while the "
+            "helper's fork was held");
+  cr_assert_gt(handled[SIGCHLD], 0, "the host's handler did not run");
+  const ip_error *e = ip_future_error(f);
+  cr_assert_eq(ip_future_status(f), IP_ESIGNALED, "%s", why(f));
+  cr_assert_eq(e->signal, SIGABRT);
+  cr_assert_not_null(e->backtrace);
+  cr_assert_not_null(strstr(e->backtrace, "abort_when_released"), "backtrace:\n%s",
+                     e->backtrace);
+  ip_future_free(f);
+  cr_assert(no_children());
+  ip_task_free(blocked);
+  ip_task_free(aborts);
+  gate_close(&held);
+  gate_close(&crash);
+  close(hold.go[0]);
+  close(hold.go[1]);
+  sigaction(SIGCHLD, &old, NULL);
 }
 
 /* A host that keeps SIGCHLD blocked in its threads (as some event loops do, to take it with
