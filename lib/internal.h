@@ -210,8 +210,6 @@ int ip__supervisor_ensure(bool thread);
 int ip__supervise_once(int timeout_ms, bool *sigchld);
 /* Whether `pid` is, or lately was, the child of one of the library's calls. Under the lock. */
 bool ip__ours_locked(pid_t pid);
-/* Counts `pid`, a child the library forked for itself (not a call's), as its own. */
-void ip__own_child(pid_t pid);
 /* Adds `pid` to the pids ip__ours_locked remembers. Under the lock. */
 void ip__remember_pid_locked(pid_t pid);
 /* SIGKILLs the process group a call's child leads. Only while the child is unreaped: until

@@ -48,12 +48,6 @@ void ip__remember_pid_locked(pid_t pid) {
   ip__g.recent[ip__g.recent_at++ % IP__RECENT] = pid;
 }
 
-void ip__own_child(pid_t pid) {
-  pthread_mutex_lock(&ip__g.lock);
-  ip__remember_pid_locked(pid);
-  pthread_mutex_unlock(&ip__g.lock);
-}
-
 bool ip__ours_locked(pid_t pid) {
   if (pid <= 0) return false;
   for (size_t i = 0; i < IP__RECENT; i++)
