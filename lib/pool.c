@@ -171,8 +171,6 @@ static void push_small_locked(struct ip__worker *w, int kind, uint32_t id) {
 
 /* Completes a pool call that will not run (or not run on): f is not being read. */
 static void fail_locked(ip_future *f, int code, const char *message) {
-  ip_pool *p = f->pool;
-  (void)p;
   msg_unref_locked((struct ip__msg *)f->msg);
   f->msg = NULL;
   f->worker = NULL;

@@ -19,8 +19,8 @@ static struct {
   size_t have, at;
 } in;
 
-/* Reads more into the buffer; false at end of stream or on error. */
-static bool fill(bool wait) {
+/* Waits for more bytes; false at end of stream or on error. */
+static bool fill(void) {
   if (in.at && in.at == in.have) in.at = in.have = 0;
   if (in.have == IN_BUF) {
     memmove(in.buf, in.buf + in.at, in.have - in.at);
@@ -28,13 +28,13 @@ static bool fill(bool wait) {
     if (in.have == IN_BUF) return true; /* full of frames already */
   }
   for (;;) {
-    ssize_t r = recv(in.sock, in.buf + in.have, IN_BUF - in.have, wait ? 0 : MSG_DONTWAIT);
+    ssize_t r = recv(in.sock, in.buf + in.have, IN_BUF - in.have, 0);
     if (r > 0) {
       in.have += (size_t)r;
       return true;
     }
     if (r < 0 && errno == EINTR) continue;
-    return r < 0 && !wait && (errno == EAGAIN || errno == EWOULDBLOCK);
+    return false;
   }
 }
 
@@ -42,7 +42,7 @@ static bool fill(bool wait) {
 static bool take(void *dst, size_t n) {
   unsigned char *d = dst;
   while (n) {
-    if (in.at == in.have && !fill(true)) return false;
+    if (in.at == in.have && !fill()) return false;
     size_t k = in.have - in.at < n ? in.have - in.at : n;
     memcpy(d, in.buf + in.at, k);
     d += k, n -= k, in.at += k;
