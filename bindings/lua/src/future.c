@@ -10,7 +10,7 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
   lip_future *uf = (lip_future *)lua_newuserdata(L, sizeof *uf);
   uf->f = NULL;
   uf->ser = ser;
-  uf->task_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
+  uf->task_ref = uf->pool_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
   uf->wf_index = 0;
   luaL_getmetatable(L, LIP_FUTURE_MT);
   lua_setmetatable(L, -2);
@@ -172,6 +172,13 @@ static int settle(lua_State *L, lip_future *uf, int secs) {
   return uf->err_ref != LUA_NOREF;
 }
 
+int lip_future_settle(lua_State *L, lip_future *uf) {
+  lua_pushnil(L);
+  int failed = settle(L, uf, lua_gettop(L));
+  lua_pop(L, 1);
+  return failed;
+}
+
 /* f:result([seconds]) -> the values fn returned, or raises the error table. */
 static int f_result(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
@@ -215,17 +222,20 @@ static int f_args(lua_State *L) {
   return push_unpacked(L, uf->args_ref);
 }
 
-static int f_gc(lua_State *L) {
-  lip_future *uf = (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT);
+void lip_future_release(lua_State *L, lip_future *uf) {
   if (uf->f) {
     ip_future_free(uf->f); /* cancels and reaps a child still running */
     uf->f = NULL;
   }
-  int *refs[] = {&uf->task_ref, &uf->args_ref, &uf->vals_ref, &uf->err_ref};
+  int *refs[] = {&uf->task_ref, &uf->pool_ref, &uf->args_ref, &uf->vals_ref, &uf->err_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) {
     luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
     *refs[i] = LUA_NOREF;
   }
+}
+
+static int f_gc(lua_State *L) {
+  lip_future_release(L, (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT));
   return 0;
 }
 

@@ -22,12 +22,14 @@ __attribute__((visibility("default"))) int luaopen_inparallel(lua_State *L);
 int luaopen_inparallel(lua_State *L) {
   static const luaL_Reg fns[] = {{"task", lip_task_new},
                                  {"waitfor", lip_waitfor},
+                                 {"pool", lip_pool_new},
                                  {"version", l_version},
                                  {"ready_fd", l_ready_fd},
                                  {NULL, NULL}};
   lip_task_open(L);
   lip_future_open(L);
   lip_waitfor_open(L);
+  lip_pool_open(L);
   lip_errors_open(L);
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
