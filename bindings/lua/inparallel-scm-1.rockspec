@@ -42,7 +42,7 @@ build = {
     inparallel = {
       sources = {
         "src/errors.c", "src/msgpack_values.c", "src/task.c", "src/future.c",
-        "src/waitfor.c", "src/pool.c", "src/module.c",
+        "src/waitfor.c", "src/pool.c", "src/map.c", "src/module.c",
       },
       incdirs = { "$(INPARALLEL_INCDIR)", "$(INPARALLEL_MSGPACK_INCDIR)", "$(MSGPACK_INCDIR)" },
       libdirs = { "$(INPARALLEL_LIBDIR)", "$(INPARALLEL_MSGPACK_LIBDIR)", "$(MSGPACK_LIBDIR)" },

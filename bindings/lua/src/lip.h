@@ -14,6 +14,7 @@
 #define LIP_ERROR_MT "inparallel.error"
 #define LIP_WAITFOR_MT "inparallel.waitfor"
 #define LIP_POOL_MT "inparallel.pool"
+#define LIP_MAP_MT "inparallel.map"
 
 /* How a task's results travel. */
 enum lip_ser { LIP_SER_MSGPACK, LIP_SER_RAW, LIP_SER_CUSTOM };
@@ -150,5 +151,9 @@ void lip_pool_call(lua_State *L, int pool, int task, int first, int nargs, int t
 void lip_pool_close(lip_pool *lp);
 /* The argument serializer each task starts with (its copy goes into lip_task.args). */
 const ip_serializer *lip_args_serializer(void);
+
+/* map.c */
+int lip_map(lua_State *L);
+void lip_map_open(lua_State *L);
 
 #endif

@@ -23,6 +23,7 @@ int luaopen_inparallel(lua_State *L) {
   static const luaL_Reg fns[] = {{"task", lip_task_new},
                                  {"waitfor", lip_waitfor},
                                  {"pool", lip_pool_new},
+                                 {"map", lip_map},
                                  {"version", l_version},
                                  {"ready_fd", l_ready_fd},
                                  {NULL, NULL}};
@@ -30,6 +31,7 @@ int luaopen_inparallel(lua_State *L) {
   lip_future_open(L);
   lip_waitfor_open(L);
   lip_pool_open(L);
+  lip_map_open(L);
   lip_errors_open(L);
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
