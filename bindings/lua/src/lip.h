@@ -16,6 +16,37 @@
 #define LIP_POOL_MT "inparallel.pool"
 #define LIP_MAP_MT "inparallel.map"
 
+/* The metatables of the types every call touches are also in the registry under the address
+ * of one of these keys: lip_testudata and lip_setmetatable look them up by address
+ * (lua_rawgetp), which costs a good deal less than luaL_testudata's lookup by name, and a call
+ * does several. */
+extern const char lip_task_key, lip_future_key, lip_pool_key;
+
+/* luaL_testudata by key. */
+static inline void *lip_testudata(lua_State *L, int i, const void *key) {
+  void *p = lua_touserdata(L, i);
+  if (!p || !lua_getmetatable(L, i)) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+/* luaL_checkudata by key (its error, naming tname, when it is not one). */
+static inline void *lip_checkudata(lua_State *L, int i, const void *key, const char *tname) {
+  void *p = lip_testudata(L, i, key);
+  return p ? p : luaL_checkudata(L, i, tname);
+}
+
+/* Sets the metatable stored under key on the value on top of the stack. */
+static inline void lip_setmetatable(lua_State *L, const void *key) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  lua_setmetatable(L, -2);
+}
+
+/* luaL_newmetatable(tname), also stored under key; leaves it on the stack. */
+void lip_newmetatable(lua_State *L, const char *tname, const void *key);
+
 /* How a task's results travel. */
 enum lip_ser { LIP_SER_MSGPACK, LIP_SER_RAW, LIP_SER_CUSTOM };
 
@@ -42,10 +73,11 @@ typedef struct lip_pool {
 typedef struct lip_future {
   ip_future *f;    /* NULL once collected */
   enum lip_ser ser;
-  int task_ref;    /* keeps the task (and a custom decode function) alive */
+  int task_ref;    /* a custom serializer's task, for its decode function (else LUA_NOREF) */
   int pool_ref;    /* a pool call's pool, kept open while the future lives */
-  int args_ref;    /* {n = count, ...}: the arguments of the call */
-  int vals_ref;    /* {n = count, ...}: the decoded results, once result() decoded them */
+  int args_ref;    /* the arguments of the call (see lip_values_ref) */
+  int vals_ref;    /* the decoded results, once result() decoded them (LUA_NOREF before) */
+  int nargs, nvals; /* how many each holds */
   int err_ref;     /* the error table, once built */
   int wf_index;    /* its index in the table of the waitfor that mirrors it (waitfor.c) */
 } lip_future;
@@ -120,6 +152,12 @@ int lip_timeout_arg(lua_State *L, int i);
  * when it failed (its error table is then at err_ref), 0 when it succeeded (its values at
  * vals_ref). Raises EINTR when a signal handler ran. */
 int lip_future_settle(lua_State *L, lip_future *uf);
+/* A registry reference to the n values from stack slot `first` on, for lip_push_values: none
+ * for 0 values (LUA_REFNIL), the value itself for 1 (LUA_REFNIL for nil), else a list. The
+ * values stay where they are. */
+int lip_values_ref(lua_State *L, int first, int n);
+/* Pushes the n values of such a reference; returns n. */
+int lip_push_values(lua_State *L, int ref, int n);
 /* What __gc does: frees the core's future (canceling a call still running) and drops its
  * references. */
 void lip_future_release(lua_State *L, lip_future *uf);

@@ -62,7 +62,7 @@ static void parse_opts(lua_State *L, int t, map_opts *o) {
       double ms = ceil(s * 1000.0);
       o->timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
     } else if (k && strcmp(k, "pool") == 0) {
-      lip_pool *lp = (lip_pool *)luaL_testudata(L, v, LIP_POOL_MT);
+      lip_pool *lp = (lip_pool *)lip_testudata(L, v, &lip_pool_key);
       if (!lp) luaL_error(L, "ip.map: pool must be a pool from ip.pool, not a %s", luaL_typename(L, v));
       if (!lp->p) luaL_error(L, "ip.map: the pool is closed");
       lua_pushvalue(L, v);
@@ -110,7 +110,7 @@ static int raise_failure(lua_State *L, int index) {
 
 int lip_map(lua_State *L) {
   int isfn = lua_isfunction(L, FN);
-  lip_task *given = (lip_task *)luaL_testudata(L, FN, LIP_TASK_MT);
+  lip_task *given = (lip_task *)lip_testudata(L, FN, &lip_task_key);
   if (!isfn && !given)
     return luaL_argerror(L, FN, lua_pushfstring(L, "a function or a task (ip.task) expected, got %s",
                                                 luaL_typename(L, FN)));
@@ -124,7 +124,7 @@ int lip_map(lua_State *L) {
   lua_pushnil(L);           /* POOL */
   map_opts o = {0, 0, -1, POOL};
   if (lua_istable(L, OPTS)) parse_opts(L, OPTS, &o);
-  lip_pool *lp = (lip_pool *)luaL_testudata(L, POOL, LIP_POOL_MT);
+  lip_pool *lp = (lip_pool *)lip_testudata(L, POOL, &lip_pool_key);
   if (lp && o.isolation)
     return luaL_error(L, "ip.map: pool and isolation = true do not go together (isolation forks "
                          "a process per item)");
@@ -229,9 +229,10 @@ int lip_map(lua_State *L) {
         }
       }
     } else {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, uf->vals_ref);
-      lua_rawgeti(L, -1, 1);
-      lua_rawseti(L, RESULTS, i);
+      if (lip_push_values(L, uf->vals_ref, uf->nvals) > 0) {
+        lua_settop(L, ERR + 2); /* the future and the first value */
+        lua_rawseti(L, RESULTS, i);
+      }
     }
     lip_future_release(L, uf);
     lua_settop(L, ERR);

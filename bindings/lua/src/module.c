@@ -1,6 +1,14 @@
 /* luaopen_inparallel: the module table. */
 #include "lip.h"
 
+const char lip_task_key, lip_future_key, lip_pool_key;
+
+void lip_newmetatable(lua_State *L, const char *tname, const void *key) {
+  luaL_newmetatable(L, tname);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
 static int l_version(lua_State *L) {
   lua_pushstring(L, ip_version());
   return 1;

@@ -99,7 +99,7 @@ const ip_serializer *lip_args_serializer(void) { return &args_serializer; }
 /* ---- the pool --------------------------------------------------------------------------------- */
 
 static lip_pool *check_pool(lua_State *L, int i) {
-  return (lip_pool *)luaL_checkudata(L, i, LIP_POOL_MT);
+  return (lip_pool *)lip_checkudata(L, i, &lip_pool_key, LIP_POOL_MT);
 }
 
 void lip_pool_close(lip_pool *lp) {
@@ -114,8 +114,7 @@ lip_pool *lip_pool_push_new(lua_State *L, int workers, unsigned max_calls, size_
   lip_pool *lp = (lip_pool *)lua_newuserdata(L, sizeof *lp);
   lp->p = NULL;
   lp->workers = workers;
-  luaL_getmetatable(L, LIP_POOL_MT);
-  lua_setmetatable(L, -2);
+  lip_setmetatable(L, &lip_pool_key);
   lp->epoch = lip_next_serial();
   home.L = L;
   home.base = lua_gettop(L);
@@ -181,16 +180,12 @@ void lip_pool_call(lua_State *L, int pool, int task, int first, int nargs, int t
   lip_pool *lp = (lip_pool *)lua_touserdata(L, pool);
   lip_task *lt = (lip_task *)lua_touserdata(L, task);
   lip_future *uf = lip_future_new(L, lt->ser);
-  lua_createtable(L, nargs, 1);
-  for (int i = 0; i < nargs; i++) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, -2, i + 1);
+  uf->args_ref = lip_values_ref(L, first, nargs);
+  uf->nargs = nargs;
+  if (lt->ser == LIP_SER_CUSTOM) { /* its decode function decodes the results */
+    lua_pushvalue(L, task);
+    uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
-  uf->args_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, task);
-  uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, pool);
   uf->pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -258,7 +253,7 @@ void lip_pool_open(lua_State *L) {
       {"call", pool_call}, {"workers", pool_workers}, {"close", pool_close}, {NULL, NULL}};
   static const luaL_Reg mt[] = {
       {"__gc", pool_close}, {"__close", pool_close}, {"__tostring", pool_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LIP_POOL_MT);
+  lip_newmetatable(L, LIP_POOL_MT, &lip_pool_key);
   luaL_setfuncs(L, mt, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);

@@ -94,26 +94,22 @@ void *lip_child_main(void *arg) {
 /* ---- in the parent -------------------------------------------------------------------------- */
 
 static lip_task *check_task(lua_State *L) {
-  return (lip_task *)luaL_checkudata(L, 1, LIP_TASK_MT);
+  return (lip_task *)lip_checkudata(L, 1, &lip_task_key, LIP_TASK_MT);
 }
 
 lip_task *lip_task_check(lua_State *L, int i) {
-  return (lip_task *)luaL_checkudata(L, i, LIP_TASK_MT);
+  return (lip_task *)lip_checkudata(L, i, &lip_task_key, LIP_TASK_MT);
 }
 
 void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms) {
   lip_task *lt = (lip_task *)lua_touserdata(L, task);
   lip_future *uf = lip_future_new(L, lt->ser);
-  lua_createtable(L, nargs, 1);
-  for (int i = 0; i < nargs; i++) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, -2, i + 1);
+  uf->args_ref = lip_values_ref(L, first, nargs);
+  uf->nargs = nargs;
+  if (lt->ser == LIP_SER_CUSTOM) { /* its decode function decodes the results */
+    lua_pushvalue(L, task);
+    uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
-  uf->args_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, task);
-  uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lip_call c;
   memset(&c, 0, sizeof c);
@@ -379,8 +375,7 @@ int lip_task_new(lua_State *L) {
   lt->timeout_ms = 0;
   lt->serial = 0;
   memset(&lt->args, 0, sizeof lt->args);
-  luaL_getmetatable(L, LIP_TASK_MT);
-  lua_setmetatable(L, -2); /* from here on __gc releases whatever the options took */
+  lip_setmetatable(L, &lip_task_key); /* from here on __gc releases whatever the options took */
 
   task_opts o;
   memset(&o, 0, sizeof o);
@@ -427,7 +422,7 @@ int lip_task_new(lua_State *L) {
 void lip_task_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LIP_TASK_MT);
+  lip_newmetatable(L, LIP_TASK_MT, &lip_task_key);
   luaL_setfuncs(L, mt, 0);
   lua_pushliteral(L, "inparallel.task");
   lua_setfield(L, -2, "__name");
