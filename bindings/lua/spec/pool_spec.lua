@@ -396,6 +396,22 @@ describe("ip.pool", function()
     assert.are.same(want, seen)
   end)
 
+  it("a pool belongs to the process that made it: a call from a child or a worker fails", function()
+    local q = pool(1)
+    local use_q = ip.task(function()
+      local err = q:call(echo, 1):error()
+      return err and err.code, err and err.message
+    end)
+    local code, msg = use_q():result() -- a forked child
+    assert.are.equal(ip.EINVAL, code)
+    assert.matches("the pool belongs to the parent process", msg)
+    local p = pool(1) -- its workers have q, made before it
+    code, msg = p:call(use_q):result()
+    assert.are.equal(ip.EINVAL, code)
+    assert.matches("the pool belongs to the parent process", msg)
+    assert.are.equal(1, select(2, q:call(echo, 1):result())) -- still ours to use
+  end)
+
   it("__tostring, and bad arguments raise errors that say which", function()
     local p = pool(3)
     assert.matches("^inparallel.pool %(3 workers%): ", tostring(p))
