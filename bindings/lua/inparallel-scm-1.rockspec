@@ -21,7 +21,9 @@ description = {
     once. Results travel as MessagePack (or raw bytes, or your own encode/decode); errors,
     crashes, exits and timeouts come back as error tables with the child's traceback.
     ip.waitfor(list, cf) drives a list of futures in completion order with a concurrency
-    factor. A thin binding over the libinparallel C library (Linux 5.3+).
+    factor. ip.pool(n) forks n workers once for many small calls (the same futures), and
+    ip.map(fn, list) runs fn over a list on a pool, results in order. A thin binding over
+    the libinparallel C library (Linux 5.3+).
   ]],
   homepage = "https://github.com/inparallel/inparallel",
   license = "BSD-3-Clause",
