@@ -34,6 +34,7 @@ typedef struct map_opts {
   int workers;    /* 0: not given */
   int isolation;
   int timeout_ms; /* -1: not given */
+  double timeout_s; /* the same, as given */
   int pool;       /* stack slot of the pool given, or 0 */
 } map_opts;
 
@@ -59,6 +60,7 @@ static void parse_opts(lua_State *L, int t, map_opts *o) {
         luaL_error(L, "ip.map: timeout must be a finite number of seconds >= 0 (0 = none), "
                       "not %s", lua_type(L, v) == LUA_TNUMBER ? lua_tostring(L, v)
                                 : lua_pushfstring(L, "a %s", luaL_typename(L, v)));
+      o->timeout_s = s;
       double ms = ceil(s * 1000.0);
       o->timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
     } else if (k && strcmp(k, "pool") == 0) {
@@ -122,7 +124,7 @@ int lip_map(lua_State *L) {
   lua_createtable(L, n, 0); /* RESULTS */
   lua_pushnil(L);           /* TASK */
   lua_pushnil(L);           /* POOL */
-  map_opts o = {0, 0, -1, POOL};
+  map_opts o = {0, 0, -1, 0, POOL};
   if (lua_istable(L, OPTS)) parse_opts(L, OPTS, &o);
   lip_pool *lp = (lip_pool *)lip_testudata(L, POOL, &lip_pool_key);
   if (lp && o.isolation)
@@ -149,7 +151,7 @@ int lip_map(lua_State *L) {
     lua_pushvalue(L, FN);
     lua_createtable(L, 0, 1);
     if (o.timeout_ms >= 0) {
-      lua_pushnumber(L, (lua_Number)o.timeout_ms / 1000.0);
+      lua_pushnumber(L, (lua_Number)o.timeout_s);
       lua_setfield(L, -2, "timeout");
     }
     lua_call(L, 2, 1);
