@@ -3,6 +3,9 @@
  *
  *   bench-lua-core fork N C     N tasks returning x * 2 (an 8-byte raw result), C at a time
  *                               with ip_waitfor_next; prints "tasks/s <rate>"
+ *   bench-lua-core pool N C W   N trivial calls (a 2-byte raw result) on a pool of W workers,
+ *                               C at a time with ip_waitfor_next, after N / 10 to warm the
+ *                               workers; prints "calls/s <rate>" (bench-pool.lua)
  *   bench-lua-core large BYTES MODE
  *                               one task returning BYTES bytes the parent filled before the
  *                               call (the child inherits them); prints "seconds <t>". MODE:
@@ -29,6 +32,33 @@ static double now(void) {
 static void *twice(void *arg) {
   long x = (long)(intptr_t)arg * 2;
   return ip_bytes_copy(&x, sizeof x);
+}
+
+static void *trivial(void *arg) {
+  (void)arg;
+  static ip_bytes ok = {"ok", 2};
+  return &ok;
+}
+
+/* Seconds for n trivial calls on p, cf at a time; -1 when one failed. */
+static double pool_run(ip_pool *p, ip_task *t, long n, int cf) {
+  long started = 0, done = 0;
+  ip_list *l = ip_list_new();
+  ip_waitfor w = IP_WAITFOR_INIT;
+  ip_future *f;
+  double t0 = now();
+  while (ip_waitfor_next(&w, l, cf, -1, &f) == 1) {
+    if (!f) {
+      if (started < n) ip_list_push(l, ip_pool_call(p, t, NULL)), started++;
+      continue;
+    }
+    if (ip_future_status(f) != 0) return -1;
+    done++;
+    ip_future_free(f);
+  }
+  double dt = now() - t0;
+  ip_list_free(l);
+  return done == n ? dt : -1;
 }
 
 static ip_bytes large_src;
@@ -65,6 +95,20 @@ int main(int argc, char **argv) {
     printf("tasks/s %.1f\n", n / dt);
     return 0;
   }
+  if (argc == 5 && strcmp(argv[1], "pool") == 0) {
+    long n = atol(argv[2]);
+    int cf = atoi(argv[3]), workers = atoi(argv[4]);
+    ip_task *t = ip_task_new(trivial, NULL);
+    ip_pool *p = t ? ip_pool_new(workers) : NULL;
+    if (!p || n < 1 || cf < 1) return fprintf(stderr, "no pool\n"), 1;
+    double dt;
+    if (pool_run(p, t, n / 10 + 1, cf) < 0 || (dt = pool_run(p, t, n, cf)) < 0)
+      return fprintf(stderr, "a call failed\n"), 1;
+    printf("calls/s %.1f\n", n / dt);
+    ip_pool_free(p);
+    ip_task_free(t);
+    return 0;
+  }
   if (argc == 4 && strcmp(argv[1], "large") == 0) {
     large_src.len = (size_t)atoll(argv[2]);
     large_src.data = malloc(large_src.len);
@@ -87,6 +131,6 @@ int main(int argc, char **argv) {
     printf("seconds %.6f\n", now() - t0);
     return 0;
   }
-  fprintf(stderr, "usage: bench-lua-core fork N C | large BYTES inplace|streamed|copy\n");
+  fprintf(stderr, "usage: bench-lua-core fork N C | pool N C W | large BYTES inplace|streamed|copy\n");
   return 2;
 }

@@ -14,7 +14,7 @@ CFLAGS=${CFLAGS:--O2 -g -Wall -Wextra -Wno-unused-parameter}
 CORE_INC=${CORE_INC:-$top/include}
 CORE_LIB=${CORE_LIB:-$top/lib/.libs}
 MSGPACK_LIB=${MSGPACK_LIB:-$top/serializers/msgpack/.libs}
-SRC="errors.c msgpack_values.c task.c future.c waitfor.c module.c"
+SRC="errors.c msgpack_values.c task.c future.c waitfor.c pool.c map.c module.c"
 # lua-compat-5.3's compat-5.3.h, which the 5.1 and LuaJIT builds include (Debian:
 # lua-compat53-dev puts it in /usr/include/lua5.1).
 COMPAT53_INC=${COMPAT53_INC:-/usr/include/lua5.1}

@@ -21,7 +21,9 @@ description = {
     once. Results travel as MessagePack (or raw bytes, or your own encode/decode); errors,
     crashes, exits and timeouts come back as error tables with the child's traceback.
     ip.waitfor(list, cf) drives a list of futures in completion order with a concurrency
-    factor. A thin binding over the libinparallel C library (Linux 5.3+).
+    factor. ip.pool(n) forks n workers once for many small calls (the same futures), and
+    ip.map(fn, list) runs fn over a list on a pool, results in order. A thin binding over
+    the libinparallel C library (Linux 5.3+).
   ]],
   homepage = "https://github.com/inparallel/inparallel",
   license = "BSD-3-Clause",
@@ -42,7 +44,7 @@ build = {
     inparallel = {
       sources = {
         "src/errors.c", "src/msgpack_values.c", "src/task.c", "src/future.c",
-        "src/waitfor.c", "src/module.c",
+        "src/waitfor.c", "src/pool.c", "src/map.c", "src/module.c",
       },
       incdirs = { "$(INPARALLEL_INCDIR)", "$(INPARALLEL_MSGPACK_INCDIR)", "$(MSGPACK_INCDIR)" },
       libdirs = { "$(INPARALLEL_LIBDIR)", "$(INPARALLEL_MSGPACK_LIBDIR)", "$(MSGPACK_LIBDIR)" },

@@ -10,19 +10,19 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser) {
   lip_future *uf = (lip_future *)lua_newuserdata(L, sizeof *uf);
   uf->f = NULL;
   uf->ser = ser;
-  uf->task_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
+  uf->task_ref = uf->pool_ref = uf->args_ref = uf->vals_ref = uf->err_ref = LUA_NOREF;
   uf->wf_index = 0;
-  luaL_getmetatable(L, LIP_FUTURE_MT);
-  lua_setmetatable(L, -2);
+  uf->nargs = uf->nvals = 0;
+  lip_setmetatable(L, &lip_future_key);
   return uf;
 }
 
 lip_future *lip_future_test(lua_State *L, int i) {
-  return (lip_future *)luaL_testudata(L, i, LIP_FUTURE_MT);
+  return (lip_future *)lip_testudata(L, i, &lip_future_key);
 }
 
 lip_future *lip_future_check(lua_State *L, int i) {
-  lip_future *uf = (lip_future *)luaL_checkudata(L, i, LIP_FUTURE_MT);
+  lip_future *uf = (lip_future *)lip_checkudata(L, i, &lip_future_key, LIP_FUTURE_MT);
   if (!uf->f) luaL_error(L, "inparallel: this future was already collected");
   return uf;
 }
@@ -63,12 +63,26 @@ static int f_done(lua_State *L) {
   return 1;
 }
 
-static int push_unpacked(lua_State *L, int ref) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_getfield(L, -1, "n");
-  int n = (int)lua_tointeger(L, -1);
-  lua_pop(L, 1);
+int lip_values_ref(lua_State *L, int first, int n) {
+  if (n == 0) return LUA_REFNIL;
+  first = lua_absindex(L, first);
+  if (n == 1) {
+    lua_pushvalue(L, first);
+  } else {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  return luaL_ref(L, LUA_REGISTRYINDEX); /* nil: LUA_REFNIL, which pushes nil */
+}
+
+int lip_push_values(lua_State *L, int ref, int n) {
   luaL_checkstack(L, n + 1, "too many values");
+  if (n == 0) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  if (n == 1) return 1;
   for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
   lua_remove(L, -n - 1);
   return n;
@@ -76,14 +90,8 @@ static int push_unpacked(lua_State *L, int ref) {
 
 /* Stores the n values on top of the stack as uf's results, leaving them there. */
 static void cache_values(lua_State *L, lip_future *uf, int n) {
-  lua_createtable(L, n, 1);
-  for (int i = 1; i <= n; i++) {
-    lua_pushvalue(L, -n - 1 + i - 1);
-    lua_rawseti(L, -2, i);
-  }
-  lua_pushinteger(L, n);
-  lua_setfield(L, -2, "n");
-  uf->vals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uf->vals_ref = lip_values_ref(L, -n, n);
+  uf->nvals = n;
 }
 
 /* Caches an EDECODE error table as uf's outcome. */
@@ -172,6 +180,13 @@ static int settle(lua_State *L, lip_future *uf, int secs) {
   return uf->err_ref != LUA_NOREF;
 }
 
+int lip_future_settle(lua_State *L, lip_future *uf) {
+  lua_pushnil(L);
+  int failed = settle(L, uf, lua_gettop(L));
+  lua_pop(L, 1);
+  return failed;
+}
+
 /* f:result([seconds]) -> the values fn returned, or raises the error table. */
 static int f_result(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
@@ -179,7 +194,7 @@ static int f_result(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, uf->err_ref);
     return lua_error(L);
   }
-  return push_unpacked(L, uf->vals_ref);
+  return lip_push_values(L, uf->vals_ref, uf->nvals);
 }
 
 /* f:error([seconds]) -> nil when the call succeeded, or its error table. Waits as result()
@@ -212,20 +227,23 @@ static int f_pid(lua_State *L) {
 /* f:args() -> the arguments the call was made with. */
 static int f_args(lua_State *L) {
   lip_future *uf = lip_future_check(L, 1);
-  return push_unpacked(L, uf->args_ref);
+  return lip_push_values(L, uf->args_ref, uf->nargs);
 }
 
-static int f_gc(lua_State *L) {
-  lip_future *uf = (lip_future *)luaL_checkudata(L, 1, LIP_FUTURE_MT);
+void lip_future_release(lua_State *L, lip_future *uf) {
   if (uf->f) {
     ip_future_free(uf->f); /* cancels and reaps a child still running */
     uf->f = NULL;
   }
-  int *refs[] = {&uf->task_ref, &uf->args_ref, &uf->vals_ref, &uf->err_ref};
+  int *refs[] = {&uf->task_ref, &uf->pool_ref, &uf->args_ref, &uf->vals_ref, &uf->err_ref};
   for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) {
     luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
     *refs[i] = LUA_NOREF;
   }
+}
+
+static int f_gc(lua_State *L) {
+  lip_future_release(L, (lip_future *)lip_checkudata(L, 1, &lip_future_key, LIP_FUTURE_MT));
   return 0;
 }
 
@@ -254,7 +272,7 @@ void lip_future_open(lua_State *L) {
       {"pid", f_pid},       {"error", f_error}, {"args", f_args}, {NULL, NULL}};
   static const luaL_Reg mt[] = {
       {"__gc", f_gc}, {"__close", f_close}, {"__tostring", f_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LIP_FUTURE_MT);
+  lip_newmetatable(L, LIP_FUTURE_MT, &lip_future_key);
   luaL_setfuncs(L, mt, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);

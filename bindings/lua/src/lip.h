@@ -13,6 +13,39 @@
 #define LIP_FUTURE_MT "inparallel.future"
 #define LIP_ERROR_MT "inparallel.error"
 #define LIP_WAITFOR_MT "inparallel.waitfor"
+#define LIP_POOL_MT "inparallel.pool"
+#define LIP_MAP_MT "inparallel.map"
+
+/* The metatables of the types every call touches are also in the registry under the address
+ * of one of these keys: lip_testudata and lip_setmetatable look them up by address
+ * (lua_rawgetp), which costs a good deal less than luaL_testudata's lookup by name, and a call
+ * does several. */
+extern const char lip_task_key, lip_future_key, lip_pool_key;
+
+/* luaL_testudata by key. */
+static inline void *lip_testudata(lua_State *L, int i, const void *key) {
+  void *p = lua_touserdata(L, i);
+  if (!p || !lua_getmetatable(L, i)) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+
+/* luaL_checkudata by key (its error, naming tname, when it is not one). */
+static inline void *lip_checkudata(lua_State *L, int i, const void *key, const char *tname) {
+  void *p = lip_testudata(L, i, key);
+  return p ? p : luaL_checkudata(L, i, tname);
+}
+
+/* Sets the metatable stored under key on the value on top of the stack. */
+static inline void lip_setmetatable(lua_State *L, const void *key) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  lua_setmetatable(L, -2);
+}
+
+/* luaL_newmetatable(tname), also stored under key; leaves it on the stack. */
+void lip_newmetatable(lua_State *L, const char *tname, const void *key);
 
 /* How a task's results travel. */
 enum lip_ser { LIP_SER_MSGPACK, LIP_SER_RAW, LIP_SER_CUSTOM };
@@ -23,20 +56,36 @@ typedef struct lip_task {
   int enc_ref;     /* custom serializer: encode (child) and decode (parent) functions */
   int dec_ref;
   enum lip_ser ser;
+  int timeout_ms;  /* the timeout option (0: none), for ip.map to put back after its own */
+  unsigned long serial; /* the order tasks and pools were made in (pool.c) */
+  /* How the arguments of a pool call travel: msgpack, encoded from the caller's stack and
+   * pushed onto the worker's (pool.c). Each task has its own copy, so that the worker finds
+   * the task from the serializer the core hands it. */
+  ip_serializer args;
 } lip_task;
+
+typedef struct lip_pool {
+  ip_pool *p;      /* NULL once closed */
+  unsigned long epoch; /* tasks whose serial is below this one are in the workers' copy */
+  int workers;     /* as asked for */
+} lip_pool;
 
 typedef struct lip_future {
   ip_future *f;    /* NULL once collected */
   enum lip_ser ser;
-  int task_ref;    /* keeps the task (and a custom decode function) alive */
-  int args_ref;    /* {n = count, ...}: the arguments of the call */
-  int vals_ref;    /* {n = count, ...}: the decoded results, once result() decoded them */
+  int task_ref;    /* a custom serializer's task, for its decode function (else LUA_NOREF) */
+  int pool_ref;    /* a pool call's pool, kept open while the future lives */
+  int args_ref;    /* the arguments of the call (see lip_values_ref) */
+  int vals_ref;    /* the decoded results, once result() decoded them (LUA_NOREF before) */
+  int nargs, nvals; /* how many each holds */
   int err_ref;     /* the error table, once built */
   int wf_index;    /* its index in the table of the waitfor that mirrors it (waitfor.c) */
 } lip_future;
 
-/* The child-side state of one call; lives on the parent's C stack in the task's __call, which
- * the child inherits intact (it is a fork), so nothing in it needs copying. */
+/* The child-side state of one call. A forked call's lives on the parent's C stack in the
+ * task's __call, which the child inherits intact (it is a fork), so nothing in it needs
+ * copying; a pool call's is the worker's own, filled in by the argument decoder (pool.c),
+ * which pushes the decoded arguments onto the worker's Lua stack. */
 typedef struct lip_call {
   lua_State *L;
   lip_task *task;
@@ -78,6 +127,13 @@ char *lip_msgpack_pack_value(lua_State *L, int idx, size_t max, size_t *len, cha
                              size_t whylen);
 /* Pushes the one value that such bytes hold and returns 0, or pushes why not and returns -1. */
 int lip_msgpack_push_value(lua_State *L, const void *buf, size_t len);
+/* Packs the nargs values from stack slot first on as a msgpack array (the arguments of a
+ * pool call) through w(ctx, ...): 0, or -1 with why (e.g. "cannot encode args[2].f: a
+ * function cannot be serialized"), or the write's own negative code. */
+int lip_msgpack_pack_args(lua_State *L, int first, int nargs, ip_write_fn w, void *ctx,
+                          char *why, size_t whylen);
+/* Pushes the values such bytes hold and returns how many, or pushes why not and returns -1. */
+int lip_msgpack_push_args(lua_State *L, const void *buf, size_t len);
 /* Pushes the values a msgpack result holds (our envelope: an array of the results);
  * returns how many, or -1 with an error message pushed. */
 int lip_msgpack_push(lua_State *L, const msgpack_object *o);
@@ -92,6 +148,20 @@ lip_future *lip_future_new(lua_State *L, enum lip_ser ser);
  * (a numeric string too). */
 int lip_timeout_arg(lua_State *L, int i);
 
+/* Waits for the call (forever) and settles its outcome once, as result() does: returns 1
+ * when it failed (its error table is then at err_ref), 0 when it succeeded (its values at
+ * vals_ref). Raises EINTR when a signal handler ran. */
+int lip_future_settle(lua_State *L, lip_future *uf);
+/* A registry reference to the n values from stack slot `first` on, for lip_push_values: none
+ * for 0 values (LUA_REFNIL), the value itself for 1 (LUA_REFNIL for nil), else a list. The
+ * values stay where they are. */
+int lip_values_ref(lua_State *L, int first, int n);
+/* Pushes the n values of such a reference; returns n. */
+int lip_push_values(lua_State *L, int ref, int n);
+/* What __gc does: frees the core's future (canceling a call still running) and drops its
+ * references. */
+void lip_future_release(lua_State *L, lip_future *uf);
+
 /* waitfor.c */
 int lip_waitfor(lua_State *L);
 void lip_waitfor_open(lua_State *L);
@@ -99,5 +169,29 @@ void lip_waitfor_open(lua_State *L);
 /* task.c */
 int lip_task_new(lua_State *L);
 void lip_task_open(lua_State *L);
+lip_task *lip_task_check(lua_State *L, int i);
+/* Forks a call of the task at stack slot `task` with the nargs values from stack slot first
+ * on, and pushes its future. timeout_ms >= 0 replaces the task's timeout for this call. */
+void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms);
+/* The ip_fn of every Lua task (a forked child's, a pool worker's). */
+void *lip_child_main(void *arg);
+
+/* pool.c */
+int lip_pool_new(lua_State *L);
+void lip_pool_open(lua_State *L);
+/* The next serial of a task or pool. */
+unsigned long lip_next_serial(void);
+/* Makes a pool of `workers` with these options (0: none) and pushes it; raises on failure. */
+lip_pool *lip_pool_push_new(lua_State *L, int workers, unsigned max_calls, size_t max_rss);
+/* Sends a call of the task at stack slot `task` to the pool at slot `pool`, with the nargs
+ * values from slot first on, and pushes its future. timeout_ms as for lip_task_call. */
+void lip_pool_call(lua_State *L, int pool, int task, int first, int nargs, int timeout_ms);
+void lip_pool_close(lip_pool *lp);
+/* The argument serializer each task starts with (its copy goes into lip_task.args). */
+const ip_serializer *lip_args_serializer(void);
+
+/* map.c */
+int lip_map(lua_State *L);
+void lip_map_open(lua_State *L);
 
 #endif

@@ -1,6 +1,14 @@
 /* luaopen_inparallel: the module table. */
 #include "lip.h"
 
+const char lip_task_key, lip_future_key, lip_pool_key;
+
+void lip_newmetatable(lua_State *L, const char *tname, const void *key) {
+  luaL_newmetatable(L, tname);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
 static int l_version(lua_State *L) {
   lua_pushstring(L, ip_version());
   return 1;
@@ -22,12 +30,16 @@ __attribute__((visibility("default"))) int luaopen_inparallel(lua_State *L);
 int luaopen_inparallel(lua_State *L) {
   static const luaL_Reg fns[] = {{"task", lip_task_new},
                                  {"waitfor", lip_waitfor},
+                                 {"pool", lip_pool_new},
+                                 {"map", lip_map},
                                  {"version", l_version},
                                  {"ready_fd", l_ready_fd},
                                  {NULL, NULL}};
   lip_task_open(L);
   lip_future_open(L);
   lip_waitfor_open(L);
+  lip_pool_open(L);
+  lip_map_open(L);
   lip_errors_open(L);
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);

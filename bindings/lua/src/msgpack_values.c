@@ -319,6 +319,25 @@ char *lip_msgpack_pack_value(lua_State *L, int idx, size_t max, size_t *len, cha
   return NULL;
 }
 
+int lip_msgpack_pack_args(lua_State *L, int first, int nargs, ip_write_fn w, void *ctx,
+                          char *why, size_t whylen) {
+  int top = lua_gettop(L);
+  enc e;
+  enc_init(&e, L, "args", w, ctx);
+  e.plen = 1;
+  int rc = msgpack_pack_array(&e.pk, (size_t)nargs);
+  for (int i = 0; rc == 0 && i < nargs; i++) {
+    e.path[0] = (struct seg){SEG_INDEX, i + 1, 0};
+    rc = pack_value(&e, first + i);
+  }
+  lua_settop(L, top);
+  if (e.why[0]) {
+    snprintf(why, whylen, "%s", e.why);
+    return -1;
+  }
+  return rc;
+}
+
 /* Our encoder with the plugin's decoder: same wire name, so either side interoperates with a
  * C program using ip_serializer_msgpack(). */
 static ip_serializer lmp = {
@@ -420,6 +439,25 @@ int lip_msgpack_push(lua_State *L, const msgpack_object *o) {
     lua_pushliteral(L, "not enough Lua stack to decode the result");
   }
   return -1;
+}
+
+int lip_msgpack_push_args(lua_State *L, const void *buf, size_t len) {
+  const ip_serializer *plugin = ip_serializer_msgpack();
+  void *v = NULL;
+  if (plugin->decode(plugin, buf, len, &v) != 0) {
+    lua_pushliteral(L, "the arguments are not one well-formed MessagePack object");
+    return -1;
+  }
+  const msgpack_object *o = v;
+  int n;
+  if (o->type != MSGPACK_OBJECT_ARRAY) {
+    lua_pushliteral(L, "the arguments are not a MessagePack array");
+    n = -1;
+  } else {
+    n = lip_msgpack_push(L, o);
+  }
+  if (plugin->free_value) plugin->free_value(plugin, v);
+  return n;
 }
 
 int lip_msgpack_push_value(lua_State *L, const void *buf, size_t len) {

@@ -39,9 +39,10 @@ static const char *results_shape(lua_State *L, const lip_call *c) {
   return lua_pushfstring(L, "a %s", luaL_typename(L, c->first_res));
 }
 
-/* The ip_fn of every Lua task: runs in the forked child, on the stack of the __call that
- * forked (a copy of it). */
-static void *child_main(void *arg) {
+/* The ip_fn of every Lua task. In a forked child it runs on the stack of the __call that
+ * forked (a copy of it); in a pool worker on the stack of the ip.pool that made the pool (a
+ * copy of it too), where the argument decoder has just pushed the call's arguments. */
+void *lip_child_main(void *arg) {
   lip_call *c = arg;
   lua_State *L = c->L;
   lip_task *lt = c->task;
@@ -93,36 +94,42 @@ static void *child_main(void *arg) {
 /* ---- in the parent -------------------------------------------------------------------------- */
 
 static lip_task *check_task(lua_State *L) {
-  return (lip_task *)luaL_checkudata(L, 1, LIP_TASK_MT);
+  return (lip_task *)lip_checkudata(L, 1, &lip_task_key, LIP_TASK_MT);
 }
 
-/* task(...): fork, return a future at once. */
-static int task_call(lua_State *L) {
-  lip_task *lt = check_task(L);
-  int nargs = lua_gettop(L) - 1;
-  if (!lt->t) return luaL_error(L, "inparallel: this task was already collected");
+lip_task *lip_task_check(lua_State *L, int i) {
+  return (lip_task *)lip_checkudata(L, i, &lip_task_key, LIP_TASK_MT);
+}
+
+void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms) {
+  lip_task *lt = (lip_task *)lua_touserdata(L, task);
   lip_future *uf = lip_future_new(L, lt->ser);
-  lua_createtable(L, nargs, 1);
-  for (int i = 0; i < nargs; i++) {
-    lua_pushvalue(L, 2 + i);
-    lua_rawseti(L, -2, i + 1);
+  uf->args_ref = lip_values_ref(L, first, nargs);
+  uf->nargs = nargs;
+  if (lt->ser == LIP_SER_CUSTOM) { /* its decode function decodes the results */
+    lua_pushvalue(L, task);
+    uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
-  uf->args_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 1);
-  uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lip_call c;
   memset(&c, 0, sizeof c);
   c.L = L;
   c.task = lt;
-  c.first_arg = 2;
+  c.first_arg = first;
   c.nargs = nargs;
+  if (timeout_ms >= 0) ip_task_set_timeout(lt->t, timeout_ms);
   ip_future *f = ip_call(lt->t, &c); /* the child never comes back from here */
-  if (!f) return lip_raise(L, IP_ENOMEM, "out of memory for a future");
-  uf->f = f;
-  return 1; /* a call that could not start is a failed future, as in C */
+  if (timeout_ms >= 0) ip_task_set_timeout(lt->t, lt->timeout_ms);
+  if (!f) lip_raise(L, IP_ENOMEM, "out of memory for a future");
+  uf->f = f; /* a call that could not start is a failed future, as in C */
+}
+
+/* task(...): fork, return a future at once. */
+static int task_call(lua_State *L) {
+  lip_task *lt = check_task(L);
+  if (!lt->t) return luaL_error(L, "inparallel: this task was already collected");
+  lip_task_call(L, 1, 2, lua_gettop(L) - 1, -1);
+  return 1;
 }
 
 static int task_gc(lua_State *L) {
@@ -365,8 +372,10 @@ int lip_task_new(lua_State *L) {
   lt->t = NULL;
   lt->fn_ref = lt->enc_ref = lt->dec_ref = LUA_NOREF;
   lt->ser = LIP_SER_MSGPACK;
-  luaL_getmetatable(L, LIP_TASK_MT);
-  lua_setmetatable(L, -2); /* from here on __gc releases whatever the options took */
+  lt->timeout_ms = 0;
+  lt->serial = 0;
+  memset(&lt->args, 0, sizeof lt->args);
+  lip_setmetatable(L, &lip_task_key); /* from here on __gc releases whatever the options took */
 
   task_opts o;
   memset(&o, 0, sizeof o);
@@ -390,8 +399,12 @@ int lip_task_new(lua_State *L) {
     }
   }
   const ip_serializer *s = lt->ser == LIP_SER_MSGPACK ? lip_msgpack_serializer() : ip_serializer_raw();
-  lt->t = ip_task_new(child_main, s);
+  lt->t = ip_task_new(lip_child_main, s);
   if (!lt->t) return lip_raise(L, -errno, "inparallel.task: %s", ip_strerror(-errno));
+  lt->serial = lip_next_serial();
+  lt->args = *lip_args_serializer();
+  ip_task_set_arg_serializer(lt->t, &lt->args);
+  lt->timeout_ms = o.timeout_ms;
   if (o.timeout_ms > 0) ip_task_set_timeout(lt->t, o.timeout_ms);
   if (o.max_result) ip_task_set_max_result(lt->t, o.max_result);
   if (o.stdio >= 0) ip_task_set_stdio(lt->t, o.stdio);
@@ -409,7 +422,7 @@ int lip_task_new(lua_State *L) {
 void lip_task_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LIP_TASK_MT);
+  lip_newmetatable(L, LIP_TASK_MT, &lip_task_key);
   luaL_setfuncs(L, mt, 0);
   lua_pushliteral(L, "inparallel.task");
   lua_setfield(L, -2, "__name");
