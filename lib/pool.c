@@ -663,7 +663,8 @@ static int recv_worker(int ctl, pid_t *pid, int *fd) {
   while ((r = recv_ctl(ctl, &m, fd, 0)) < 0 && errno == EINTR) {
   }
   int e = r < 0 ? errno : r != (ssize_t)sizeof m || m.kind != IP__CTL_WORKER ? EPIPE
-          : m.pid < 0 ? -m.pid : *fd < 0 ? EPROTO : 0;
+          : m.pid < 0 ? -m.pid : *fd < 0 ? EMFILE : 0; /* a worker without its channel: the
+                                                          kernel had no descriptor for it */
   if (e) {
     if (*fd >= 0) close(*fd);
     return e;
