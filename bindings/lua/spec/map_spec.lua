@@ -92,15 +92,22 @@ describe("ip.map", function()
   end)
 
   it("stops at the first failure: nothing more starts, what is in flight is canceled", function()
-    -- Item 1 blocks on a FIFO nobody writes; item 2 fails. The map must cancel item 1 and
-    -- start none of items 3 to 6. (Were item 1 not canceled, its timeout would end it as a
-    -- failure of index 1 instead of hanging the spec.)
-    local gate, log = fifo(), os.tmpname()
+    -- Item 1 blocks on a FIFO nobody writes; item 2 fails once item 1 has started (it waits
+    -- for item 1's word on a second FIFO, so the log surely has both). The map must cancel
+    -- item 1 and start none of items 3 to 6. (Were item 1 not canceled, its timeout would end
+    -- it as a failure of index 1 instead of hanging the spec.)
+    local gate, started, log = fifo(), fifo(), os.tmpname()
     later(function() os.remove(log) end)
     local err = S.raised(ip.map, function(i)
       local fh = io.open(log, "a") fh:write(i, "\n") fh:close()
-      if i == 1 then io.open(gate):read("*l") end
-      if i == 2 then error("second", 0) end
+      if i == 1 then
+        local w = io.open(started, "w") w:write("1\n") w:close()
+        io.open(gate):read("*l")
+      end
+      if i == 2 then
+        io.open(started):read("*l")
+        error("second", 0)
+      end
       return i
     end, {1, 2, 3, 4, 5, 6}, {workers = 2, isolation = true, timeout = 60})
     assert.are.equal(2, err.index)
