@@ -272,15 +272,5 @@ void lip_future_open(lua_State *L) {
       {"pid", f_pid},       {"error", f_error}, {"args", f_args}, {NULL, NULL}};
   static const luaL_Reg mt[] = {
       {"__gc", f_gc}, {"__close", f_close}, {"__tostring", f_tostring}, {NULL, NULL}};
-  lip_newmetatable(L, LIP_FUTURE_MT, &lip_future_key);
-  luaL_setfuncs(L, mt, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushliteral(L, "inparallel.future");
-  lua_setfield(L, -2, "__name");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
-
+  lip_class(L, LIP_FUTURE_MT, &lip_future_key, mt, methods);
 }

@@ -45,7 +45,11 @@ static inline void lip_setmetatable(lua_State *L, const void *key) {
 }
 
 /* luaL_newmetatable(tname), also stored under key; leaves it on the stack. */
-void lip_newmetatable(lua_State *L, const char *tname, const void *key);
+/* Registers a userdata class: its metatable under `tname` (also its __name) and under `key`
+ * (for lookups by address), with the metamethods `meta`, the methods `methods` (may be NULL)
+ * as __index, and a __metatable of false so scripts cannot reach or replace it. */
+void lip_class(lua_State *L, const char *tname, const void *key, const luaL_Reg *meta,
+               const luaL_Reg *methods);
 
 /* How a task's results travel. */
 enum lip_ser { LIP_SER_MSGPACK, LIP_SER_RAW, LIP_SER_CUSTOM };
@@ -173,6 +177,9 @@ lip_task *lip_task_check(lua_State *L, int i);
 /* Forks a call of the task at stack slot `task` with the nargs values from stack slot first
  * on, and pushes its future. timeout_ms >= 0 replaces the task's timeout for this call. */
 void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms);
+/* Pushes a new future for a call of the task at stack index `task` with the nargs values from
+ * slot first on, keeping the arguments (and a task with a custom serializer) referenced. */
+lip_future *lip_future_for(lua_State *L, int task, int first, int nargs);
 /* The ip_fn of every Lua task (a forked child's, a pool worker's). */
 void *lip_child_main(void *arg);
 

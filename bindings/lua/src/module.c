@@ -3,10 +3,22 @@
 
 const char lip_task_key, lip_future_key, lip_pool_key;
 
-void lip_newmetatable(lua_State *L, const char *tname, const void *key) {
+void lip_class(lua_State *L, const char *tname, const void *key, const luaL_Reg *meta,
+               const luaL_Reg *methods) {
   luaL_newmetatable(L, tname);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pushstring(L, tname);
+  lua_setfield(L, -2, "__name");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
 }
 
 static int l_version(lua_State *L) {

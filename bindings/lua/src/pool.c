@@ -179,13 +179,7 @@ int lip_pool_new(lua_State *L) {
 void lip_pool_call(lua_State *L, int pool, int task, int first, int nargs, int timeout_ms) {
   lip_pool *lp = (lip_pool *)lua_touserdata(L, pool);
   lip_task *lt = (lip_task *)lua_touserdata(L, task);
-  lip_future *uf = lip_future_new(L, lt->ser);
-  uf->args_ref = lip_values_ref(L, first, nargs);
-  uf->nargs = nargs;
-  if (lt->ser == LIP_SER_CUSTOM) { /* its decode function decodes the results */
-    lua_pushvalue(L, task);
-    uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
+  lip_future *uf = lip_future_for(L, task, first, nargs);
   lua_pushvalue(L, pool);
   uf->pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -253,14 +247,5 @@ void lip_pool_open(lua_State *L) {
       {"call", pool_call}, {"workers", pool_workers}, {"close", pool_close}, {NULL, NULL}};
   static const luaL_Reg mt[] = {
       {"__gc", pool_close}, {"__close", pool_close}, {"__tostring", pool_tostring}, {NULL, NULL}};
-  lip_newmetatable(L, LIP_POOL_MT, &lip_pool_key);
-  luaL_setfuncs(L, mt, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushliteral(L, "inparallel.pool");
-  lua_setfield(L, -2, "__name");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
+  lip_class(L, LIP_POOL_MT, &lip_pool_key, mt, methods);
 }

@@ -101,7 +101,7 @@ lip_task *lip_task_check(lua_State *L, int i) {
   return (lip_task *)lip_checkudata(L, i, &lip_task_key, LIP_TASK_MT);
 }
 
-void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms) {
+lip_future *lip_future_for(lua_State *L, int task, int first, int nargs) {
   lip_task *lt = (lip_task *)lua_touserdata(L, task);
   lip_future *uf = lip_future_new(L, lt->ser);
   uf->args_ref = lip_values_ref(L, first, nargs);
@@ -110,6 +110,12 @@ void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms)
     lua_pushvalue(L, task);
     uf->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  return uf;
+}
+
+void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms) {
+  lip_task *lt = (lip_task *)lua_touserdata(L, task);
+  lip_future *uf = lip_future_for(L, task, first, nargs);
 
   lip_call c;
   memset(&c, 0, sizeof c);
@@ -422,11 +428,5 @@ int lip_task_new(lua_State *L) {
 void lip_task_open(lua_State *L) {
   static const luaL_Reg mt[] = {
       {"__call", task_call}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}};
-  lip_newmetatable(L, LIP_TASK_MT, &lip_task_key);
-  luaL_setfuncs(L, mt, 0);
-  lua_pushliteral(L, "inparallel.task");
-  lua_setfield(L, -2, "__name");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
+  lip_class(L, LIP_TASK_MT, &lip_task_key, mt, NULL);
 }
