@@ -42,6 +42,16 @@ void ip__frame_pack_id(unsigned char *out, int kind, uint32_t ser_id, uint32_t c
   put32(out + 28, ip__fnv1a(out, 28, IP__FNV_SEED));
 }
 
+bool ip__frame_gather(unsigned char *hdr, size_t *have, const unsigned char **p, size_t *n) {
+  size_t take = IP__FRAME_HDR_SIZE - *have;
+  if (take > *n) take = *n;
+  memcpy(hdr + *have, *p, take);
+  *have += take, *p += take, *n -= take;
+  if (*have < IP__FRAME_HDR_SIZE) return false;
+  *have = 0;
+  return true;
+}
+
 const char *ip__frame_unpack(const unsigned char *in, struct ip__frame_hdr *h) {
   h->magic = get32(in);
   h->version = in[4];

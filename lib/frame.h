@@ -18,6 +18,7 @@
 #ifndef IP_FRAME_H
 #define IP_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,9 @@ struct ip__frame_hdr {
 void ip__frame_pack(unsigned char *out, int kind, uint32_t ser_id, uint64_t len);
 void ip__frame_pack_id(unsigned char *out, int kind, uint32_t ser_id, uint32_t call_id,
                        uint64_t len);
+/* Gathers a header from a stream read in pieces: copies what `hdr` still lacks from *p (n
+ * bytes; both advanced past it). True once hdr is whole (and *have back at 0). */
+bool ip__frame_gather(unsigned char *hdr, size_t *have, const unsigned char **p, size_t *n);
 /* Parses and checks a header. Returns NULL when valid, else why not (static text). */
 const char *ip__frame_unpack(const unsigned char *in, struct ip__frame_hdr *h);
 

@@ -224,12 +224,24 @@ static void enqueue_front_locked(ip_pool *p, ip_future *f) {
 
 /* ---- what workers say ----------------------------------------------------------------------- */
 
+/* Asks the template for something (SPAWN, or KILL of a worker). A small message the template
+ * reads at once, so a blocking send is brief. */
+static void tell_template(ip_pool *p, uint32_t kind, pid_t pid) {
+  struct ip__ctl m = {.kind = kind, .pid = pid};
+  while (send(p->ctl, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
+/* Takes the i-th call off the worker's list of calls sent. */
+static void unsend(struct ip__worker *w, int i) {
+  memmove(&w->q[i], &w->q[i + 1], sizeof w->q[0] * (size_t)(w->nq - i - 1));
+  w->nq--;
+}
+
 static void kill_worker_locked(struct ip__worker *w) {
   if (w->kill_sent || w->gone) return;
   w->kill_sent = true;
-  struct ip__ctl m = {.kind = IP__CTL_KILL, .pid = w->pid};
-  while (send(w->pool->ctl, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
+  tell_template(w->pool, IP__CTL_KILL, w->pid);
   /* The call waiting behind the one being killed should run elsewhere: ask the worker to
    * skip it, should it get that far. */
   if (w->nq > 1 && w->q[1].f) {
@@ -255,8 +267,7 @@ static void on_skipped_locked(struct ip__worker *w, uint32_t id) {
   for (int i = 0; i < w->nq; i++) {
     if (w->q[i].id != id) continue;
     ip_future *f = w->q[i].f;
-    memmove(&w->q[i], &w->q[i + 1], sizeof w->q[0] * (size_t)(w->nq - i - 1));
-    w->nq--;
+    unsend(w, i);
     if (f) cancel_unstarted_locked(f);
     dispatch_locked(w->pool);
     return;
@@ -269,8 +280,7 @@ static void on_ack_locked(struct ip__worker *w, uint32_t id) {
   while (w->nq && w->q[0].id != id) {
     if (w->q[0].f && w->q[0].f->cancel_req) cancel_unstarted_locked(w->q[0].f);
     else if (w->q[0].f) enqueue_front_locked(p, w->q[0].f);
-    memmove(&w->q[0], &w->q[1], sizeof w->q[0] * (size_t)(DEPTH - 1));
-    w->nq--;
+    unsend(w, 0);
   }
   if (!w->nq) {
     garbage_locked(w);
@@ -306,8 +316,7 @@ static void call_done_locked(struct ip__worker *w) {
     return;
   }
   ip__outcome(f);
-  memmove(&w->q[0], &w->q[1], sizeof w->q[0] * (size_t)(DEPTH - 1));
-  w->nq--;
+  unsend(w, 0);
   w->cur = NULL;
   f->worker = NULL;
   ip__complete_locked(f);
@@ -327,12 +336,7 @@ static void parse(struct ip__worker *w, const unsigned char *p, size_t n) {
       pthread_mutex_unlock(&ip__g.lock);
       continue;
     }
-    size_t take = IP__FRAME_HDR_SIZE - w->hdr_have;
-    if (take > n) take = n;
-    memcpy(w->hdr + w->hdr_have, p, take);
-    w->hdr_have += take, p += take, n -= take;
-    if (w->hdr_have < IP__FRAME_HDR_SIZE) return;
-    w->hdr_have = 0;
+    if (!ip__frame_gather(w->hdr, &w->hdr_have, &p, &n)) return;
     struct ip__frame_hdr h;
     pthread_mutex_lock(&ip__g.lock);
     if (ip__frame_unpack(w->hdr, &h) || h.len) garbage_locked(w);
@@ -425,9 +429,7 @@ static struct ip__worker *add_worker_locked(ip_pool *p, pid_t pid, int fd) {
   }
   if (!w || epoll_ctl(ip__g.epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
     /* Unwatchable: the template ends it, and reports it DOWN like any other. */
-    struct ip__ctl m = {.kind = IP__CTL_KILL, .pid = pid};
-    while (send(p->ctl, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-    }
+    tell_template(p, IP__CTL_KILL, pid);
     close(fd);
     free(w);
     return NULL;
@@ -546,9 +548,7 @@ static void read_ctl(ip_pool *p) {
       fail_queue_locked(p, ip__errno_code(p->spawn_err), why);
     } else if (p->nlive < p->want && p->spawn_err) {
       p->spawn_err = 0; /* try again, once per event, until the pool is whole */
-      struct ip__ctl s = {.kind = IP__CTL_SPAWN};
-      while (send(p->ctl, &s, sizeof s, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-      }
+      tell_template(p, IP__CTL_SPAWN, 0);
     }
     dispatch_locked(p);
     pthread_mutex_unlock(&ip__g.lock);

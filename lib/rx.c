@@ -108,12 +108,7 @@ size_t ip__rx_feed(ip_future *f, const unsigned char *p, size_t n) {
   size_t n0 = n;
   while (n > 0 && !rx->proto_code && !rx->final_kind) {
     if (!rx->in_body) {
-      size_t take = IP__FRAME_HDR_SIZE - rx->hdr_have;
-      if (take > n) take = n;
-      memcpy(rx->hdr + rx->hdr_have, p, take);
-      rx->hdr_have += take, p += take, n -= take;
-      if (rx->hdr_have < IP__FRAME_HDR_SIZE) break;
-      rx->hdr_have = 0;
+      if (!ip__frame_gather(rx->hdr, &rx->hdr_have, &p, &n)) break;
       const char *why = ip__frame_unpack(rx->hdr, &rx->cur);
       if (why) {
         proto(f, IP_EPROTO, why);
