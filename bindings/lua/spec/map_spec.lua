@@ -3,16 +3,7 @@
 local ip = require "inparallel"
 local S = require "spec.support"
 
-local cleanups = {}
-local function later(fn) cleanups[#cleanups + 1] = fn end
-
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  later(function() os.remove(path) end)
-  return path
-end
+local later, fifo = S.later, S.fifo
 
 -- Busy for a while that shrinks with x, so that later items tend to finish first.
 local function busy(n)
@@ -32,9 +23,7 @@ local square = ip.task(function(x) return x * x end)
 local pid_of = ip.task(function() return S.mypid() end)
 
 describe("ip.map", function()
-  after_each(function()
-    for i = #cleanups, 1, -1 do cleanups[i]() cleanups[i] = nil end
-  end)
+  after_each(S.cleanup)
 
   it("gives the results in the list's order", function()
     local list = {}

@@ -3,20 +3,7 @@
 local ip = require "inparallel"
 local S = require "spec.support"
 
--- What a spec leaves to clean up, run after it whatever its outcome (busted keeps one
--- finally per spec).
-local cleanups = {}
-local function later(fn) cleanups[#cleanups + 1] = fn end
-
--- A FIFO: a worker that writes to it blocks until the spec opens it, and one that reads it
--- blocks until the spec writes, so the spec knows where a call is without sleeping.
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  later(function() os.remove(path) end)
-  return path
-end
+local later, fifo = S.later, S.fifo
 
 local function write_line(path, s)
   local fh = assert(io.open(path, "w"))
@@ -60,9 +47,7 @@ local function pool(n, opts)
 end
 
 describe("ip.pool", function()
-  after_each(function()
-    for i = #cleanups, 1, -1 do cleanups[i]() cleanups[i] = nil end
-  end)
+  after_each(S.cleanup)
 
   it("runs many calls; each future gives its call's values", function()
     local p = pool(2)

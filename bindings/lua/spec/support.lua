@@ -50,6 +50,25 @@ function M.raised(fn, ...)
   return err
 end
 
+-- What a spec leaves to clean up: M.later(fn) queues fn, and M.cleanup(), from an
+-- after_each, runs what was queued, last first, whatever the spec's outcome.
+local cleanups = {}
+function M.later(fn) cleanups[#cleanups + 1] = fn end
+function M.cleanup()
+  for i = #cleanups, 1, -1 do cleanups[i]() cleanups[i] = nil end
+end
+
+-- A FIFO, removed after the spec: a child that writes to it blocks until the spec opens it,
+-- and one that reads it blocks until the spec writes, so the spec knows where a call is
+-- without sleeping.
+function M.fifo()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkfifo " .. path))
+  M.later(function() os.remove(path) end)
+  return path
+end
+
 M.is54 = _VERSION == "Lua 5.4"
 M.integers = math.type ~= nil
 
