@@ -403,7 +403,7 @@ IP_EXTERN void ip_future_free(ip_future *f);
  *   failure is sent). A task timeout counts from the moment a worker starts the call; it
  *   kills that worker (IP_ETIMEDOUT), which is replaced.
  * - Per-fork options do not apply: rlimits, pdeathsig off, ip_task_set_fork and crash_report
- *   off are ignored by pool calls. Workers always die with the caller (and with the
+ *   off are ignored by pool calls (ip_pool_new_fork sets the pool's fork). Workers always die with the caller (and with the
  *   template), each in a process group of its own that dies with it.
  * - ip_future_cancel: a call a worker runs (or is starting) ends with its worker, which is
  *   replaced (IP_ECANCELED, the worker's pid); a call still waiting, in the caller or behind
@@ -421,6 +421,14 @@ typedef struct ip_pool ip_pool;
  * with errno EINVAL when workers < 1, or the errno of what failed (EAGAIN: fork, EMFILE:
  * descriptors, ENOMEM); nothing is left behind then. Free with ip_pool_free. */
 IP_EXTERN ip_pool *ip_pool_new(int workers);
+/* ip_pool_new, with every fork of the pool made by fork_fn(ud) (see ip_task_set_fork): the
+ * template's, in the caller, and each worker's, first or replacement, in the template. For a
+ * runtime that must see its forks, such as Ruby's Process.fork with its at-fork work and
+ * hooks. In the template fork_fn runs with every signal blocked, on the caller's thread as it
+ * was inside this call, and must not wait for the caller; a worker starts once fork_fn
+ * returned 0 in it. A failure of fork_fn (-1 and errno) is a failure of fork(). fork_fn NULL
+ * is ip_pool_new. */
+IP_EXTERN ip_pool *ip_pool_new_fork(int workers, ip_fork_fn fork_fn, void *ud);
 /* Runs t's fn on a worker with `arg` (see "Arguments travel" above). Returns at once with a
  * future owned by the caller. Fails the future at once with IP_EINVAL (NULL pool or task, a
  * task made after the pool, a pool of the parent process, a pool being freed), IP_EENCODE

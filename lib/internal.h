@@ -286,7 +286,8 @@ struct ip__call_spec {
   uint64_t max_result, max_rss;
   uint32_t stdio, reserved;
 };
-_Noreturn void ip__template_main(int ctl, int workers, pid_t caller, int lifeline_r);
+_Noreturn void ip__template_main(int ctl, int workers, pid_t caller, int lifeline_r,
+                                 ip_fork_fn fork_fn, void *fork_ud);
 _Noreturn void ip__worker_main(int sock);
 /* One pool call in a worker: runs fn and sends its answer, then returns (an ip_raise in
  * the worker's thread lands back here; in another thread it ends the worker). */

@@ -681,7 +681,9 @@ static void reap_template(pid_t pid) {
   pthread_mutex_unlock(&ip__g.lock);
 }
 
-ip_pool *ip_pool_new(int workers) {
+ip_pool *ip_pool_new(int workers) { return ip_pool_new_fork(workers, NULL, NULL); }
+
+ip_pool *ip_pool_new_fork(int workers, ip_fork_fn fork_fn, void *ud) {
   if (workers < 1) {
     errno = EINVAL;
     return NULL;
@@ -718,10 +720,10 @@ ip_pool *ip_pool_new(int workers) {
   /* Tasks made from here on are not in the template's copy of memory. */
   p->epoch = ip__task_epoch();
   ip__forking = &template_mark;
-  pid_t pid = fork();
+  pid_t pid = fork_fn ? fork_fn(ud) : fork();
   if (pid == 0) {
     close(sv[0]);
-    ip__template_main(sv[1], workers, caller, lifeline);
+    ip__template_main(sv[1], workers, caller, lifeline, fork_fn, ud);
   }
   e = pid < 0 ? errno : 0;
   ip__forking = NULL;

@@ -22,6 +22,8 @@ static struct {
   sigset_t caller_mask; /* the signal mask workers run with: the caller's */
   pid_t *workers;
   size_t n, cap;
+  ip_fork_fn fork_fn; /* NULL: fork() */
+  void *fork_ud;
 } tp;
 
 static void send_ctl(const struct ip__ctl *m, int fd) {
@@ -56,7 +58,7 @@ static pid_t spawn(int *fd) {
     tp.workers = w, tp.cap = cap;
   }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
-  pid_t pid = fork();
+  pid_t pid = tp.fork_fn ? tp.fork_fn(tp.fork_ud) : fork();
   if (pid < 0) {
     int e = errno;
     close(sv[0]);
@@ -126,8 +128,11 @@ static _Noreturn void quit(void) {
   _exit(0);
 }
 
-void ip__template_main(int ctl, int workers, pid_t caller, int lifeline_r) {
+void ip__template_main(int ctl, int workers, pid_t caller, int lifeline_r, ip_fork_fn fork_fn,
+                       void *fork_ud) {
   tp.ctl = ctl;
+  tp.fork_fn = fork_fn;
+  tp.fork_ud = fork_ud;
   tp.caller = caller;
   tp.self = getpid();
   tp.lifeline = lifeline_r;

@@ -1694,3 +1694,90 @@ Test(pool, in_a_fork_child_pool_calls_fail_with_einval_and_the_parents_pool_stil
   close_pipes();
   cr_assert(no_children());
 }
+
+/* ==== 12. ip_pool_new_fork: every fork of the pool through the caller's function ============== */
+
+static int hook_calls;       /* calls of fork_hook in this process (and its copies) */
+static pid_t made_by_hook;   /* in a child of fork_hook: its own pid */
+static pid_t hook_caller;    /* fork_hook fails anywhere but here, when hook_fails_elsewhere */
+static int hook_fails_elsewhere, hook_errno;
+static int hook_ud;
+
+static pid_t fork_hook(void *ud) {
+  cr_assert_eq(ud, &hook_ud);
+  hook_calls++;
+  if (hook_errno && (!hook_fails_elsewhere || getpid() != hook_caller)) {
+    errno = hook_errno;
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid == 0) made_by_hook = getpid();
+  return pid;
+}
+
+/* What the worker knows of its making: whether fork_hook forked it, and how many calls of
+ * fork_hook its copy of memory counted. */
+static void *fn_hooked(void *arg) {
+  int v[3] = {(int)getpid(), made_by_hook == getpid(), hook_calls};
+  return ip_bytes_copy(v, sizeof v);
+}
+
+Test(pool, new_fork_forks_the_template_and_every_worker_through_the_function) {
+  hook_calls = 0, hook_errno = 0;
+  ip_task *t = task(fn_hooked);
+  ip_pool *p = ip_pool_new_fork(2, fork_hook, &hook_ud);
+  cr_assert_not_null(p, "ip_pool_new_fork: %s", strerror(errno));
+  cr_assert_eq(hook_calls, 1, "the caller forks the template only");
+  cr_assert_eq(ip_pool_set_max_calls(p, 1), 0); /* so that replacements come in too */
+  enum { N = 5 };
+  int seen[N];
+  for (int i = 0; i < N; i++) {
+    ip_future *f = ip_pool_call(p, t, NULL);
+    cr_assert_eq(ip_future_wait(f, guard_ms(60000)), 0, "never completed");
+    const ip_bytes *b = ip_future_value(f);
+    cr_assert_not_null(b, "%s", why(f));
+    int v[3];
+    memcpy(v, b->data, sizeof v);
+    cr_assert_eq(v[0], ip_future_pid(f));
+    cr_assert_eq(v[1], 1, "worker %d was not forked by the hook", v[0]);
+    /* The template's own count: 1 (its fork) plus one per worker it forked so far. */
+    cr_assert_geq(v[2], 2, "worker %d: the hook ran %d times in its template", v[0], v[2]);
+    for (int j = 0; j < i; j++) cr_assert_neq(seen[j], v[0], "max_calls 1 reused a worker");
+    seen[i] = v[0];
+    ip_future_free(f);
+  }
+  cr_assert_eq(hook_calls, 1);
+  ip_pool_free(p);
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
+Test(pool, new_fork_fails_with_the_functions_errno_in_the_caller_and_in_the_template) {
+  ip_task *t = task(fn_hooked);
+  for (int elsewhere = 0; elsewhere <= 1; elsewhere++) {
+    hook_calls = 0;
+    hook_errno = elsewhere ? EAGAIN : ENOMEM;
+    hook_fails_elsewhere = elsewhere;
+    hook_caller = getpid();
+    errno = 0;
+    cr_assert_null(ip_pool_new_fork(1, fork_hook, &hook_ud), "elsewhere=%d", elsewhere);
+    cr_assert_eq(errno, hook_errno, "elsewhere=%d: errno %s", elsewhere, strerror(errno));
+    cr_assert_eq(hook_calls, 1);
+    cr_assert(no_children(), "elsewhere=%d: a failed pool left a process", elsewhere);
+  }
+  hook_errno = 0, hook_fails_elsewhere = 0;
+  /* NULL is ip_pool_new. */
+  ip_pool *p = ip_pool_new_fork(1, NULL, NULL);
+  cr_assert_not_null(p);
+  ip_future *f = ip_pool_call(p, t, NULL);
+  cr_assert_eq(ip_future_wait(f, guard_ms(60000)), 0);
+  const ip_bytes *b = ip_future_value(f);
+  cr_assert_not_null(b, "%s", why(f));
+  int v[3];
+  memcpy(v, b->data, sizeof v);
+  cr_assert_eq(v[1], 0, "no hook was given");
+  ip_future_free(f);
+  ip_pool_free(p);
+  ip_task_free(t);
+  cr_assert(no_children());
+}

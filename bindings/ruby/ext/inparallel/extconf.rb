@@ -30,7 +30,7 @@ have_library("pthread") or abort "inparallel needs pthreads"
 have_func("rb_thread_call_without_gvl", "ruby/thread.h") or abort "ruby/thread.h is missing"
 
 if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
-   have_func("ip_task_set_fork", "inparallel.h")
+   have_func("ip_pool_new_fork", "inparallel.h")
   message "inparallel: using the installed core (pkg-config inparallel)\n"
 else
   root = core_root or abort <<~MSG
