@@ -17,6 +17,8 @@ require "inparallel/errors"
 require "inparallel/serializers"
 require "inparallel/task"
 require "inparallel/future"
+require "inparallel/pool"
+require "inparallel/map"
 
 module InParallel
   # The child's backtrace as text, one frame per line; for exceptions that Marshal can dump, a
@@ -44,15 +46,13 @@ module InParallel
               else raise ArgumentError, "task: #{self} has no method #{name.inspect} (write `task def #{name}(...) ... end`)"
               end
       original = owner.instance_method(name)
-      runner = Task.new(**options)
+      runner = Task.new(->(recv, *a, **kw, &b) { original.bind_call(recv, *a, **kw, &b) }, **options).__receiver!
       visibility = if owner.private_method_defined?(name) then :private
                    elsif owner.protected_method_defined?(name) then :protected
                    else :public
                    end
       owner.define_method(name) do |*args, **kwargs, &block|
-        runner.send(:__spawn, kwargs.empty? ? args : args + [kwargs]) do
-          original.bind_call(self, *args, **kwargs, &block)
-        end
+        runner.__invoke(self, args, kwargs, block) { original.bind_call(self, *args, **kwargs, &block) }
       end
       owner.send(visibility, name)
       name

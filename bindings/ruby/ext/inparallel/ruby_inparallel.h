@@ -8,14 +8,27 @@
 #include <ruby/thread.h>
 #include <inparallel.h>
 
-extern VALUE rbip_mInParallel, rbip_cTask, rbip_cFuture, rbip_cWaiter;
+extern VALUE rbip_mInParallel, rbip_cTask, rbip_cFuture, rbip_cWaiter, rbip_cPool;
 
 /* Every task's values travel as bytes through the core's raw serializer: the child encodes
  * in Ruby (Marshal, MessagePack, ...), the parent decodes in Ruby (lib/inparallel/). */
 
 typedef struct rbip_task {
   ip_task *task;
+  VALUE self; /* the Task, which a pool's worker finds through `args` */
+  int timeout_ms; /* the task's own, 0 for none */
+  /* How a pool call's arguments travel: bytes the Task encoded, as they are. Each task has its
+   * own copy, so that decoding them in a worker leads back to the task. */
+  ip_serializer args;
 } rbip_task;
+
+rbip_task *rbip_task_get(VALUE obj); /* TypeError for anything but a set-up Task */
+
+/* Forks through Process.fork (the VM's at-fork work and its _fork hooks): an ip_fork_fn. A
+ * failure that is not a SystemCallError is kept for rbip_fork_rethrow. */
+pid_t rbip_fork(void *unused);
+/* Re-raises what rbip_fork kept, once the core returned; nothing if it kept nothing. */
+void rbip_fork_rethrow(void);
 
 typedef struct rbip_future {
   ip_future *future;
@@ -39,5 +52,6 @@ long long rbip_ms_until(long long deadline_us);
 void rbip_init_task(void);
 void rbip_init_future(void);
 void rbip_init_waitfor(void);
+void rbip_init_pool(void);
 
 #endif

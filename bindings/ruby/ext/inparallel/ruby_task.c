@@ -1,18 +1,20 @@
 /* InParallel::Task: an ip_task whose fork goes through Process.fork and whose child runs a
- * Ruby block. The block's value is turned into bytes by Task#__child (Ruby, in the child);
- * this file only carries those bytes, or the failure it reports, to the core. */
+ * Ruby block, or whose pool worker decodes the call's arguments and runs the task's callable.
+ * The value is turned into bytes by Task#__child (Ruby, in the child or worker); this file
+ * only carries those bytes, or the failure it reports, to the core. */
 #include "ruby_inparallel.h"
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 VALUE rbip_cTask;
-static ID id_fork, id_child, id_errno;
+static ID id_fork, id_child, id_pool_child, id_errno;
 
 static void task_free(void *p) {
   rbip_task *t = p;
@@ -22,19 +24,26 @@ static void task_free(void *p) {
 
 static size_t task_size(const void *p) { return sizeof(rbip_task); }
 
+/* GC.compact may move the Task; `self` follows it. (A pool pins the tasks it may run.) */
+static void task_compact(void *p) {
+  rbip_task *t = p;
+  t->self = rb_gc_location(t->self);
+}
+
 static const rb_data_type_t task_type = {
     "InParallel::Task",
-    {NULL, task_free, task_size},
+    {NULL, task_free, task_size, task_compact},
     NULL, NULL, RUBY_TYPED_FREE_IMMEDIATELY};
 
 static VALUE task_alloc(VALUE klass) {
   rbip_task *t;
   VALUE obj = TypedData_Make_Struct(klass, rbip_task, &task_type, t);
   t->task = NULL;
+  t->self = obj;
   return obj;
 }
 
-static rbip_task *task_get(VALUE obj) {
+rbip_task *rbip_task_get(VALUE obj) {
   rbip_task *t = rb_check_typeddata(obj, &task_type);
   if (!t->task) rb_raise(rb_eRuntimeError, "InParallel::Task was not set up");
   return t;
@@ -47,6 +56,12 @@ static rbip_task *task_get(VALUE obj) {
  * that arrived during the fork, a throw from a Process._fork override) is re-raised once
  * ip_call has returned, never longjmp'd across the core's frames. */
 static __thread int fork_state;
+
+void rbip_fork_rethrow(void) {
+  int state = fork_state;
+  fork_state = 0;
+  if (state) rb_jump_tag(state);
+}
 
 static VALUE do_fork(VALUE unused) { return rb_funcall(rb_mProcess, id_fork, 0); }
 
@@ -90,7 +105,7 @@ static void consolidate_heap(void) {
   free(p);
 }
 
-static pid_t fork_hook(void *ud) {
+pid_t rbip_fork(void *unused) {
   consolidate_heap();
   int probe = can_fork();
   if (probe == EAGAIN || probe == ENOMEM) {
@@ -118,9 +133,13 @@ static pid_t fork_hook(void *ud) {
 
 /* ---- the child -------------------------------------------------------------------------- */
 
+/* A call as the task's function gets it: a forked call's job, or a pool call's argument bytes
+ * (pointing into the worker's copy of the call, which lasts until the function returns). */
 struct call {
   VALUE task;
-  VALUE job; /* the Proc to run in the child */
+  VALUE job; /* a forked call's: the Proc to run in the child; Qundef for a pool call */
+  const char *args;
+  size_t args_len;
 };
 
 /* What Task#__child produced, copied out of Ruby so that nothing after it can raise. */
@@ -148,7 +167,10 @@ static char *dup_field(VALUE ary, long i) {
 
 static VALUE child_body(VALUE p) {
   struct outcome *o = (struct outcome *)p;
-  VALUE r = rb_funcall(o->call->task, id_child, 1, o->call->job);
+  struct call *c = o->call;
+  VALUE r = c->job != Qundef
+                ? rb_funcall(c->task, id_child, 1, c->job)
+                : rb_funcall(c->task, id_pool_child, 1, rb_str_new(c->args, (long)c->args_len));
   if (RB_TYPE_P(r, T_STRING)) {
     if (RSTRING_LEN(r) < (1 << 20)) {
       /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
@@ -175,6 +197,13 @@ static VALUE child_body(VALUE p) {
 }
 
 static void *child_fn(void *arg) {
+  /* A pool worker runs call after call: the texts of the last failure, which the core sent
+   * before it unwound to the worker's loop, are freed at the next. */
+  static char *last[3];
+  for (int i = 0; i < 3; i++) {
+    free(last[i]);
+    last[i] = NULL;
+  }
   struct outcome o = {.call = arg};
   int state = 0;
   rb_protect(child_body, (VALUE)&o, &state);
@@ -188,10 +217,36 @@ static void *child_fn(void *arg) {
                rb_obj_classname(e));
     else
       snprintf(msg, sizeof msg, "the task left its child with break, throw or return");
+    rb_set_errinfo(Qnil); /* a worker's VM runs on */
     ip_raise_error(IP_ERAISED, 0, "InParallel::RemoteError", msg, NULL);
   }
-  if (o.failed) ip_raise_error(o.code, o.raised_code, o.kind, o.message, o.backtrace);
+  if (o.failed) {
+    last[0] = o.kind, last[1] = o.message, last[2] = o.backtrace;
+    ip_raise_error(o.code, o.raised_code, o.kind, o.message, o.backtrace);
+  }
   return o.value;
+}
+
+/* ---- a pool call's arguments ------------------------------------------------------------ */
+
+/* In the caller: the bytes Task#__encode_args made (an ip_bytes), as they are. */
+static int args_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
+  (void)s;
+  const ip_bytes *b = value;
+  return b && b->len ? w(ctx, b->data, b->len) : 0;
+}
+
+/* In a worker: the task is the one whose copy of this serializer the worker was given; the
+ * bytes become a Ruby String only in child_fn, under rb_protect. */
+static int args_decode(const ip_serializer *s, const void *buf, size_t len, void **value) {
+  static struct call c;
+  const rbip_task *t = (const rbip_task *)(const void *)((const char *)s - offsetof(rbip_task, args));
+  c.task = t->self;
+  c.job = Qundef;
+  c.args = buf;
+  c.args_len = len;
+  *value = &c;
+  return 0;
 }
 
 /* ---- methods ---------------------------------------------------------------------------- */
@@ -210,7 +265,13 @@ static VALUE task_setup(VALUE self, VALUE timeout_ms, VALUE max_result, VALUE st
   ip_task *task = ip_task_new(child_fn, NULL); /* raw */
   if (!task) rb_sys_fail("ip_task_new");
   int rc = 0;
-  ip_task_set_fork(task, fork_hook, NULL);
+  t->args.abi = IP_SERIALIZER_ABI;
+  t->args.name = "ruby-args";
+  t->args.encode = args_encode;
+  t->args.decode = args_decode;
+  if ((rc = ip_task_set_arg_serializer(task, &t->args)) < 0) goto bad;
+  t->timeout_ms = (int)ms;
+  ip_task_set_fork(task, rbip_fork, NULL);
   ip_task_set_crash_report(task, 0); /* the VM reports its own crashes */
   if (ms > 0) ip_task_set_timeout(task, (int)ms);
   if (!NIL_P(max_result) && (rc = ip_task_set_max_result(task, NUM2ULL(max_result))) < 0) goto bad;
@@ -234,18 +295,16 @@ bad:
 
 /* Task#__spawn(args) { job }: forks; the child runs job through Task#__child. */
 static VALUE task_spawn(VALUE self, VALUE args) {
-  rbip_task *t = task_get(self);
+  rbip_task *t = rbip_task_get(self);
   VALUE job = rb_block_proc();
-  struct call c = {self, job};
+  struct call c = {self, job, NULL, 0};
   fork_state = 0;
   ip_future *f = ip_call(t->task, &c); /* in the child this never returns */
-  int state = fork_state;
-  fork_state = 0;
   RB_GC_GUARD(job);
   if (!f) rb_raise(rb_eNoMemError, "ip_call: no memory for a future");
-  if (state) {
+  if (fork_state) {
     ip_future_free(f);
-    rb_jump_tag(state);
+    rbip_fork_rethrow();
   }
   return rbip_future_new(f, self, args);
 }
@@ -253,6 +312,7 @@ static VALUE task_spawn(VALUE self, VALUE args) {
 void rbip_init_task(void) {
   id_fork = rb_intern("fork");
   id_child = rb_intern("__child");
+  id_pool_child = rb_intern("__pool_child");
   id_errno = rb_intern("errno");
   rbip_cTask = rb_define_class_under(rbip_mInParallel, "Task", rb_cObject);
 

@@ -5,9 +5,45 @@ module InParallel
   # (runs in the child: object -> String of bytes) and #decode (runs in the parent, in the
   # thread that asks for the value: String of bytes -> object); the bytes go through the
   # core's raw serializer (1 MiB or more through a sealed memfd, without a copy).
+  #
+  # A pool call's arguments travel the other way, through #encode_args (in the caller: the
+  # positional Array and the keyword Hash -> String) and #decode_args (in the worker: String ->
+  # [args, kwargs]). Most serializers send [args, kwargs] as one value; :raw and protobuf take
+  # exactly one argument of the kind they carry.
   module Serializers
+    # encode_args/decode_args for a serializer that can carry [args, kwargs] as one value.
+    # Formats without symbols (msgpack, JSON) bring keyword names back as Strings: they are
+    # made Symbols again, since that is what they were.
+    module WholeArgs
+      def encode_args(args, kwargs) = encode([args, kwargs])
+
+      def decode_args(bytes)
+        args, kwargs = decode(bytes)
+        unless args.is_a?(Array) && (kwargs.nil? || kwargs.is_a?(Hash))
+          raise DecodeError, "#{name} did not give back [arguments, keywords] (got #{args.class})"
+        end
+
+        [args, (kwargs || {}).transform_keys { |k| k.is_a?(String) ? k.to_sym : k }]
+      end
+    end
+
+    # encode_args/decode_args for a serializer that carries one value of its own kind.
+    module OneArg
+      def encode_args(args, kwargs)
+        unless args.size == 1 && kwargs.empty?
+          raise ArgumentError, "a #{name} task's pool call takes exactly one argument (#{arg_kind}), " \
+                               "got #{args.size}#{kwargs.empty? ? '' : ' and keywords'}"
+        end
+
+        encode(args[0])
+      end
+
+      def decode_args(bytes) = [[decode(bytes)], {}]
+    end
+
     # The default: any object Marshal can dump.
     class Marshal
+      include WholeArgs
       def name = ":marshal"
       def sample = nil
       def encode(value) = ::Marshal.dump(value)
@@ -23,7 +59,9 @@ module InParallel
 
     # A binary String, as is.
     class Raw
+      include OneArg
       def name = ":raw"
+      def arg_kind = "a String"
       def sample = ""
 
       def encode(value)
@@ -38,6 +76,8 @@ module InParallel
     # Symbol (as String), Array, Hash, and the extension types registered with the factory
     # (MessagePack::DefaultFactory for :msgpack, or the user's MessagePack::Factory).
     class Msgpack
+      include WholeArgs
+
       def self.require_msgpack
         require "msgpack"
       rescue LoadError
@@ -53,10 +93,21 @@ module InParallel
       def name = @factory ? "MessagePack::Factory" : ":msgpack"
       def sample = nil
 
-      def encode(value)
+      def encode(value, root = "result")
         @factory ? @factory.dump(value) : ::MessagePack.pack(value)
       rescue StandardError => e
-        raise EncodeError, Msgpack.why(value, e, @factory || ::MessagePack::DefaultFactory)
+        raise EncodeError, Msgpack.why(value, e, @factory || ::MessagePack::DefaultFactory, root)
+      end
+
+      # The arguments under their own names in a failure's path ("argument[1]",
+      # "keyword :key"), rather than as parts of one [args, kwargs] value.
+      def encode_args(args, kwargs)
+        whole = [args, kwargs.transform_keys { |k| k.is_a?(Symbol) ? k.to_s : k }]
+        @factory ? @factory.dump(whole) : ::MessagePack.pack(whole)
+      rescue StandardError => e
+        args.each_with_index { |a, i| encode(a, "argument[#{i}]") }
+        kwargs.each { |k, v| encode(v, "keyword #{k.inspect}") }
+        raise EncodeError, Msgpack.why(whole, e, @factory || ::MessagePack::DefaultFactory, "arguments")
       end
 
       def decode(bytes)
@@ -68,8 +119,8 @@ module InParallel
       # Why `value` could not be packed, naming the path to the first part that cannot be
       # ("result[2][:key]: a Proc cannot be encoded"). Runs only after a failure: it walks
       # Arrays and Hashes and tries each other value on its own.
-      def self.why(value, error, factory)
-        path, part, err = locate(value, "result", factory)
+      def self.why(value, error, factory, root = "result")
+        path, part, err = locate(value, root, factory)
         unless path # every part packs on its own: say what the whole said
           return "#{error.class}: #{InParallel.__plain_message(error)}"
         end
@@ -111,8 +162,10 @@ module InParallel
 
     # A Google::Protobuf message class: the result must be an instance of it.
     class Protobuf
+      include OneArg
       def initialize(klass) = @klass = klass
       def name = @klass.name
+      def arg_kind = "a #{@klass}"
       def sample = @klass.new
 
       def encode(value)
@@ -129,6 +182,7 @@ module InParallel
 
     # Any object with dump and load (JSON, YAML, Oj, ...).
     class DumpLoad
+      include WholeArgs
       def initialize(impl) = @impl = impl
       def name = @impl.inspect
       def encode(value) = @impl.dump(value).to_s.b

@@ -3,9 +3,14 @@
 module InParallel
   # A callable whose every call forks: the child runs the task's code on a copy of the
   # caller's memory and the call returns an InParallel::Future at once. Made by
-  # InParallel.task { |x| ... } and, per method, by `task def`.
+  # InParallel.task { |x| ... } and, per method, by `task def`. Inside InParallel::Pool#run
+  # its calls run on that pool instead.
   class Task
     attr_reader :serializer, :timeout, :max_result, :rlimit, :stdio
+
+    # Every Task alive, for the pools made from now on (InParallel::Pool pins them).
+    LIVE = ObjectSpace::WeakMap.new
+    private_constant :LIVE
 
     # The stdio policy by name: what the child does with its standard streams as it ends.
     STDIO_DEFAULT = %i[purge_inherited flush_std].freeze
@@ -30,6 +35,7 @@ module InParallel
       end
 
       @callable = fn
+      @options = { serializer: serializer, timeout: timeout, max_result: max_result, rlimit: rlimit, stdio: stdio }
       @serializer = Serializers.for(serializer)
       @timeout = InParallel.__seconds(timeout, "timeout")
       ms = @timeout ? [(@timeout * 1000).ceil, 1].max : 0
@@ -44,16 +50,24 @@ module InParallel
       __setup(ms, @max_result, stdio.nil? ? nil : flags,
               limits.map { |name, soft, hard| [RLIMITS.fetch(name), soft, hard] })
       __warm
+      LIVE[self] = true
     end
 
-    # Runs the task in a new child process and returns its Future at once.
+    # Runs the task in a new child process (or, inside InParallel::Pool#run, on that pool)
+    # and returns its Future at once.
     def call(*args, **kwargs, &block)
       fn = @callable or raise ArgumentError, "this task has no callable of its own"
-      __spawn(kwargs.empty? ? args : args + [kwargs]) { fn.call(*args, **kwargs, &block) }
+      __invoke(nil, args, kwargs, block) { fn.call(*args, **kwargs, &block) }
     end
     alias [] call
 
-    def to_proc = method(:call).to_proc
+    # A Proc that calls the task; InParallel.map(items, pool: pool, &task) knows it for the
+    # task's.
+    def to_proc
+      pr = method(:call).to_proc
+      pr.instance_variable_set(:@__inparallel_task, self)
+      pr
+    end
 
     def inspect
       text = +"#<InParallel::Task serializer=#{@serializer.name}"
@@ -62,6 +76,53 @@ module InParallel
       text << " rlimit=#{@rlimit}" unless @rlimit.empty?
       text << " stdio=#{@stdio}" unless @stdio == STDIO_DEFAULT
       text << ">"
+    end
+
+    # --- for the rest of the gem; not API ------------------------------------------------
+
+    # The Task a Proc made by Task#to_proc calls, or nil.
+    def self.__of(proc) = proc.instance_variable_get(:@__inparallel_task)
+
+    def self.__live = LIVE.keys
+
+    # This task with another timeout (InParallel.map's timeout: for a process per item).
+    def __with_timeout(timeout) = Task.new(@callable, **@options, timeout: timeout)
+
+    # A forked call, even inside Pool#run.
+    def __fork(args, kwargs)
+      fn = @callable
+      __spawn(kwargs.empty? ? args : args + [kwargs]) { fn.call(*args, **kwargs) }
+    end
+
+    # A task def's runner: its callable takes the receiver first, and a pool call sends the
+    # receiver with the arguments, through Marshal whatever the result's serializer.
+    def __receiver!
+      @receiver = true
+      self
+    end
+
+    # One call: on the pool of the enclosing Pool#run, else in a forked child running the
+    # given block. `receiver` is a task def's self (nil otherwise).
+    def __invoke(receiver, args, kwargs, block, &job)
+      shown = kwargs.empty? ? args : args + [kwargs]
+      pool = Pool.__current
+      return __spawn(shown, &job) unless pool
+      raise ArgumentError, "a call on a pool cannot take a block: it cannot travel to a worker" if block
+
+      pool.__submit(self, receiver, args, kwargs, shown)
+    end
+
+    # In the caller: a pool call's arguments as bytes for the worker.
+    def __encode_args(receiver, args, kwargs)
+      return Marshal.dump([receiver, args, kwargs]) if @receiver
+
+      @serializer.encode_args(args, kwargs)
+    rescue EncodeError, ArgumentError
+      raise
+    rescue StandardError => e
+      what = @receiver ? "the receiver and arguments (Marshal)" : "the arguments (#{@serializer.name})"
+      raise EncodeError.new("a pool call could not encode #{what}: #{e.class}: #{InParallel.__plain_message(e)}",
+                            code: "EENCODE")
     end
 
     # --- option checks; not API -------------------------------------------------------------
@@ -147,6 +208,27 @@ module InParallel
     end
 
     private
+
+    # In a pool's worker: decodes a call's arguments and runs the task on them, as __child
+    # runs a forked call's block.
+    def __pool_child(bytes)
+      __child(lambda do
+        receiver, args, kwargs = __decode_args(bytes)
+        @receiver ? @callable.call(receiver, *args, **kwargs) : @callable.call(*args, **kwargs)
+      end)
+    end
+
+    def __decode_args(bytes)
+      return Marshal.load(bytes) if @receiver
+
+      [nil, *@serializer.decode_args(bytes)]
+    rescue DecodeError => e
+      raise DecodeError.new("worker #{Process.pid}: #{e.message}", code: "EDECODE", pid: Process.pid)
+    rescue StandardError => e
+      raise DecodeError.new("worker #{Process.pid} could not decode the call's arguments " \
+                            "(#{@receiver ? 'Marshal' : @serializer.name}): #{e.class}: #{InParallel.__plain_message(e)}",
+                            code: "EDECODE", pid: Process.pid)
+    end
 
     # Runs the child's Ruby path once, here, on the serializer's sample value (a user's own
     # serializer has none: its encode may have effects). The method caches that fills are

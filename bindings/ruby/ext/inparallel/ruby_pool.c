@@ -1,0 +1,122 @@
+/* InParallel::Pool: an ip_pool whose template and workers are forked through Process.fork, so
+ * that the VM's at-fork work and the application's _fork hooks run in each of them.
+ *
+ * A worker is a copy of this process as it was inside Pool.new: its Ruby thread stays in
+ * Pool#__start, and the core's worker loop runs each call there, with the GVL the thread has
+ * held since. A call finds its Task through the task's argument serializer (ruby_task.c), so
+ * every Task a worker may run must be alive in the worker's copy of the heap, and where it
+ * was: the Pool pins the Tasks that were alive when it was made (lib/inparallel/pool.rb hands
+ * them over). Only the thread that made the pool keeps its frames in the copy; a Task held
+ * only by another thread's locals would otherwise be garbage there. */
+#include "ruby_inparallel.h"
+
+VALUE rbip_cPool;
+
+typedef struct rbip_pool {
+  ip_pool *pool;
+  VALUE pinned; /* Array of the Tasks alive at Pool.new */
+} rbip_pool;
+
+static void pool_mark(void *p) {
+  rbip_pool *rp = p;
+  rb_gc_mark(rp->pinned);
+  /* rb_gc_mark, not the Array's own movable marking: a worker finds each Task at the address
+   * it had when the template was forked. */
+  if (RB_TYPE_P(rp->pinned, T_ARRAY))
+    for (long i = 0; i < RARRAY_LEN(rp->pinned); i++) rb_gc_mark(RARRAY_AREF(rp->pinned, i));
+}
+
+static void pool_free(void *p) {
+  rbip_pool *rp = p;
+  ip_pool_free(rp->pool); /* kills and reaps the template and the workers */
+  xfree(rp);
+}
+
+static size_t pool_size(const void *p) { return sizeof(rbip_pool); }
+
+static const rb_data_type_t pool_type = {
+    "InParallel::Pool",
+    {pool_mark, pool_free, pool_size},
+    NULL, NULL, RUBY_TYPED_FREE_IMMEDIATELY};
+
+static VALUE pool_alloc(VALUE klass) {
+  rbip_pool *rp;
+  VALUE obj = TypedData_Make_Struct(klass, rbip_pool, &pool_type, rp);
+  rp->pool = NULL;
+  rp->pinned = Qnil;
+  return obj;
+}
+
+static rbip_pool *pool_get(VALUE obj) { return rb_check_typeddata(obj, &pool_type); }
+
+static ip_pool *live_pool(VALUE obj) {
+  rbip_pool *rp = pool_get(obj);
+  if (!rp->pool) rb_raise(rb_eIOError, "the InParallel::Pool is closed");
+  return rp->pool;
+}
+
+/* Pool#__start(workers, max_calls, max_rss, pinned): forks the template and the workers. The
+ * GVL stays held: the forks run Ruby (Process.fork), in this process and in the template. */
+static VALUE pool_start(VALUE self, VALUE workers, VALUE max_calls, VALUE max_rss, VALUE pinned) {
+  rbip_pool *rp = pool_get(self);
+  if (rp->pool) rb_raise(rb_eRuntimeError, "InParallel::Pool is already started");
+  Check_Type(pinned, T_ARRAY);
+  int n = NUM2INT(workers);
+  unsigned calls = NUM2UINT(max_calls);
+  size_t rss = NUM2SIZET(max_rss);
+  rp->pinned = pinned;
+  ip_pool *p = ip_pool_new_fork(n, rbip_fork, NULL); /* a worker never returns from here */
+  int err = errno;
+  if (!p) {
+    rbip_fork_rethrow(); /* an Interrupt during Process.fork, say, is raised as itself */
+    rb_syserr_fail(err, "InParallel::Pool.new: the pool could not start its workers");
+  }
+  rp->pool = p;
+  rbip_fork_rethrow(); /* nothing was kept unless a fork failed */
+  ip_pool_set_max_calls(p, calls);
+  ip_pool_set_max_rss(p, rss);
+  return self;
+}
+
+/* Pool#__call(task, bytes, args, timeout_ms or nil): the call's Future. `bytes` are the
+ * encoded arguments; `args` what Future#args shows. A timeout given here replaces the task's
+ * own for this call only (the core reads it during ip_pool_call, and the GVL keeps every other
+ * Ruby thread from reading it meanwhile). */
+static VALUE pool_call(VALUE self, VALUE task, VALUE bytes, VALUE args, VALUE timeout_ms) {
+  ip_pool *p = live_pool(self);
+  rbip_task *t = rbip_task_get(task);
+  StringValue(bytes);
+  ip_bytes b = {RSTRING_PTR(bytes), (size_t)RSTRING_LEN(bytes)};
+  int ms = NIL_P(timeout_ms) ? -1 : NUM2INT(timeout_ms);
+  if (ms >= 0) ip_task_set_timeout(t->task, ms);
+  ip_future *f = ip_pool_call(p, t->task, &b); /* copies the bytes */
+  if (ms >= 0) ip_task_set_timeout(t->task, t->timeout_ms);
+  RB_GC_GUARD(bytes);
+  if (!f) rb_raise(rb_eNoMemError, "ip_pool_call: no memory for a future");
+  return rbip_future_new(f, task, args);
+}
+
+static VALUE pool_workers(VALUE self) { return INT2NUM(ip_pool_workers(live_pool(self))); }
+
+static VALUE pool_closed_p(VALUE self) { return pool_get(self)->pool ? Qfalse : Qtrue; }
+
+/* Pool#close: fails what is queued or running with ECANCELED, ends every process of the pool.
+ * With the GVL held: it only kills and reaps, and a pending interrupt must not come between
+ * taking the pool out of reach and freeing it. */
+static VALUE pool_close(VALUE self) {
+  rbip_pool *rp = pool_get(self);
+  ip_pool *p = rp->pool;
+  rp->pool = NULL;
+  ip_pool_free(p);
+  return Qnil;
+}
+
+void rbip_init_pool(void) {
+  rbip_cPool = rb_define_class_under(rbip_mInParallel, "Pool", rb_cObject);
+  rb_define_alloc_func(rbip_cPool, pool_alloc);
+  rb_define_method(rbip_cPool, "close", pool_close, 0);
+  rb_define_method(rbip_cPool, "closed?", pool_closed_p, 0);
+  rb_define_private_method(rbip_cPool, "__start", pool_start, 4);
+  rb_define_private_method(rbip_cPool, "__call", pool_call, 4);
+  rb_define_private_method(rbip_cPool, "__workers", pool_workers, 0);
+}
