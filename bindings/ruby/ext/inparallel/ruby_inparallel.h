@@ -24,6 +24,19 @@ typedef struct rbip_task {
 
 rbip_task *rbip_task_get(VALUE obj); /* TypeError for anything but a set-up Task */
 
+/* A pool call's argument, as Pool#__call hands it to the task's argument serializer: the
+ * bytes Task#__encode_args made, and for a batch of InParallel.map the progress slot its
+ * worker marks each item in (-1 for a single call). They travel as the slot (4 bytes) and the
+ * bytes. */
+typedef struct rbip_args {
+  ip_bytes bytes;
+  int32_t slot;
+} rbip_args;
+
+/* The progress slots of one pool: shared with its workers, which mark the item of a batch they
+ * are at, so that a batch whose worker died names the item that was running. */
+#define RBIP_SLOTS 1024
+
 /* Forks through Process.fork (the VM's at-fork work and its _fork hooks): an ip_fork_fn. A
  * failure that is not a SystemCallError is kept for rbip_fork_rethrow. */
 pid_t rbip_fork(void *unused);

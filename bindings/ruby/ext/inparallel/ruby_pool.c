@@ -9,13 +9,18 @@
  * them over). Only the thread that made the pool keeps its frames in the copy; a Task held
  * only by another thread's locals would otherwise be garbage there. */
 #include "ruby_inparallel.h"
+#include <sys/mman.h>
 
 VALUE rbip_cPool;
 
 typedef struct rbip_pool {
   ip_pool *pool;
   VALUE pinned; /* Array of the Tasks alive at Pool.new */
+  int64_t *progress; /* RBIP_SLOTS slots, MAP_SHARED with the workers */
 } rbip_pool;
+
+/* In a worker: its pool's progress slots (the value of the moment the template was forked). */
+static __thread int64_t *home_progress;
 
 static void pool_mark(void *p) {
   rbip_pool *rp = p;
@@ -26,10 +31,17 @@ static void pool_mark(void *p) {
     for (long i = 0; i < RARRAY_LEN(rp->pinned); i++) rb_gc_mark(RARRAY_AREF(rp->pinned, i));
 }
 
+static void release(rbip_pool *rp) {
+  ip_pool *p = rp->pool;
+  rp->pool = NULL;
+  ip_pool_free(p); /* kills and reaps the template and the workers */
+  if (rp->progress) munmap(rp->progress, RBIP_SLOTS * sizeof *rp->progress);
+  rp->progress = NULL;
+}
+
 static void pool_free(void *p) {
-  rbip_pool *rp = p;
-  ip_pool_free(rp->pool); /* kills and reaps the template and the workers */
-  xfree(rp);
+  release(p);
+  xfree(p);
 }
 
 static size_t pool_size(const void *p) { return sizeof(rbip_pool); }
@@ -44,6 +56,7 @@ static VALUE pool_alloc(VALUE klass) {
   VALUE obj = TypedData_Make_Struct(klass, rbip_pool, &pool_type, rp);
   rp->pool = NULL;
   rp->pinned = Qnil;
+  rp->progress = NULL;
   return obj;
 }
 
@@ -65,9 +78,14 @@ static VALUE pool_start(VALUE self, VALUE workers, VALUE max_calls, VALUE max_rs
   unsigned calls = NUM2UINT(max_calls);
   size_t rss = NUM2SIZET(max_rss);
   rp->pinned = pinned;
+  void *m = mmap(NULL, RBIP_SLOTS * sizeof *rp->progress, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) rb_sys_fail("InParallel::Pool.new: mmap of the progress slots");
+  rp->progress = home_progress = m;
   ip_pool *p = ip_pool_new_fork(n, rbip_fork, NULL); /* a worker never returns from here */
   int err = errno;
   if (!p) {
+    release(rp);
     rbip_fork_rethrow(); /* an Interrupt during Process.fork, say, is raised as itself */
     rb_syserr_fail(err, "InParallel::Pool.new: the pool could not start its workers");
   }
@@ -78,18 +96,21 @@ static VALUE pool_start(VALUE self, VALUE workers, VALUE max_calls, VALUE max_rs
   return self;
 }
 
-/* Pool#__call(task, bytes, args, timeout_ms or nil): the call's Future. `bytes` are the
- * encoded arguments; `args` what Future#args shows. A timeout given here replaces the task's
- * own for this call only (the core reads it during ip_pool_call, and the GVL keeps every other
- * Ruby thread from reading it meanwhile). */
-static VALUE pool_call(VALUE self, VALUE task, VALUE bytes, VALUE args, VALUE timeout_ms) {
+/* Pool#__call(task, bytes, args, timeout_ms or nil, slot or nil): the call's Future. `bytes`
+ * are the encoded arguments; `args` what Future#args shows; `slot` a batch's progress slot. A
+ * timeout given here replaces the task's own for this call only (the core reads it during
+ * ip_pool_call, and the GVL keeps every other Ruby thread from reading it meanwhile). */
+static VALUE pool_call(VALUE self, VALUE task, VALUE bytes, VALUE args, VALUE timeout_ms,
+                       VALUE slot) {
   ip_pool *p = live_pool(self);
   rbip_task *t = rbip_task_get(task);
   StringValue(bytes);
-  ip_bytes b = {RSTRING_PTR(bytes), (size_t)RSTRING_LEN(bytes)};
+  rbip_args a = {{RSTRING_PTR(bytes), (size_t)RSTRING_LEN(bytes)}, NIL_P(slot) ? -1 : NUM2INT(slot)};
+  if (a.slot < -1 || a.slot >= RBIP_SLOTS) rb_raise(rb_eArgError, "progress slot out of range");
+  if (a.slot >= 0) pool_get(self)->progress[a.slot] = -1;
   int ms = NIL_P(timeout_ms) ? -1 : NUM2INT(timeout_ms);
   if (ms >= 0) ip_task_set_timeout(t->task, ms);
-  ip_future *f = ip_pool_call(p, t->task, &b); /* copies the bytes */
+  ip_future *f = ip_pool_call(p, t->task, &a); /* copies the bytes */
   if (ms >= 0) ip_task_set_timeout(t->task, t->timeout_ms);
   RB_GC_GUARD(bytes);
   if (!f) rb_raise(rb_eNoMemError, "ip_pool_call: no memory for a future");
@@ -104,10 +125,24 @@ static VALUE pool_closed_p(VALUE self) { return pool_get(self)->pool ? Qfalse : 
  * With the GVL held: it only kills and reaps, and a pending interrupt must not come between
  * taking the pool out of reach and freeing it. */
 static VALUE pool_close(VALUE self) {
+  release(pool_get(self));
+  return Qnil;
+}
+
+/* Pool#__progress(slot): the item a batch's worker marked last (-1: none yet). Read once the
+ * batch's future failed, when its worker no longer writes. */
+static VALUE pool_progress(VALUE self, VALUE slot) {
   rbip_pool *rp = pool_get(self);
-  ip_pool *p = rp->pool;
-  rp->pool = NULL;
-  ip_pool_free(p);
+  int i = NUM2INT(slot);
+  if (!rp->progress || i < 0 || i >= RBIP_SLOTS) return Qnil;
+  return LL2NUM(__atomic_load_n(&rp->progress[i], __ATOMIC_RELAXED));
+}
+
+/* InParallel.__mark(slot, i), in a worker: it is at item i of the batch in `slot`. */
+static VALUE m_mark(VALUE mod, VALUE slot, VALUE i) {
+  int s = NUM2INT(slot);
+  if (home_progress && s >= 0 && s < RBIP_SLOTS)
+    __atomic_store_n(&home_progress[s], (int64_t)NUM2LL(i), __ATOMIC_RELAXED);
   return Qnil;
 }
 
@@ -117,6 +152,9 @@ void rbip_init_pool(void) {
   rb_define_method(rbip_cPool, "close", pool_close, 0);
   rb_define_method(rbip_cPool, "closed?", pool_closed_p, 0);
   rb_define_private_method(rbip_cPool, "__start", pool_start, 4);
-  rb_define_private_method(rbip_cPool, "__call", pool_call, 4);
+  rb_define_private_method(rbip_cPool, "__call", pool_call, 5);
+  rb_define_method(rbip_cPool, "__progress", pool_progress, 1);
+  rb_define_module_function(rbip_mInParallel, "__mark", m_mark, 2);
+  rb_define_const(rbip_cPool, "SLOTS", INT2NUM(RBIP_SLOTS));
   rb_define_private_method(rbip_cPool, "__workers", pool_workers, 0);
 }

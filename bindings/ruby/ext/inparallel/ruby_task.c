@@ -140,6 +140,7 @@ struct call {
   VALUE job; /* a forked call's: the Proc to run in the child; Qundef for a pool call */
   const char *args;
   size_t args_len;
+  int32_t slot; /* a pool call's: see rbip_args */
 };
 
 /* What Task#__child produced, copied out of Ruby so that nothing after it can raise. */
@@ -170,7 +171,8 @@ static VALUE child_body(VALUE p) {
   struct call *c = o->call;
   VALUE r = c->job != Qundef
                 ? rb_funcall(c->task, id_child, 1, c->job)
-                : rb_funcall(c->task, id_pool_child, 1, rb_str_new(c->args, (long)c->args_len));
+                : rb_funcall(c->task, id_pool_child, 2, rb_str_new(c->args, (long)c->args_len),
+                             INT2NUM(c->slot));
   if (RB_TYPE_P(r, T_STRING)) {
     if (RSTRING_LEN(r) < (1 << 20)) {
       /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
@@ -229,22 +231,26 @@ static void *child_fn(void *arg) {
 
 /* ---- a pool call's arguments ------------------------------------------------------------ */
 
-/* In the caller: the bytes Task#__encode_args made (an ip_bytes), as they are. */
+/* In the caller: an rbip_args. */
 static int args_encode(const ip_serializer *s, const void *value, ip_write_fn w, void *ctx) {
   (void)s;
-  const ip_bytes *b = value;
-  return b && b->len ? w(ctx, b->data, b->len) : 0;
+  const rbip_args *a = value;
+  if (!a) return IP_EENCODE;
+  int rc = w(ctx, &a->slot, sizeof a->slot);
+  return rc == 0 && a->bytes.len ? w(ctx, a->bytes.data, a->bytes.len) : rc;
 }
 
 /* In a worker: the task is the one whose copy of this serializer the worker was given; the
  * bytes become a Ruby String only in child_fn, under rb_protect. */
 static int args_decode(const ip_serializer *s, const void *buf, size_t len, void **value) {
   static struct call c;
+  if (len < sizeof c.slot) return IP_EDECODE;
   const rbip_task *t = (const rbip_task *)(const void *)((const char *)s - offsetof(rbip_task, args));
   c.task = t->self;
   c.job = Qundef;
-  c.args = buf;
-  c.args_len = len;
+  memcpy(&c.slot, buf, sizeof c.slot);
+  c.args = (const char *)buf + sizeof c.slot;
+  c.args_len = len - sizeof c.slot;
   *value = &c;
   return 0;
 }
@@ -297,7 +303,7 @@ bad:
 static VALUE task_spawn(VALUE self, VALUE args) {
   rbip_task *t = rbip_task_get(self);
   VALUE job = rb_block_proc();
-  struct call c = {self, job, NULL, 0};
+  struct call c = {self, job, NULL, 0, -1};
   fork_state = 0;
   ip_future *f = ip_call(t->task, &c); /* in the child this never returns */
   RB_GC_GUARD(job);

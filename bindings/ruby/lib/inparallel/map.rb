@@ -66,7 +66,7 @@ module InParallel
       bar = InParallel.__progress_bar(@progress, @items.size)
       own = @pool.nil? && !@isolation
       pool = own ? Pool.new([@workers, @items.size].min) : @pool
-      index = {}.compare_by_identity
+      calls = {}.compare_by_identity # future -> [first index, items, progress slot or nil]
       canceled = {}.compare_by_identity
       inflight = []
       failure = nil
@@ -75,25 +75,32 @@ module InParallel
         InParallel.waitfor(inflight, concurrency_factor: @isolation ? @workers : 2 * @workers) do |f|
           unless f
             if nxt < @items.size && !failure
-              f = start(pool, @items[nxt])
-              index[f] = nxt
-              nxt += 1
+              count = batch_size(@items.size - nxt)
+              f, slot = start(pool, nxt, count)
+              calls[f] = [nxt, count, slot]
+              nxt += count
               inflight << f
             end
             next
           end
-          i = index.delete(f)
-          err = canceled.key?(f) ? nil : f.error
-          if err
-            failure = [i, err] if failure.nil? || i < failure[0]
+          first, _, slot = calls.delete(f)
+          values, failed = if canceled.key?(f) then [[], nil]
+                           elsif slot then batch_outcome(pool, f, first, slot)
+                           else single_outcome(f, first)
+                           end
+          pool.__give_slot(slot) if slot
+          if failed
+            failure = failed if failure.nil? || failed[0] < failure[0]
             inflight.each { |g| canceled[g] = true if g.cancel }
-          elsif !failure
-            results[i] = f.value
-            bar&.increment
           end
+          next if failure
+
+          results[first, values.size] = values
+          bar.progress += values.size if bar
         end
       ensure
         inflight.each(&:cancel)
+        calls.each_value { |_, _, slot| pool.__give_slot(slot) if slot }
         pool.close if own && pool
       end
       raise InParallel.__item_failure(*failure) if failure
@@ -120,10 +127,67 @@ module InParallel
       task
     end
 
-    def start(pool, item)
-      return @task.__fork([item], {}) if @isolation
+    # Small items travel in batches: enough per call for about BATCH_SECONDS of work by the
+    # time per item seen so far, never more than MAX_BATCH, and at most a quarter of what is
+    # left per worker, so that the last calls still spread over the workers. Not with a
+    # timeout, which bounds each item's run, nor with a process per item.
+    BATCH_SECONDS = 0.002
+    MAX_BATCH = 256
 
-      pool.__submit(@task, nil, [item], {}, [item], @timeout_ms)
+    def batch_size(left)
+      return 1 if @isolation || @timeout_ms || @per_item.nil?
+
+      size = (BATCH_SECONDS / [@per_item, 1e-7].max).floor
+      size.clamp(1, [MAX_BATCH, (left / (4.0 * @workers)).ceil].min)
+    end
+
+    # The call of items first...first+count: its Future and the batch's progress slot (nil:
+    # a single call, which a timeout or a pool out of slots asks for).
+    def start(pool, first, count)
+      return [@task.__fork([@items[first]], {}), nil] if @isolation
+
+      slot = @timeout_ms ? nil : pool.__take_slot
+      return [pool.__submit(@task, nil, [@items[first]], {}, [@items[first]], @timeout_ms), nil] unless slot
+
+      items = @items[first, count]
+      bytes = Marshal.dump(items.map { |item| @task.__encode_args(nil, [item], {}) })
+      [pool.__submit_batch(@task, bytes, items, slot), slot]
+    rescue StandardError
+      pool.__give_slot(slot) if slot
+      raise
+    end
+
+    # [values, nil] or [values, [index, exception]] for a single call.
+    def single_outcome(f, first)
+      err = f.error
+      err ? [[], [first, err]] : [[f.value], nil]
+    end
+
+    # The same for a batch: the results before the item that failed, if one did. A batch whose
+    # worker died (crash, kill, exit!) fails at the item its worker had marked.
+    def batch_outcome(pool, f, first, slot)
+      unless f.__send__(:__status).zero?
+        at = pool.__progress(slot).to_i
+        return [[], [first + [at, 0].max, f.error]]
+      end
+
+      encoded, failed, seconds = Marshal.load(f.__send__(:__payload))
+      values = []
+      encoded.each do |bytes|
+        values << @task.serializer.decode(bytes)
+      rescue StandardError => e
+        err = e.is_a?(DecodeError) ? e : DecodeError.new("cannot decode the result: #{e.class}: #{e.message}")
+        return [values, [first + values.size, err]]
+      end
+      ran = encoded.size + (failed ? 1 : 0)
+      per = seconds / ran
+      @per_item = @per_item ? (0.7 * @per_item) + (0.3 * per) : per
+      return [values, nil] unless failed
+
+      code, kind, message, backtrace, raised = failed
+      info = { code_name: CODES.key(code) || "ERAISED", kind: kind, message: message, backtrace: backtrace,
+               raised_code: raised, pid: f.pid }
+      [values, [first + values.size, InParallel.__error_from(info)]]
     end
   end
   private_constant :Mapping

@@ -112,7 +112,22 @@ module InParallel
                              "make the task first"
       end
 
-      __call(task, task.__encode_args(receiver, args, kwargs), shown, timeout_ms)
+      __call(task, task.__encode_args(receiver, args, kwargs), shown, timeout_ms, nil)
+    end
+
+    # A batch of InParallel.map: `bytes` its items, encoded; a progress slot from __take_slot.
+    def __submit_batch(task, bytes, items, slot)
+      raise IOError, "the InParallel::Pool is closed" if closed?
+      raise ArgumentError, "this task was made after the pool" unless @runnable.key?(task)
+
+      __call(task, bytes, items, nil, slot)
+    end
+
+    # A free progress slot for a batch, or nil when every one is in use.
+    def __take_slot = (@free_slots ||= (0...SLOTS).to_a.reverse).pop
+
+    def __give_slot(slot)
+      @free_slots << slot
     end
 
     def self.__count(value, what, max = 65_536)

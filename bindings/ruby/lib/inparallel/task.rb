@@ -211,7 +211,9 @@ module InParallel
 
     # In a pool's worker: decodes a call's arguments and runs the task on them, as __child
     # runs a forked call's block.
-    def __pool_child(bytes)
+    def __pool_child(bytes, slot)
+      return __child(-> { __run_batch(bytes, slot) }, BATCH_ENVELOPE) if slot >= 0
+
       __child(lambda do
         receiver, args, kwargs = __decode_args(bytes)
         @receiver ? @callable.call(receiver, *args, **kwargs) : @callable.call(*args, **kwargs)
@@ -249,25 +251,10 @@ module InParallel
     # Never raises: signals end the process here, the way they would end a standalone one;
     # `exit` and `abort` are reported with their status (the raised code) and message, which
     # the parent turns into a ProcessError.
-    def __child(job)
-      value = job.call
-      begin
-        bytes = @serializer.encode(value)
-        raise TypeError, "#{@serializer.name} encode returned #{bytes.class}, not a String" unless bytes.is_a?(String)
-      rescue SystemExit, SignalException
-        raise
-      rescue Exception => e # rubocop:disable Lint/RescueException
-        InParallel.__flush_stdio if @flush
-        return [CODES["EENCODE"], "InParallel::EncodeError",
-                "the #{@serializer.name} serializer could not encode the result (#{value.class}): " \
-                "#{InParallel.__plain_message(e)}",
-                InParallel.__backtrace_text(e, nil), 0]
-      end
+    def __child(job, encoder = @serializer)
+      result = __encode_result(job.call, encoder)
       InParallel.__flush_stdio if @flush
-      bytes
-    rescue SystemExit => e
-      InParallel.__flush_stdio if @flush
-      [CODES["ERAISED"], "SystemExit", InParallel.__plain_message(e), InParallel.__backtrace_text(e, nil), e.status]
+      result
     rescue SignalException => e
       # Die of the signal, as the process would have without a handler.
       InParallel.__flush_stdio if @flush
@@ -277,8 +264,66 @@ module InParallel
       Process.exit!(128 + e.signo)
     rescue Exception => e # rubocop:disable Lint/RescueException
       InParallel.__flush_stdio if @flush
-      [CODES["ERAISED"], e.class.name || e.class.inspect, InParallel.__plain_message(e),
-       InParallel.__backtrace_text(e, e), 0]
+      __failure(e)
+    end
+
+    # The value's bytes, or the EENCODE failure (see __child) when the encoder refused it.
+    def __encode_result(value, encoder)
+      bytes = encoder.encode(value)
+      raise TypeError, "#{encoder.name} encode returned #{bytes.class}, not a String" unless bytes.is_a?(String)
+
+      bytes
+    rescue SystemExit, SignalException
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      [CODES["EENCODE"], "InParallel::EncodeError",
+       "the #{encoder.name} serializer could not encode the result (#{value.class}): " \
+       "#{InParallel.__plain_message(e)}",
+       InParallel.__backtrace_text(e, nil), 0]
+    end
+
+    # [code, class name, message, backtrace text, raised code] for an exception the task
+    # raised: `exit` and `abort` with their status (the raised code) and message.
+    def __failure(exc)
+      if exc.is_a?(SystemExit)
+        return [CODES["ERAISED"], "SystemExit", InParallel.__plain_message(exc), InParallel.__backtrace_text(exc, nil),
+                exc.status]
+      end
+
+      [CODES["ERAISED"], exc.class.name || exc.class.inspect, InParallel.__plain_message(exc),
+       InParallel.__backtrace_text(exc, exc), 0]
+    end
+
+    BATCH_ENVELOPE = Serializers::Marshal.new
+    private_constant :BATCH_ENVELOPE
+
+    # In a worker: a batch of InParallel.map, `bytes` the Marshal of its items, each encoded
+    # by the task's serializer as a call's arguments. Runs the items in order, marking each in
+    # the progress slot first, and stops at the first that fails. The value, through Marshal:
+    # [the results before it, each encoded by the task's serializer; the failure (see __child)
+    # or nil; the seconds the batch took].
+    def __run_batch(bytes, slot)
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      items = Marshal.load(bytes)
+      out = []
+      failure = nil
+      items.each_with_index do |item, j|
+        InParallel.__mark(slot, j)
+        begin
+          _, args, kwargs = __decode_args(item)
+          result = __encode_result(@callable.call(*args, **kwargs), @serializer)
+        rescue SignalException
+          raise
+        rescue Exception => e # rubocop:disable Lint/RescueException
+          result = __failure(e)
+        end
+        if result.is_a?(Array)
+          failure = result
+          break
+        end
+        out << result
+      end
+      [out, failure, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
     end
   end
 end
