@@ -127,9 +127,12 @@ static VALUE future_status(VALUE self) {
   return INT2NUM(ip_future_status(f->future));
 }
 
-/* Future#__payload: after completion, the value's bytes as a binary String, for the task's
- * serializer to decode; nil when the call failed (then see __error_info). */
-static VALUE future_payload(VALUE self) {
+/* Future#__payload(borrow): after completion, the value's bytes as a binary String, for the
+ * task's serializer to decode; nil when the call failed (then see __error_info). borrow: the
+ * String is a view of the bytes the future holds (a 100 MiB result is not copied once more),
+ * for a decoder that copies what it keeps (Marshal.load); Future#__unborrow empties it once
+ * decoded, so that it never outlives the future. */
+static VALUE future_payload(VALUE self, VALUE borrow) {
   rbip_future *f = rbip_future_get(self);
   if (rbip_wait(f->future, -1) != 0) return Qnil;
   const void *v = ip_future_value(f->future); /* done: decodes without waiting */
@@ -139,7 +142,16 @@ static VALUE future_payload(VALUE self) {
     f->value_bytes = b->len;
     rb_gc_adjust_memory_usage((ssize_t)b->len);
   }
+  if (RTEST(borrow) && b->len) return rb_str_new_static(b->data, (long)b->len);
   return rb_str_new(b->data, (long)b->len);
+}
+
+/* Future#__unborrow(view): the view empty, pointing at nothing of the future's any more (a
+ * String whose bytes are not its own is never freed or written in place by Ruby). */
+static VALUE future_unborrow(VALUE self, VALUE view) {
+  (void)self;
+  if (RB_TYPE_P(view, T_STRING) && !OBJ_FROZEN(view)) rb_str_resize(view, 0);
+  return Qnil;
 }
 
 static VALUE cstr_or_nil(const char *s) { return s ? rb_utf8_str_new_cstr(s) : Qnil; }
@@ -176,6 +188,7 @@ void rbip_init_future(void) {
   rb_define_private_method(rbip_cFuture, "__task", future_task, 0);
   rb_define_private_method(rbip_cFuture, "__wait", future_wait, 1);
   rb_define_private_method(rbip_cFuture, "__status", future_status, 0);
-  rb_define_private_method(rbip_cFuture, "__payload", future_payload, 0);
+  rb_define_private_method(rbip_cFuture, "__payload", future_payload, 1);
+  rb_define_private_method(rbip_cFuture, "__unborrow", future_unborrow, 1);
   rb_define_private_method(rbip_cFuture, "__error_info", future_error_info, 0);
 }

@@ -14,6 +14,10 @@
 #include <unistd.h>
 
 VALUE rbip_cTask;
+/* What Task#__child returns for a result made of several Strings, in order (a large String's
+ * Marshal form as its header, the String itself and its trailer): gathered into the result's
+ * buffer with one copy. */
+static VALUE cPieces;
 static ID id_fork, id_child, id_pool_child, id_errno;
 
 static void task_free(void *p) {
@@ -173,6 +177,25 @@ static VALUE child_body(VALUE p) {
                 ? rb_funcall(c->task, id_child, 1, c->job)
                 : rb_funcall(c->task, id_pool_child, 2, rb_str_new(c->args, (long)c->args_len),
                              INT2NUM(c->slot));
+  if (rb_obj_class(r) == cPieces) {
+    size_t total = 0;
+    for (long i = 0; i < RARRAY_LEN(r); i++) {
+      VALUE part = RARRAY_AREF(r, i);
+      Check_Type(part, T_STRING);
+      total += (size_t)RSTRING_LEN(part);
+    }
+    ip_bytes *b = ip_bytes_alloc(total); /* 1 MiB or more: in place, in shared memory */
+    if (!b) rb_raise(rb_eNoMemError, "no memory for a %zu-byte result", total);
+    char *at = b->data;
+    for (long i = 0; i < RARRAY_LEN(r); i++) {
+      VALUE part = RARRAY_AREF(r, i);
+      memcpy(at, RSTRING_PTR(part), (size_t)RSTRING_LEN(part));
+      at += RSTRING_LEN(part);
+    }
+    o->value = b;
+    RB_GC_GUARD(r);
+    return Qnil;
+  }
   if (RB_TYPE_P(r, T_STRING)) {
     if (RSTRING_LEN(r) < (1 << 20)) {
       /* Sent straight from the String: no Ruby code runs (and so no GC moves or frees it)
@@ -321,6 +344,7 @@ void rbip_init_task(void) {
   id_pool_child = rb_intern("__pool_child");
   id_errno = rb_intern("errno");
   rbip_cTask = rb_define_class_under(rbip_mInParallel, "Task", rb_cObject);
+  cPieces = rb_define_class_under(rbip_mInParallel, "Pieces", rb_cArray);
 
   /* Every RLIMIT_* this system has, by lower-case name (RLIMITS[:nofile]), for the rlimit:
    * option; and the core's stdio flags by name, for stdio:. */

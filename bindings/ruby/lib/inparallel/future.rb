@@ -47,10 +47,12 @@ module InParallel
       if timeout && !__wait(InParallel.__wait_ms(timeout))
         raise TimeoutError.new("the call (pid #{pid}) did not complete within #{timeout} s", pid: pid)
       end
-      payload = __payload # waits
+      serializer = __task.serializer
+      borrow = serializer.is_a?(Serializers::Marshal)
+      payload = __payload(borrow) # waits
       if __status.zero?
         begin
-          @__value = __task.serializer.decode(payload)
+          @__value = serializer.decode(payload)
         rescue DecodeError => e
           @__error = DecodeError.new(e.message, code: "EDECODE", pid: pid)
         rescue StandardError => e
@@ -60,6 +62,8 @@ module InParallel
         @__error = InParallel.__error_from(__error_info)
       end
       @__resolved = true
+    ensure
+      __unborrow(payload) if borrow && payload
     end
   end
 end

@@ -67,6 +67,7 @@ module InParallel
       own = @pool.nil? && !@isolation
       pool = own ? Pool.new([@workers, @items.size].min) : @pool
       calls = {}.compare_by_identity # future -> [first index, items, progress slot or nil]
+      @started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       canceled = {}.compare_by_identity
       inflight = []
       failure = nil
@@ -142,11 +143,11 @@ module InParallel
     end
 
     # The call of items first...first+count: its Future and the batch's progress slot (nil:
-    # a single call, which a timeout or a pool out of slots asks for).
+    # a single call, for one item or when the pool is out of slots).
     def start(pool, first, count)
       return [@task.__fork([@items[first]], {}), nil] if @isolation
 
-      slot = @timeout_ms ? nil : pool.__take_slot
+      slot = count > 1 ? pool.__take_slot : nil
       return [pool.__submit(@task, nil, [@items[first]], {}, [@items[first]], @timeout_ms), nil] unless slot
 
       items = @items[first, count]
@@ -157,10 +158,15 @@ module InParallel
       raise
     end
 
-    # [values, nil] or [values, [index, exception]] for a single call.
+    # [values, nil] or [values, [index, exception]] for a single call. Until batches say how
+    # long an item takes, the time per item is guessed from the rate single calls complete at.
     def single_outcome(f, first)
       err = f.error
-      err ? [[], [first, err]] : [[f.value], nil]
+      return [[], [first, err]] if err
+
+      @singles = (@singles || 0) + 1
+      @per_item = (Process.clock_gettime(Process::CLOCK_MONOTONIC) - @started) * @workers / @singles unless @batched
+      [[f.value], nil]
     end
 
     # The same for a batch: the results before the item that failed, if one did. A batch whose
@@ -171,7 +177,12 @@ module InParallel
         return [[], [first + [at, 0].max, f.error]]
       end
 
-      encoded, failed, seconds = Marshal.load(f.__send__(:__payload))
+      payload = f.__send__(:__payload, true)
+      encoded, failed, seconds = begin
+        Marshal.load(payload)
+      ensure
+        f.__send__(:__unborrow, payload)
+      end
       values = []
       encoded.each do |bytes|
         values << @task.serializer.decode(bytes)
@@ -179,9 +190,9 @@ module InParallel
         err = e.is_a?(DecodeError) ? e : DecodeError.new("cannot decode the result: #{e.class}: #{e.message}")
         return [values, [first + values.size, err]]
       end
-      ran = encoded.size + (failed ? 1 : 0)
-      per = seconds / ran
-      @per_item = @per_item ? (0.7 * @per_item) + (0.3 * per) : per
+      per = seconds / (encoded.size + (failed ? 1 : 0))
+      @per_item = @batched ? (0.7 * @per_item) + (0.3 * per) : per
+      @batched = true
       return [values, nil] unless failed
 
       code, kind, message, backtrace, raised = failed

@@ -48,6 +48,36 @@ module InParallel
       def sample = nil
       def encode(value) = ::Marshal.dump(value)
 
+      PIECES_FROM = 1 << 20
+      IVAR_STRING = "\x04\x08I\"".b.freeze # a String with its encoding after it
+      STRING = "\x04\x08\"".b.freeze       # a binary String
+
+      # A large plain String's Marshal form as InParallel::Pieces: its header, the String
+      # itself and its trailer, which the child gathers into the result with one copy rather
+      # than two (Marshal.dump's, then the result buffer's). nil for anything else: Marshal.dump
+      # then says what the String's own state (instance variables, modules) adds.
+      def pieces(value)
+        return nil unless value.instance_of?(String) && value.bytesize >= PIECES_FROM &&
+                          value.instance_variables.empty? && value.singleton_methods.empty?
+
+        empty = ::Marshal.dump(value.byteslice(0, 0)) # the same header and trailer, length 0
+        tag = [IVAR_STRING, STRING].find { |t| empty.start_with?(t) && empty.getbyte(t.bytesize).zero? }
+        return nil unless tag
+
+        Pieces[tag + Marshal.w_long(value.bytesize), value, empty.byteslice(tag.bytesize + 1..)]
+      end
+
+      # Marshal's form of an Integer length of 123 or more: how many bytes, then the bytes,
+      # least significant first.
+      def self.w_long(n)
+        bytes = []
+        while n.positive?
+          bytes << (n & 0xff)
+          n >>= 8
+        end
+        [bytes.size, *bytes].pack("C*")
+      end
+
       def decode(bytes)
         ::Marshal.load(bytes)
       rescue ArgumentError, TypeError => e

@@ -252,7 +252,8 @@ module InParallel
     # `exit` and `abort` are reported with their status (the raised code) and message, which
     # the parent turns into a ProcessError.
     def __child(job, encoder = @serializer)
-      result = __encode_result(job.call, encoder)
+      value = job.call
+      result = (encoder.respond_to?(:pieces) && encoder.pieces(value)) || __encode_result(value, encoder)
       InParallel.__flush_stdio if @flush
       result
     rescue SignalException => e
