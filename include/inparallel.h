@@ -402,8 +402,10 @@ IP_EXTERN void ip_future_free(ip_future *f);
  *   the worker runs on (ip_raise from a thread fn started ends the worker, after the call's
  *   failure is sent). A task timeout counts from the moment a worker starts the call; it
  *   kills that worker (IP_ETIMEDOUT), which is replaced.
- * - Per-fork options do not apply: rlimits, pdeathsig off, ip_task_set_fork and crash_report
- *   off are ignored by pool calls (ip_pool_new_fork sets the pool's fork). Workers always die with the caller (and with the
+ * - Per-fork options do not apply: rlimits, pdeathsig off and ip_task_set_fork are ignored by
+ *   pool calls (ip_pool_new_fork sets the pool's fork). ip_task_set_crash_report applies as it
+ *   was when the pool was made: a worker installs or takes back its crash handlers when a
+ *   call's task wants otherwise than the call before. Workers always die with the caller (and with the
  *   template), each in a process group of its own that dies with it.
  * - ip_future_cancel: a call a worker runs (or is starting) ends with its worker, which is
  *   replaced (IP_ECANCELED, the worker's pid); a call still waiting, in the caller or behind

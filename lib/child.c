@@ -285,16 +285,41 @@ static void on_crash(int sig, siginfo_t *si, void *uc) {
   raise(sig);
 }
 
+static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+
+/* What the crash report replaced, for a pool worker whose next task reports its own crashes
+ * (a runtime's handlers: Ruby's turns a machine stack overflow into SystemStackError). */
+static struct {
+  bool armed;
+  stack_t ss;
+  struct sigaction sa[sizeof crash_sigs / sizeof *crash_sigs];
+} before;
+
 void ip__arm_crash_report(void) {
   stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
-  sigaltstack(&ss, NULL); /* so a stack overflow can still report */
+  sigaltstack(&ss, &before.ss); /* so a stack overflow can still report */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_crash;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
   sigemptyset(&sa.sa_mask);
-  static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+  for (size_t i = 0; i < sizeof crash_sigs / sizeof *crash_sigs; i++)
+    sigaction(crash_sigs[i], &sa, &before.sa[i]);
+  before.armed = true;
+}
+
+/* A worker runs tasks with and without the crash report: the system calls come only when the
+ * setting changes from one call to the next. */
+static void crash_report(bool on) {
+  if (on == before.armed) return;
+  if (on) {
+    ip__arm_crash_report();
+    return;
+  }
+  for (size_t i = 0; i < sizeof crash_sigs / sizeof *crash_sigs; i++)
+    sigaction(crash_sigs[i], &before.sa[i], NULL);
+  sigaltstack(&before.ss, NULL);
+  before.armed = false;
 }
 
 /* What the parent will refuse of a descriptor an inplace hook gave, refused here instead,
@@ -454,6 +479,7 @@ void ip__worker_call(const ip_task *t, int sock, const struct ip__call_spec *spe
     sigprocmask(SIG_SETMASK, NULL, &mask);
   }
   begin_call(sock, t->ser_id, (int)spec->stdio, spec->max_result);
+  crash_report(t->crash_report);
   me.thread = pthread_self();
   /* No mask saved here: that is a system call per call. A failure raised inside a signal
    * handler is rare, and the mask is put back below when one comes back this way. */

@@ -129,7 +129,6 @@ void ip__worker_main(int sock) {
   in.sock = sock;
   if (!(in.buf = malloc(IN_BUF))) _exit(1);
   ip__bytes_call_end(); /* from here on every ip_bytes buffer lasts one call */
-  ip__arm_crash_report();
   for (;;) {
     struct ip__frame_hdr h;
     unsigned char hdr[IP__FRAME_HDR_SIZE];

@@ -1781,3 +1781,42 @@ Test(pool, new_fork_fails_with_the_functions_errno_in_the_caller_and_in_the_temp
   ip_task_free(t);
   cr_assert(no_children());
 }
+
+/* ==== 13. ip_task_set_crash_report: per call, as the task made before the pool says ========== */
+
+/* The caller's own SIGSEGV handler, which a worker inherits: it ends the process with 42. */
+static void own_segv_handler(int sig) { _exit(42); }
+
+/* A SIGSEGV without a bad access (valgrind stays quiet): what handles it is under test. */
+static void *fn_segv(void *arg) {
+  raise(SIGSEGV);
+  return NULL;
+}
+
+Test(pool, crash_report_off_leaves_the_callers_handler_in_place_call_by_call) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = own_segv_handler;
+  cr_assert_eq(sigaction(SIGSEGV, &sa, &old), 0);
+  ip_task *on = task(fn_segv), *off = task(fn_segv), *tp = task(fn_pid);
+  cr_assert_eq(ip_task_set_crash_report(off, 0), 0);
+  ip_pool *p = pool(1);
+  for (int round = 0; round < 2; round++) {
+    /* A reporting call first (it arms the report), then one that must not report. */
+    pid_t a = run_pid(p, tp, 'p');
+    ip_future *f = ip_pool_call(p, off, NULL);
+    const ip_error *e = failed_with(f, IP_EEXITED);
+    cr_assert_eq(e->exit_status, 42, "round %d: the caller's handler did not run", round);
+    cr_assert_eq(e->pid, a);
+    ip_future_free(f);
+    f = ip_pool_call(p, on, NULL);
+    e = failed_with(f, IP_ESIGNALED);
+    cr_assert_eq(e->signal, SIGSEGV);
+    cr_assert_not_null(e->backtrace, "round %d: the crash report was not armed again", round);
+    ip_future_free(f);
+  }
+  ip_pool_free(p);
+  ip_task_free(on), ip_task_free(off), ip_task_free(tp);
+  sigaction(SIGSEGV, &old, NULL);
+  cr_assert(no_children());
+}
