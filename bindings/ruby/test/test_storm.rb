@@ -6,6 +6,9 @@
 # Every future must come back exactly once with exactly the right outcome, and afterwards
 # nothing is left behind: no child (alive or zombie), no descriptor, no thread.
 #
+# The same storm runs on an InParallel::Pool too (inside Pool#run, so the same calls go to its
+# workers), where a crash, kill or timeout ends a worker that the pool replaces.
+#
 #   STORM_SEED=123 ruby -Ilib -Itest test/test_storm.rb    # replays a seed (printed by each run)
 #   STORM_TASKS=2000 ...                                     # a longer storm (default 200)
 #
@@ -44,6 +47,9 @@ module Storm
 
   # A pipe nobody ever writes: a child reading it blocks forever (it holds the write end too).
   BLOCK_R, BLOCK_W = IO.pipe
+  # Where a pool's worker says it runs a call to be killed (its pid, a line); the killer
+  # thread reads it. A pool call's pid is known to its future only once the worker started it.
+  ANNOUNCE_R, ANNOUNCE_W = IO.pipe
 
   # Natural failures: the parent runs each too, for the exact class and message to expect.
   NATURAL = [
@@ -78,6 +84,9 @@ module Storm
     when :exit_bang then exit!(arg)
     when :exit then exit(arg)
     when :forever then sleep
+    when :announce
+      ANNOUNCE_W.syswrite("#{Process.pid}\n") # one write, under PIPE_BUF: never interleaved
+      sleep
     else raise "storm: unknown kind #{kind}"
     end
   end
@@ -247,7 +256,9 @@ module Storm
   class Run
     attr_reader :problems, :counts, :dropped
 
-    def initialize(seed, tasks, concurrency)
+    # pool: the calls run on the pool of the enclosing Pool#run.
+    def initialize(seed, tasks, concurrency, pool: false)
+      @pool = pool
       @rng = Random.new(seed)
       @tasks = tasks
       @cf = concurrency
@@ -306,10 +317,13 @@ module Storm
 
     private
 
-    # In a method frame of its own: nothing keeps the future once this returns.
+    # In a method frame of its own: nothing keeps the future once this returns. A pool call
+    # may still be queued (no pid yet): it is dropped all the same.
     def drop(job)
       pid = job.start.().pid
-      if pid
+      if @pool
+        @counts[:dropped] += 1
+      elsif pid
         @dropped << pid
         @counts[:dropped] += 1
       else
@@ -399,6 +413,8 @@ module Storm
            end]
         when :killed # from outside, while it runs
           [lambda do
+             next WORKER.run(:announce) if @pool # the killer thread ends it
+
              f = WORKER.run(:forever)
              Process.kill(:KILL, f.pid)
              f
@@ -415,10 +431,12 @@ module Storm
              next "cancel returned #{canceled.inspect}, expected true" unless canceled == true
              next "a second cancel did not return false" unless f.cancel == false
 
-             Storm.check_process(f, InParallel::CanceledError, code: "ECANCELED", signal: 9, message: /call canceled/)
+             # On a pool: killed with its worker if it had started, else taken out of the queue.
+             signal = @pool && f.pid.nil? ? nil : 9
+             Storm.check_process(f, InParallel::CanceledError, code: "ECANCELED", signal: signal, message: /cancel/)
            end]
-        when :dropped
-          [-> { WORKER.run(:forever) }, nil]
+        when :dropped # on a pool, a call that ends: one that did not would hold its worker until GC
+          [-> { @pool ? WORKER.run(:value, i) : WORKER.run(:forever) }, nil]
         else raise "unplanned kind #{kind}"
         end
       Job.new(i, kind, start, check)
@@ -497,6 +515,44 @@ class TestStorm < InParallelTest
     gc_until_no_children(run.dropped)
     assert_fds_back(base_fds)
     assert_empty non_ruby_tids - base_tids, "threads left (seed #{Storm::SEED})"
+    assert_equal base_threads, Thread.list.size
+  end
+
+  # The storm on a pool of 4 workers: every call goes through Pool#run to the pool; a thread
+  # kills the workers that announce a :killed call. Afterwards the pool has its 4 workers,
+  # and once closed nothing of it is left.
+  def test_storm_on_a_pool
+    base_fds, base_tids, base_threads = baseline
+    pool = InParallel::Pool.new(4)
+    release = Queue.new
+    # Parked once done, until the checks are over: the VM keeps a finished thread's native
+    # thread for a while, which would blur the count of threads left.
+    killer = Thread.new do
+      while (pid = Storm::ANNOUNCE_R.gets.to_i).positive?
+        Process.kill(:KILL, pid)
+      end
+      release.pop
+    end
+    begin
+      t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      run = pool.run { Storm::Run.new(Storm::SEED, Storm::TASKS, 16, pool: true).run }
+      secs = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+      report("storm on a pool of 4", [run], secs)
+      assert_empty run.problems, "seed #{Storm::SEED}"
+      assert_equal Storm::TASKS, run.counts.values.sum
+      assert_equal Storm::MIX.keys.sort, run.counts.keys.sort
+      assert_equal 4, pool.workers, "the pool did not get its workers back (seed #{Storm::SEED})"
+      pool.close
+      gc_until_no_children([])
+      assert_fds_back(base_fds, extra_eventfds: 1) # the killer's waiter, while it lives
+      assert_empty non_ruby_tids - base_tids, "threads left (seed #{Storm::SEED})"
+      assert_equal base_threads + 1, Thread.list.size
+    ensure
+      pool.close
+      Storm::ANNOUNCE_W.syswrite("0\n")
+      release << true
+      killer.join
+    end
     assert_equal base_threads, Thread.list.size
   end
 
