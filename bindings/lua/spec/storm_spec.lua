@@ -5,6 +5,12 @@
 -- child (alive or zombie) is left and the descriptor and thread counts are back to their
 -- warm-up baseline.
 --
+-- The same storm runs on a pool of 4 workers too (pool:call), where a crash, a kill or a
+-- timeout ends a worker that the pool replaces; there the calls dropped to the GC are ones
+-- that end (one blocked for good would hold its worker until a collection), and the calls
+-- killed from outside have kill(1) sent at them from a shell they start, since the caller
+-- knows a pool call's pid only once a worker runs it.
+--
 -- Reproduce a run: STORM_SEED=<printed seed> bindings/lua/run-specs.sh [version]
 -- (the mix depends only on the seed, the same on every Lua version).
 --
@@ -158,12 +164,12 @@ end
 ---------------------------------------------------------------------------------------------
 -- The storm
 
-describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", function()
-  it(("%d mixed calls at concurrency %d: exact outcomes, nothing left behind"):format(TASKS, CF), function()
+local function storm(on_pool)
     local seed = tonumber(os.getenv("STORM_SEED") or "") or (os.time() % 1000000007)
     seed = math.floor(seed)
-    print(("\nstorm: seed %d (STORM_SEED=%d to reproduce), %s, lua-posix %s"):format(
-      seed, seed, jit and jit.version or _VERSION, P and "yes" or "no (kill(1) via the shell)"))
+    print(("\nstorm%s: seed %d (STORM_SEED=%d to reproduce), %s, lua-posix %s"):format(
+      on_pool and " on a pool of 4" or "", seed, seed, jit and jit.version or _VERSION,
+      P and "yes" or "no (kill(1) via the shell)"))
     local r = new_rng(seed)
 
     local fifo = os.tmpname()
@@ -201,6 +207,17 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
     end, GUARD)
     local exit = ip.task(function(status) os.exit(status) end)
     local badenc = ip.task(function(i) return i, {f = print} end)
+    local killed_from_a_shell = ip.task(function(sig, path)
+      os.execute("kill -" .. sig:sub(4) .. " $PPID") -- the shell's parent is this worker
+      block_forever(path)
+    end, GUARD)
+
+    -- Made after every task, so that its workers have them all.
+    local pool
+    local function call(task, ...)
+      if pool then return pool:call(task, ...) end
+      return task(...)
+    end
 
     local function kill(pid, sig)
       if P then assert(P.kill(pid, P[sig]))
@@ -317,7 +334,7 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
       if kind == "value" then
         local args = {n = r(6) - 1}
         for j = 1, args.n do args[j] = gen_value(r, 1, true) end
-        local f = echo(unpack(args, 1, args.n))
+        local f = call(echo, unpack(args, 1, args.n))
         return f, function(g)
           if g:error() then return "failed: " .. tostring(g:error()) end
           local got = pack(g:result())
@@ -336,7 +353,7 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
         local s
         if kind == "raw" then s = gen_string(r, 2000)
         else s = gen_string(r, 4096):rep(256 + r(256)) end -- up to 2 MiB
-        local f = (kind == "raw" and raw or echo)(s)
+        local f = call(kind == "raw" and raw or echo, s)
         return f, function(g)
           if g:error() then return "failed: " .. tostring(g:error()) end
           local got = pack(g:result())
@@ -346,21 +363,22 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
       elseif kind == "raise" then
         local how = ({"string", "level0", "table", "object"})[r(4)]
         counts["raise " .. how] = (counts["raise " .. how] or 0) + 1
-        return raise(how, i), ERR.raise(how, i)
+        return call(raise, how, i), ERR.raise(how, i)
       elseif kind == "crash" then
         local sig = r(3) == 1 and "SIGABRT" or "SIGSEGV"
         counts[sig] = (counts[sig] or 0) + 1
-        return crash(sig, fifo), by_signal(sig, true)
+        return call(crash, sig, fifo), by_signal(sig, true)
       elseif kind == "killed" then
         local sig = r(3) == 1 and "SIGTERM" or "SIGKILL"
         counts["killed " .. sig] = (counts["killed " .. sig] or 0) + 1
+        if pool then return call(killed_from_a_shell, sig, fifo), by_signal(sig, false) end
         local f = block(fifo)
         later(function() kill(f:pid(), sig) end)
         return f, by_signal(sig, false)
       elseif kind == "timeout" then
         local k = r(#timeouts)
         local ms = math.floor(timeouts[k] * 1000 + 0.5)
-        return timed[k](fifo), function(g)
+        return call(timed[k], fifo), function(g)
           local err, why = failed(g, "ETIMEDOUT", "ETIMEDOUT")
           if not err then return why end
           if err.signal ~= 9 then return "signal " .. tostring(err.signal) end
@@ -369,7 +387,7 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
         end
       elseif kind == "exit" then
         local status = ({0, 1, 3, 42, 255})[r(5)]
-        return exit(status), function(g)
+        return call(exit, status), function(g)
           local err, why = failed(g, "EEXITED", "EEXITED")
           if not err then return why end
           if err.exit_status ~= status then return ("exit_status %s, expected %d"):format(tostring(err.exit_status), status) end
@@ -378,14 +396,14 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
           return nil
         end
       elseif kind == "encode" then
-        return badenc(i), function(g)
+        return call(badenc, i), function(g)
           local err, why = failed(g, "EENCODE", "EENCODE")
           if not err then return why end
           if err.message ~= "cannot encode result[2].f: a function cannot be serialized" then return "message: " .. err.message end
           return nil
         end
       elseif kind == "cancel" then
-        local f = block(fifo)
+        local f = call(block, fifo)
         local c = "not called"
         later(function() c = f:cancel() end)
         return f, function(g)
@@ -394,14 +412,19 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
           if again ~= nil or code ~= "EALREADY" then return "a second cancel() did not fail with EALREADY" end
           local err, why = failed(g, "ECANCELED", "ECANCELED")
           if not err then return why end
-          if err.signal ~= 9 then return "signal " .. tostring(err.signal) end
+          -- On a pool, a call still queued is only taken out: no worker, no signal.
+          local want = 9
+          if pool and g:pid() == nil then want = nil end
+          if err.signal ~= want then return "signal " .. tostring(err.signal) end
           return nil
         end
       else -- drop_running / drop_done: the future is not kept anywhere but in a weak table
-        local f = kind == "drop_running" and block(fifo) or echo(i)
+        local f = kind == "drop_running" and not pool and block(fifo) or call(echo, i)
         local pid = f:pid()
-        started_pids[#started_pids + 1] = pid
-        pending_drops[pid] = kind
+        if not pool then -- a pool call's pid is its worker's, or nil while queued
+          started_pids[#started_pids + 1] = pid
+          pending_drops[pid] = kind
+        end
         dropped[#dropped + 1] = f
         drops = drops + 1
         return nil
@@ -426,6 +449,10 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
     S.gc()
     assert.are.same({}, S.children())
     local fds0, threads0 = S.fd_count(), thread_count()
+    if on_pool then
+      pool = ip.pool(4)
+      finally(function() pool:close() end)
+    end
 
     -- ---- the storm --------------------------------------------------------------------------
     local wall0, cpu0 = os.time(), os.clock()
@@ -457,7 +484,7 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
           local kind = pick()
           local g, check = start(n_started, kind)
           if g then
-            started_pids[#started_pids + 1] = g:pid()
+            if not pool then started_pids[#started_pids + 1] = g:pid() end
             recs[g] = {i = n_started, kind = kind, check = check}
             active[#active + 1] = g
             if #active > max_active then max_active = #active end
@@ -474,6 +501,10 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
     end
     collect_and_check()
     local wall, cpu = os.time() - wall0, os.clock() - cpu0
+    if pool then
+      if pool:workers() ~= 4 then problem("the pool has %d workers after the storm, not 4", pool:workers()) end
+      pool:close()
+    end
 
     -- ---- nothing left behind ----------------------------------------------------------------
     if #deferred ~= 0 then problem("deferred actions never ran") end
@@ -522,5 +553,13 @@ describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", 
 
     assert.are.equal(TASKS, n_started)
     assert(#problems == 0, ("seed %d: %d problem(s):\n%s"):format(seed, #problems, table.concat(problems, "\n")))
+end
+
+describe("storm (" .. _VERSION .. (jit and (", " .. jit.version) or "") .. ")", function()
+  it(("%d mixed calls at concurrency %d: exact outcomes, nothing left behind"):format(TASKS, CF), function()
+    storm(false)
+  end)
+  it(("%d mixed calls on a pool of 4 at concurrency %d: exact outcomes, the pool whole, nothing left"):format(TASKS, CF), function()
+    storm(true)
   end)
 end)
