@@ -5,12 +5,15 @@ require_relative "lib/inparallel/version"
 Gem::Specification.new do |s|
   s.name = "inparallel"
   s.version = InParallel::VERSION
-  s.summary = "Run Ruby methods in forked children and get futures for their results"
+  s.summary = "Run Ruby in worker processes or forked children and get futures for the results"
   s.description = <<~DESC
-    Each call of an inparallel task forks; the child runs the method on a copy of the
-    caller's memory and the call returns an InParallel::Future at once. Failures are values:
-    the child's exception (same class, child's backtrace), crashes, exits and timeouts.
-    InParallel.waitfor hands futures back in completion order with a concurrency factor.
+    InParallel.map runs a block over a list on a pool of worker processes (small items in
+    batches, results in order, the first failure raised with its index); InParallel::Pool
+    runs tasks on workers forked once through Process.fork; `task def` makes each call of a
+    method fork, the child running on a copy of the caller's memory. Every call returns an
+    InParallel::Future. Failures are values: the child's exception (same class, child's
+    backtrace), crashes, exits and timeouts. InParallel.waitfor hands futures back in
+    completion order with a concurrency factor. `progress:` in map needs ruby-progressbar.
   DESC
   s.authors = ["inparallel developers"]
   s.license = "BSD-3-Clause"
