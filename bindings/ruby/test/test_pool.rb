@@ -40,6 +40,7 @@ PoolPoint = Struct.new(:x, :y)
 # one records, in the child, that it ran there; it does so only while a test asks.
 module PoolForkProbe
   def _fork
+    GC.start if $pool_fork_gc # in a template too: before it forks each worker
     pid = super
     $pool_fork_probe_pid = Process.pid if pid.zero? && $pool_fork_probe_on
     pid
@@ -174,6 +175,41 @@ class TestPool < InParallelTest
     draws = Array.new(8) { p.call(RAND) }.map(&:value)
     assert_equal 8, draws.uniq.size, "workers drew the same numbers: #{draws}"
     assert_equal [0, 1, 4, 9], p.call(THREADS, 4).value
+  end
+
+  # A task that only another thread's locals hold, made before the pool, runs on it, though
+  # the fork that made the template kept only this thread and the template collects garbage as
+  # it forks each worker (here on purpose, through a Process._fork hook). The pool pins every
+  # task alive when it is made, so this holds whatever a Ruby version keeps of a dead thread.
+  def test_a_task_only_another_thread_holds_runs_on_a_pool_made_after_it
+    made = Queue.new
+    go = Queue.new
+    holder = Thread.new do
+      t = InParallel.task { |x| [x, :from_the_other_thread] }
+      made << true
+      pool = go.pop
+      pool.call(t, 5).value
+    end
+    made.pop
+    $pool_fork_gc = true
+    p = pool(1, max_calls: 1) # a new worker, so a template collection, for every call
+    $pool_fork_gc = false
+    p.call(PID).value
+    go << p
+    assert_equal [5, :from_the_other_thread], holder.value
+  ensure
+    $pool_fork_gc = false
+  end
+
+  # What a pool pins is alive: a task that is garbage, still to be swept when the pool is made,
+  # must not be among them (the pool would then hold a freed object).
+  def test_tasks_that_died_before_a_pool_are_never_pinned_by_it
+    200.times do |i|
+      InParallel.task { i } # garbage at once
+      GC.start(full_mark: false, immediate_sweep: false) if (i % 7).zero? # leaves garbage unswept
+      InParallel.pool(1) { |p| assert_equal [[i], {}], p.call(ECHO, i).value }
+      GC.verify_internal_consistency
+    end
   end
 
   # ---- arguments -----------------------------------------------------------------------------

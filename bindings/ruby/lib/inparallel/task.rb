@@ -8,9 +8,6 @@ module InParallel
   class Task
     attr_reader :serializer, :timeout, :max_result, :rlimit, :stdio
 
-    # Every Task alive, for the pools made from now on (InParallel::Pool pins them).
-    LIVE = ObjectSpace::WeakMap.new
-    private_constant :LIVE
 
     # The stdio policy by name: what the child does with its standard streams as it ends.
     STDIO_DEFAULT = %i[purge_inherited flush_std].freeze
@@ -50,7 +47,6 @@ module InParallel
       __setup(ms, @max_result, stdio.nil? ? nil : flags,
               limits.map { |name, soft, hard| [RLIMITS.fetch(name), soft, hard] })
       __warm
-      LIVE[self] = true
     end
 
     # Runs the task in a new child process (or, inside InParallel::Pool#run, on that pool)
@@ -83,7 +79,10 @@ module InParallel
     # The Task a Proc made by Task#to_proc calls, or nil.
     def self.__of(proc) = proc.instance_variable_get(:@__inparallel_task)
 
-    def self.__live = LIVE.keys
+    # Every Task alive, for a pool to pin. ObjectSpace.each_object first finishes a garbage
+    # collection under way, so it never hands out a Task that is garbage still to be swept
+    # (ObjectSpace::WeakMap#keys on Ruby 3.1 did, and the pool then held a freed object).
+    def self.__live = ObjectSpace.each_object(Task).to_a
 
     # This task with another timeout (InParallel.map's timeout: for a process per item).
     def __with_timeout(timeout) = Task.new(@callable, **@options, timeout: timeout)
