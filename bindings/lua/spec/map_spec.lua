@@ -178,6 +178,26 @@ describe("ip.map", function()
       "before the pool", S.raised(ip.map, late, {1}, {pool = p}))
   end)
 
+  it("progress is called after each item that succeeded, with the count done and the total", function()
+    local seen = {}
+    local got = ip.map(function(x) return x * 2 end, {1, 2, 3, 4, 5}, {workers = 2, progress = function(done, total)
+      seen[#seen + 1] = done .. "/" .. total
+    end})
+    assert.are.same({2, 4, 6, 8, 10}, got)
+    assert.are.same({"1/5", "2/5", "3/5", "4/5", "5/5"}, seen)
+    assert.are.same({}, S.children())
+  end)
+
+  it("an error in progress stops the map and is raised as is", function()
+    local calls = 0
+    local ok, err = pcall(ip.map, function(x) return x end, {1, 2, 3, 4, 5, 6, 7, 8}, {workers = 2,
+      progress = function(done) calls = calls + 1; if done == 2 then error("enough", 0) end end})
+    assert.is_false(ok)
+    assert.are.equal("enough", err)
+    assert.are.equal(2, calls)
+    assert.are.same({}, S.children())
+  end)
+
   it("bad arguments raise errors that say which", function()
     local closed = ip.pool(1)
     closed:close()
@@ -186,12 +206,14 @@ describe("ip.map", function()
       S.raised(ip.map, 5, {}))
     assert.matches("bad argument #2 .*table expected", S.raised(ip.map, fn, "list"))
     assert.matches("bad argument #3 .*table expected", S.raised(ip.map, fn, {}, 5))
-    assert.matches("ip.map: unknown option 'worker' %(known: workers, isolation, timeout, pool%)",
+    assert.matches("ip.map: unknown option 'worker' %(known: workers, isolation, timeout, pool, progress%)",
       S.raised(ip.map, fn, {1}, {worker = 2}))
     assert.matches("ip.map: workers must be a positive integer, not 0", S.raised(ip.map, fn, {1}, {workers = 0}))
     assert.matches("ip.map: workers must be a positive integer, not 1.5", S.raised(ip.map, fn, {1}, {workers = 1.5}))
     assert.matches("ip.map: workers must be a positive integer, not a string", S.raised(ip.map, fn, {1}, {workers = "2"}))
     assert.matches("ip.map: isolation must be a boolean, not a number", S.raised(ip.map, fn, {1}, {isolation = 1}))
+    assert.matches("ip.map: progress must be a function %(called with the items done and their total%), not a string",
+      S.raised(ip.map, fn, {1}, {progress = "bar"}))
     assert.matches("ip.map: timeout must be a finite number of seconds >= 0 %(0 = none%), not %-1",
       S.raised(ip.map, fn, {1}, {timeout = -1}))
     assert.matches("ip.map: pool must be a pool from ip.pool, not a table", S.raised(ip.map, square, {1}, {pool = {}}))

@@ -36,6 +36,7 @@ typedef struct map_opts {
   int timeout_ms; /* -1: not given */
   double timeout_s; /* the same, as given */
   int pool;       /* stack slot of the pool given, or 0 */
+  int progress;   /* stack slot of the progress function */
 } map_opts;
 
 static void parse_opts(lua_State *L, int t, map_opts *o) {
@@ -69,8 +70,15 @@ static void parse_opts(lua_State *L, int t, map_opts *o) {
       if (!lp->p) luaL_error(L, "ip.map: the pool is closed");
       lua_pushvalue(L, v);
       lua_replace(L, o->pool); /* its own slot, reserved by the caller */
+    } else if (k && strcmp(k, "progress") == 0) {
+      if (!lua_isfunction(L, v) && !lua_isnil(L, v))
+        luaL_error(L, "ip.map: progress must be a function (called with the items done and "
+                      "their total), not a %s", luaL_typename(L, v));
+      lua_pushvalue(L, v);
+      lua_replace(L, o->progress);
     } else if (k) {
-      luaL_error(L, "ip.map: unknown option '%s' (known: workers, isolation, timeout, pool)", k);
+      luaL_error(L, "ip.map: unknown option '%s' (known: workers, isolation, timeout, pool, "
+                    "progress)", k);
     } else {
       luaL_error(L, "ip.map: option names are strings, not %s", luaL_typename(L, -2));
     }
@@ -79,7 +87,7 @@ static void parse_opts(lua_State *L, int t, map_opts *o) {
 }
 
 /* Stack slots. */
-enum { FN = 1, LIST, OPTS, RESULTS, TASK, POOL, STATE, LIVE, INDEX, ERR };
+enum { FN = 1, LIST, OPTS, RESULTS, TASK, POOL, PROGRESS, STATE, LIVE, INDEX, ERR };
 
 /* The index of the future at the top of the stack's call, from INDEX. */
 static int index_of(lua_State *L, ip_future *f) {
@@ -124,7 +132,8 @@ int lip_map(lua_State *L) {
   lua_createtable(L, n, 0); /* RESULTS */
   lua_pushnil(L);           /* TASK */
   lua_pushnil(L);           /* POOL */
-  map_opts o = {0, 0, -1, 0, POOL};
+  lua_pushnil(L);           /* PROGRESS */
+  map_opts o = {0, 0, -1, 0, POOL, PROGRESS};
   if (lua_istable(L, OPTS)) parse_opts(L, OPTS, &o);
   lip_pool *lp = (lip_pool *)lip_testudata(L, POOL, &lip_pool_key);
   if (lp && o.isolation)
@@ -185,7 +194,7 @@ int lip_map(lua_State *L) {
   lua_pushnil(L);  /* ERR */
 
   ip_waitfor w = IP_WAITFOR_INIT;
-  int next = 1, failed = 0, stopped = 0, rc;
+  int next = 1, failed = 0, stopped = 0, done = 0, rc;
   ip_future *out;
   while ((rc = ip_waitfor_step(&w, ms->l, cf, -1, &out)) > 0) {
     if (rc == IP_WAITFOR_ASK) {
@@ -235,9 +244,20 @@ int lip_map(lua_State *L) {
         lua_settop(L, ERR + 2); /* the future and the first value */
         lua_rawseti(L, RESULTS, i);
       }
+      done++;
     }
     lip_future_release(L, uf);
     lua_settop(L, ERR);
+    if (!stopped && !lua_isnil(L, PROGRESS)) {
+      lua_pushvalue(L, PROGRESS);
+      lua_pushinteger(L, done);
+      lua_pushinteger(L, n);
+      if (lua_pcall(L, 2, 0, 0) != 0) { /* stop as for a failure, then raise its error */
+        if (own) lip_pool_close(lp);
+        for (size_t k = 0; k < ip_list_len(ms->l); k++) ip_future_cancel(ip_list_at(ms->l, k));
+        return lua_error(L);
+      }
+    }
   }
   if (rc < 0) { /* a host's signal handler ran (EINTR): stop, and say so */
     if (own) lip_pool_close(lp);
