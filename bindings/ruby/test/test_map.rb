@@ -170,6 +170,17 @@ class TestMap < InParallelTest
     assert_no_children
   end
 
+  # An item that cannot travel fails the map with its index before it runs, alone or in a
+  # batch.
+  def test_an_item_that_cannot_be_encoded_names_its_index
+    [[1, 2, -> {}, 4], (1..3000).to_a + [-> {}]].each do |items|
+      err = assert_raises(InParallel::EncodeError) { InParallel.map(items, workers: 2) { |x| x } }
+      assert_equal items.size - (items.size == 4 ? 2 : 1), err.index
+      assert_match(/\Aitem #{err.index}: .*Proc/, err.message)
+      assert_no_children
+    end
+  end
+
   # --- timeout --------------------------------------------------------------------------
 
   def test_an_item_over_the_timeout_fails_the_map_with_task_timeout_error

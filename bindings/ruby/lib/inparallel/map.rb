@@ -151,8 +151,15 @@ module InParallel
       return [pool.__submit(@task, nil, [@items[first]], {}, [@items[first]], @timeout_ms), nil] unless slot
 
       items = @items[first, count]
-      bytes = Marshal.dump(items.map { |item| @task.__encode_args(nil, [item], {}) })
-      [pool.__submit_batch(@task, bytes, items, slot), slot]
+      encoded = items.each_with_index.map do |item, k|
+        @task.__encode_args(nil, [item], {})
+      rescue EncodeError, ArgumentError => e
+        raise InParallel.__item_failure(first + k, e)
+      end
+      [pool.__submit_batch(@task, Marshal.dump(encoded), items, slot), slot]
+    rescue EncodeError, ArgumentError => e
+      pool.__give_slot(slot) if slot
+      raise e.is_a?(ItemFailure) ? e : InParallel.__item_failure(first, e)
     rescue StandardError
       pool.__give_slot(slot) if slot
       raise

@@ -96,7 +96,7 @@ module InParallel
 
       def encode(value)
         return value if value.is_a?(String)
-        raise TypeError, "the :raw serializer needs a String result, got #{value.class}"
+        raise TypeError, "the :raw serializer carries a String, not #{value.class}"
       end
 
       def decode(bytes) = bytes
@@ -200,7 +200,7 @@ module InParallel
 
       def encode(value)
         return @klass.encode(value) if value.is_a?(@klass)
-        raise TypeError, "the #{@klass} serializer needs a #{@klass} result, got #{value.class}"
+        raise TypeError, "the #{@klass} serializer carries a #{@klass}, not #{value.class}"
       end
 
       def decode(bytes)
