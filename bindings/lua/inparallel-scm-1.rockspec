@@ -1,9 +1,8 @@
 -- luarocks make                       (from bindings/lua/, against an installed libinparallel)
--- In-tree, against the build in ../../:
---   luarocks --lua-version=5.4 make INPARALLEL_INCDIR=../../include \
---     INPARALLEL_LIBDIR=../../lib/.libs INPARALLEL_MSGPACK_INCDIR=../../include \
---     INPARALLEL_MSGPACK_LIBDIR=../../serializers/msgpack/.libs
--- (luarocks links with an rpath to each libdir, so the module finds the in-tree libraries).
+-- The core and its msgpack plugin install side by side, so one variable names them for a
+-- prefix luarocks does not search:  luarocks --lua-version=5.4 make INPARALLEL_DIR=$HOME/.local
+-- (luarocks links with an rpath to that prefix's lib/). In the source tree, `make` builds the
+-- module for every Lua it found instead.
 -- Lua 5.1 and LuaJIT also need lua-compat-5.3's C header compat-5.3.h (Debian:
 -- lua-compat53-dev). Debian puts it in /usr/include/lua5.1, which a Lua 5.1 build searches
 -- already; for LuaJIT, add it:  luarocks --lua-version=5.1 make CFLAGS="-O2 -fPIC -I/usr/include/lua5.1"
@@ -34,8 +33,8 @@ dependencies = {
   "lua >= 5.1",
 }
 external_dependencies = {
-  INPARALLEL = { header = "inparallel.h", library = "inparallel" },
-  INPARALLEL_MSGPACK = { header = "inparallel/msgpack.h", library = "inparallel-msgpack" },
+  -- The msgpack plugin's header and library: found, they find the core's beside them.
+  INPARALLEL = { header = "inparallel/msgpack.h", library = "inparallel-msgpack" },
   MSGPACK = { header = "msgpack.h", library = "msgpackc" },
 }
 build = {
@@ -46,8 +45,8 @@ build = {
         "src/errors.c", "src/msgpack_values.c", "src/task.c", "src/future.c",
         "src/waitfor.c", "src/pool.c", "src/map.c", "src/module.c",
       },
-      incdirs = { "$(INPARALLEL_INCDIR)", "$(INPARALLEL_MSGPACK_INCDIR)", "$(MSGPACK_INCDIR)" },
-      libdirs = { "$(INPARALLEL_LIBDIR)", "$(INPARALLEL_MSGPACK_LIBDIR)", "$(MSGPACK_LIBDIR)" },
+      incdirs = { "$(INPARALLEL_INCDIR)", "$(MSGPACK_INCDIR)" },
+      libdirs = { "$(INPARALLEL_LIBDIR)", "$(MSGPACK_LIBDIR)" },
       libraries = { "inparallel-msgpack", "inparallel", "msgpackc", "m" },
     },
   },

@@ -4,6 +4,12 @@ $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
 require "minitest/autorun"
 require "inparallel"
 
+# Where a Ruby that a test starts finds the gem: lib/ here and the directory the extension was
+# loaded from, which is elsewhere when the build tree is not the source tree (make check-ruby).
+GEM_LOAD_PATH = [File.expand_path("../lib", __dir__),
+                 *$LOADED_FEATURES.grep(%r{/inparallel/inparallel\.[^/]+\z}).map { |f| File.dirname(f, 2) }].uniq.freeze
+GEM_LOAD_PATH_CODE = "$LOAD_PATH.unshift(*#{GEM_LOAD_PATH.inspect})"
+
 module Minitest
   # Minitest's summary only counts skips ("S" in the progress line): this names each skipped
   # test and why, one "skipped: Class#test: why" line each after the summary (scripts/test.sh

@@ -34,7 +34,7 @@ class TestHygiene < InParallelTest
   # the checkout lives and whoever may read it (nobody cannot enter /root, say).
   def test_a_failed_fork_is_a_value_not_an_exception
     code = <<~RUBY
-      $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+      #{GEM_LOAD_PATH_CODE}
       require "inparallel"
       if Process.uid.zero?
         Process.groups = []
@@ -54,7 +54,7 @@ class TestHygiene < InParallelTest
   def test_ctrl_c_interrupts_value_and_waitfor
     %w[value waitfor].each do |how|
       code = <<~RUBY
-        $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+        #{GEM_LOAD_PATH_CODE}
         require "inparallel"
         f = InParallel.task { sleep 30 }.()
         $stdout.puts f.pid; $stdout.flush

@@ -9,7 +9,7 @@ require "tmpdir"
 class MapItemError < StandardError; end
 
 class TestMap < InParallelTest
-  LIB = File.expand_path("../lib", __dir__)
+  INCLUDES = GEM_LOAD_PATH.flat_map { |d| ["-I", d] }.freeze
 
   # Made before any pool of this file, so every pool's workers have it.
   PID_OF = InParallel.task { |x| [x, Process.pid] }
@@ -22,7 +22,7 @@ class TestMap < InParallelTest
 
   # A fresh Ruby running `script` with the gem on its load path: its output (stderr too).
   def run_script(script)
-    out = IO.popen([RbConfig.ruby, "-I", LIB, "-e", script], err: %i[child out], &:read)
+    out = IO.popen([RbConfig.ruby, *INCLUDES, "-e", script], err: %i[child out], &:read)
     [out, $?]
   end
 
@@ -317,7 +317,7 @@ class TestMap < InParallelTest
 
   def read_pty(script)
     out = +""
-    reader, writer, pid = PTY.spawn(RbConfig.ruby, "-I", LIB, "-e", script)
+    reader, writer, pid = PTY.spawn(RbConfig.ruby, *INCLUDES, "-e", script)
     writer.close
     begin
       loop { out << reader.readpartial(4096) }
@@ -352,7 +352,7 @@ class TestMap < InParallelTest
     RUBY
     lines = []
     worker = nil
-    IO.popen([RbConfig.ruby, "-I", LIB, "-e", script]) do |io|
+    IO.popen([RbConfig.ruby, *INCLUDES, "-e", script]) do |io|
       while (line = io.gets)
         lines << line
         next unless line.start_with?("started ")

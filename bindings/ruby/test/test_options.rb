@@ -73,7 +73,7 @@ class TestOptions < InParallelTest
   def run_stdio(stdio)
     path = File.join(Dir.tmpdir, "inparallel-stdio-#{Process.pid}")
     code = <<~RUBY
-      $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+      #{GEM_LOAD_PATH_CODE}
       require "inparallel"
       require "fiddle"
       cputs = Fiddle::Function.new(Fiddle::Handle::DEFAULT["printf"], [Fiddle::TYPE_VOIDP], Fiddle::TYPE_INT)

@@ -412,7 +412,7 @@ class TestPool < InParallelTest
 
   def test_ctrl_c_stops_a_wait_and_close_leaves_no_worker
     code = <<~RUBY
-      $LOAD_PATH.unshift #{File.expand_path('../lib', __dir__).inspect}
+      #{GEM_LOAD_PATH_CODE}
       require "inparallel"
       t = InParallel.task { $stdout.puts "started \#{Process.pid}"; $stdout.flush; sleep 60 }
       pool = InParallel::Pool.new(1)

@@ -3,7 +3,8 @@
 #   2. the core's sources compiled into the extension, from $INPARALLEL_SRC, from core/ beside
 #      this file (copied there by `rake vendor`, so a built .gem carries them), or from the
 #      source tree this binding lives in (../../../..).
-# The in-tree route compiles the C sources rather than linking lib/.libs/libinparallel.a,
+# INPARALLEL_CONFIG_DIR names a configured build tree whose config.h to use (an out-of-tree
+# build's). The in-tree route compiles the C sources rather than linking lib/.libs/libinparallel.a,
 # because libtool builds that archive from non-PIC objects.
 require "mkmf"
 
@@ -32,13 +33,17 @@ have_func("rb_thread_call_without_gvl", "ruby/thread.h") or abort "ruby/thread.h
 if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
    have_func("ip_pool_new_fork", "inparallel.h")
   message "inparallel: using the installed core (pkg-config inparallel)\n"
+  # The extension finds libinparallel where pkg-config found it, also outside the loader's
+  # default path (a --prefix of one's own).
+  libdir = pkg_config("inparallel", "variable=libdir").to_s.strip
+  $LDFLAGS << " -Wl,-rpath,#{libdir}" unless libdir.empty?
 else
   root = core_root or abort <<~MSG
     inparallel: the C core was found neither by pkg-config (`make install` it) nor as sources
     (set INPARALLEL_SRC to a checkout of the inparallel repository).
   MSG
   message "inparallel: compiling the core from #{root}\n"
-  config_dir = File.file?(File.join(root, "config.h")) ? root : Dir.pwd
+  config_dir = [ENV["INPARALLEL_CONFIG_DIR"], root].compact.find { |d| File.file?(File.join(d, "config.h")) } || Dir.pwd
   write_config_h(File.join(Dir.pwd, "config.h")) if config_dir == Dir.pwd
   $INCFLAGS << " -I#{File.join(root, 'include')} -I#{File.join(root, 'lib')} -I#{config_dir}"
   $VPATH << File.join(root, "lib")
