@@ -1,20 +1,21 @@
 # Builds inparallel/inparallel.so. The core comes from, in this order:
 #   1. pkg-config `inparallel` (an installed libinparallel), unless INPARALLEL_IN_TREE=1;
-#   2. the core's sources compiled into the extension, from $INPARALLEL_SRC, from core/ beside
-#      this file (copied there by `rake vendor`, so a built .gem carries them), or from the
-#      source tree this binding lives in (../../../..).
+#   2. the core's sources compiled into the extension, from $INPARALLEL_SRC, from the source
+#      tree this binding lives in (../../../..), or from core/ beside this file (copied there by
+#      `rake vendor`, so a built .gem carries them; in a source tree it may be stale, so the
+#      tree comes first).
 # INPARALLEL_CONFIG_DIR names a configured build tree whose config.h to use (an out-of-tree
 # build's). The in-tree route compiles the C sources rather than linking lib/.libs/libinparallel.a,
 # because libtool builds that archive from non-PIC objects.
 require "mkmf"
 
 def core_root
-  [ENV["INPARALLEL_SRC"], File.join(__dir__, "core"), File.expand_path("../../../..", __dir__)]
+  [ENV["INPARALLEL_SRC"], File.expand_path("../../../..", __dir__), File.join(__dir__, "core")]
     .compact.find { |d| File.file?(File.join(d, "include", "inparallel.h")) && File.file?(File.join(d, "lib", "call.c")) }
 end
 
-# A minimal config.h for a tree that was never configured (the vendored copy normally
-# carries the configured one).
+# A minimal config.h for a tree that was never configured, and for the gem's vendored copy
+# (which carries no build machine's config.h): what this machine's libc has.
 def write_config_h(path)
   defs = { "HAVE_MEMFD_CREATE" => "memfd_create", "HAVE_CLOSE_RANGE" => "close_range",
            "HAVE_STRERRORNAME_NP" => "strerrorname_np", "HAVE_SIGABBREV_NP" => "sigabbrev_np" }
