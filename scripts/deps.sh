@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential autoconf automake libtool pkg-config
-      libcriterion-dev valgrind git libdw-dev
+      libcriterion-dev valgrind git libdw-dev scdoc man-db
       clang-19 libclang-rt-19-dev
       libmsgpack-dev libprotobuf-c-dev protobuf-c-compiler
       ruby ruby-dev rake ruby-minitest ruby-msgpack ruby-google-protobuf ruby-parallel ruby-progressbar
