@@ -59,7 +59,7 @@ module InParallel
     end
   end
 
-  def self.included(base)
+  def self.included(base) # :nodoc:
     base.extend(Decorator)
     super
   end
@@ -108,6 +108,7 @@ module InParallel
     nil
   end
 
+  # :stopdoc:
   class << self
     # --- helpers for the rest of the gem; not API ---------------------------------------
 
@@ -254,4 +255,5 @@ module InParallel
       nil
     end
   end
+  # :startdoc:
 end

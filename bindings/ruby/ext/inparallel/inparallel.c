@@ -3,11 +3,6 @@
 
 VALUE rbip_mInParallel;
 
-/* InParallel.__strerror(code) */
-static VALUE m_strerror(VALUE self, VALUE code) {
-  return rb_str_new_cstr(ip_strerror(NUM2INT(code)));
-}
-
 RUBY_FUNC_EXPORTED void Init_inparallel(void) {
   rbip_mInParallel = rb_define_module("InParallel");
 
@@ -19,7 +14,6 @@ RUBY_FUNC_EXPORTED void Init_inparallel(void) {
   rb_obj_freeze(codes);
   rb_define_const(rbip_mInParallel, "CODES", codes);
   rb_define_const(rbip_mInParallel, "CORE_VERSION", rb_obj_freeze(rb_str_new_cstr(ip_version())));
-  rb_define_module_function(rbip_mInParallel, "__strerror", m_strerror, 1);
 
   rbip_init_task();
   rbip_init_future();

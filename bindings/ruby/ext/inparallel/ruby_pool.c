@@ -153,7 +153,7 @@ void rbip_init_pool(void) {
   rb_define_method(rbip_cPool, "closed?", pool_closed_p, 0);
   rb_define_private_method(rbip_cPool, "__start", pool_start, 4);
   rb_define_private_method(rbip_cPool, "__call", pool_call, 5);
-  rb_define_method(rbip_cPool, "__progress", pool_progress, 1);
+  rb_define_private_method(rbip_cPool, "__progress", pool_progress, 1);
   rb_define_module_function(rbip_mInParallel, "__mark", m_mark, 2);
   rb_define_const(rbip_cPool, "SLOTS", INT2NUM(RBIP_SLOTS));
   rb_define_private_method(rbip_cPool, "__workers", pool_workers, 0);

@@ -344,6 +344,7 @@ void rbip_init_task(void) {
   id_pool_child = rb_intern("__pool_child");
   id_errno = rb_intern("errno");
   rbip_cTask = rb_define_class_under(rbip_mInParallel, "Task", rb_cObject);
+  /* :nodoc: */
   cPieces = rb_define_class_under(rbip_mInParallel, "Pieces", rb_cArray);
 
   /* Every RLIMIT_* this system has, by lower-case name (RLIMITS[:nofile]), for the rlimit:

@@ -27,7 +27,9 @@ module InParallel
       @core_dumped = core_dumped
     end
 
-    def core_dumped? = @core_dumped
+    def core_dumped?
+      @core_dumped
+    end
   end
 
   # The call ran longer than its task's `timeout:` and its child was killed (SIGKILL): an

@@ -35,7 +35,7 @@ module InParallel
   end
 
   # One InParallel.map: a waitfor loop that keeps two calls per worker in flight.
-  class Mapping
+  class Mapping # :nodoc:
     def initialize(items, block, workers, isolation, timeout, progress, pool)
       unless items.respond_to?(:to_a)
         raise TypeError, "InParallel.map expects an Array or Enumerable of items, got #{items.class}"
@@ -180,7 +180,7 @@ module InParallel
     # worker died (crash, kill, exit!) fails at the item its worker had marked.
     def batch_outcome(pool, f, first, slot)
       unless f.__send__(:__status).zero?
-        at = pool.__progress(slot).to_i
+        at = pool.__send__(:__progress, slot).to_i
         return [[], [first + [at, 0].max, f.error]]
       end
 
@@ -210,6 +210,7 @@ module InParallel
   end
   private_constant :Mapping
 
+  # :stopdoc:
   class << self
     # The exception InParallel.map raises for item `index`'s failure.
     def __item_failure(index, err)
@@ -244,4 +245,5 @@ module InParallel
       ProgressBar.create(**options, total: total, output: output)
     end
   end
+  # :startdoc:
 end

@@ -87,13 +87,16 @@ module InParallel
     end
 
     # The live workers: `workers` from Pool.new on, fewer only while the template cannot fork.
-    def workers = __workers
+    def workers
+      __workers
+    end
 
     def inspect
       "#<InParallel::Pool workers=#{@workers}#{closed? ? ' closed' : ''}>"
     end
 
     # --- for the rest of the gem; not API ------------------------------------------------
+    # :stopdoc:
 
     # The pool of the enclosing #run in this thread, if this process made it.
     def self.__current
@@ -101,7 +104,9 @@ module InParallel
       pool if pool && pool.__owner == Process.pid
     end
 
-    def __owner = @owner
+    def __owner
+      @owner
+    end
 
     # timeout_ms: replaces the task's own timeout for this call (InParallel.map's timeout:).
     def __submit(task, receiver, args, kwargs, shown, timeout_ms = nil)
@@ -124,7 +129,9 @@ module InParallel
     end
 
     # A free progress slot for a batch, or nil when every one is in use.
-    def __take_slot = (@free_slots ||= (0...SLOTS).to_a.reverse).pop
+    def __take_slot
+      (@free_slots ||= (0...SLOTS).to_a.reverse).pop
+    end
 
     def __give_slot(slot)
       @free_slots << slot
@@ -140,8 +147,11 @@ module InParallel
 
     # A Method as it travels to a worker: its receiver and name.
     MethodCall = Struct.new(:receiver, :name) do
-      def call(*args, **kwargs) = receiver.method(name).call(*args, **kwargs)
+      def call(*args, **kwargs)
+        receiver.method(name).call(*args, **kwargs)
+      end
     end
+    # :startdoc:
   end
 
   # InParallel.pool(workers, max_calls: nil, max_rss: nil) { |pool| ... }: makes a pool, runs

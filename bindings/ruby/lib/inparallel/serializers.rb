@@ -14,8 +14,10 @@ module InParallel
     # encode_args/decode_args for a serializer that can carry [args, kwargs] as one value.
     # Formats without symbols (msgpack, JSON) bring keyword names back as Strings: they are
     # made Symbols again, since that is what they were.
-    module WholeArgs
-      def encode_args(args, kwargs) = encode([args, kwargs])
+    module WholeArgs # :nodoc:
+      def encode_args(args, kwargs)
+        encode([args, kwargs])
+      end
 
       def decode_args(bytes)
         args, kwargs = decode(bytes)
@@ -28,7 +30,7 @@ module InParallel
     end
 
     # encode_args/decode_args for a serializer that carries one value of its own kind.
-    module OneArg
+    module OneArg # :nodoc:
       def encode_args(args, kwargs)
         unless args.size == 1 && kwargs.empty?
           raise ArgumentError, "a #{name} task's pool call takes exactly one argument (#{arg_kind}), " \
@@ -38,17 +40,25 @@ module InParallel
         encode(args[0])
       end
 
-      def decode_args(bytes) = [[decode(bytes)], {}]
+      def decode_args(bytes)
+        [[decode(bytes)], {}]
+      end
     end
 
     # The default: any object Marshal can dump.
     class Marshal
       include WholeArgs
-      def name = ":marshal"
-      def sample = nil
-      def encode(value) = ::Marshal.dump(value)
+      def name
+        ":marshal"
+      end
+      def sample # :nodoc:
+        nil
+      end
+      def encode(value)
+        ::Marshal.dump(value)
+      end
 
-      PIECES_FROM = 1 << 20
+      PIECES_FROM = 1 << 20 # :nodoc:
       IVAR_STRING = "\x04\x08I\"".b.freeze # a String with its encoding after it
       STRING = "\x04\x08\"".b.freeze       # a binary String
 
@@ -56,7 +66,7 @@ module InParallel
       # itself and its trailer, which the child gathers into the result with one copy rather
       # than two (Marshal.dump's, then the result buffer's). nil for anything else: Marshal.dump
       # then says what the String's own state (instance variables, modules) adds.
-      def pieces(value)
+      def pieces(value) # :nodoc:
         return nil unless value.instance_of?(String) && value.bytesize >= PIECES_FROM &&
                           value.instance_variables.empty? && value.singleton_methods.empty?
 
@@ -69,7 +79,7 @@ module InParallel
 
       # Marshal's form of an Integer length of 123 or more: how many bytes, then the bytes,
       # least significant first.
-      def self.w_long(n)
+      def self.w_long(n) # :nodoc:
         bytes = []
         while n.positive?
           bytes << (n & 0xff)
@@ -90,16 +100,24 @@ module InParallel
     # A binary String, as is.
     class Raw
       include OneArg
-      def name = ":raw"
-      def arg_kind = "a String"
-      def sample = ""
+      def name
+        ":raw"
+      end
+      def arg_kind # :nodoc:
+        "a String"
+      end
+      def sample # :nodoc:
+        ""
+      end
 
       def encode(value)
         return value if value.is_a?(String)
         raise TypeError, "the :raw serializer carries a String, not #{value.class}"
       end
 
-      def decode(bytes) = bytes
+      def decode(bytes)
+        bytes
+      end
     end
 
     # MessagePack through msgpack-ruby on both sides: nil, true/false, Integer, Float, String,
@@ -108,7 +126,7 @@ module InParallel
     class Msgpack
       include WholeArgs
 
-      def self.require_msgpack
+      def self.require_msgpack # :nodoc:
         require "msgpack"
       rescue LoadError
         raise ArgumentError, "serializer :msgpack needs the msgpack gem (Debian: ruby-msgpack)"
@@ -120,8 +138,12 @@ module InParallel
         @factory = factory
       end
 
-      def name = @factory ? "MessagePack::Factory" : ":msgpack"
-      def sample = nil
+      def name
+        @factory ? "MessagePack::Factory" : ":msgpack"
+      end
+      def sample # :nodoc:
+        nil
+      end
 
       def encode(value, root = "result")
         @factory ? @factory.dump(value) : ::MessagePack.pack(value)
@@ -131,7 +153,7 @@ module InParallel
 
       # The arguments under their own names in a failure's path ("argument[1]",
       # "keyword :key"), rather than as parts of one [args, kwargs] value.
-      def encode_args(args, kwargs)
+      def encode_args(args, kwargs) # :nodoc:
         whole = [args, kwargs.transform_keys { |k| k.is_a?(Symbol) ? k.to_s : k }]
         @factory ? @factory.dump(whole) : ::MessagePack.pack(whole)
       rescue StandardError => e
@@ -149,7 +171,7 @@ module InParallel
       # Why `value` could not be packed, naming the path to the first part that cannot be
       # ("result[2][:key]: a Proc cannot be encoded"). Runs only after a failure: it walks
       # Arrays and Hashes and tries each other value on its own.
-      def self.why(value, error, factory, root = "result")
+      def self.why(value, error, factory, root = "result") # :nodoc:
         path, part, err = locate(value, root, factory)
         unless path # every part packs on its own: say what the whole said
           return "#{error.class}: #{InParallel.__plain_message(error)}"
@@ -164,7 +186,7 @@ module InParallel
         text
       end
 
-      def self.locate(value, path, factory)
+      def self.locate(value, path, factory) # :nodoc:
         if value.instance_of?(Array)
           value.each_with_index do |v, i|
             found = locate(v, "#{path}[#{i}]", factory)
@@ -193,10 +215,18 @@ module InParallel
     # A Google::Protobuf message class: the result must be an instance of it.
     class Protobuf
       include OneArg
-      def initialize(klass) = @klass = klass
-      def name = @klass.name
-      def arg_kind = "a #{@klass}"
-      def sample = @klass.new
+      def initialize(klass)
+        @klass = klass
+      end
+      def name
+        @klass.name
+      end
+      def arg_kind # :nodoc:
+        "a #{@klass}"
+      end
+      def sample # :nodoc:
+        @klass.new
+      end
 
       def encode(value)
         return @klass.encode(value) if value.is_a?(@klass)
@@ -213,9 +243,15 @@ module InParallel
     # Any object with dump and load (JSON, YAML, Oj, ...).
     class DumpLoad
       include WholeArgs
-      def initialize(impl) = @impl = impl
-      def name = @impl.inspect
-      def encode(value) = @impl.dump(value).to_s.b
+      def initialize(impl)
+        @impl = impl
+      end
+      def name
+        @impl.inspect
+      end
+      def encode(value)
+        @impl.dump(value).to_s.b
+      end
 
       def decode(bytes)
         @impl.load(bytes)

@@ -75,17 +75,24 @@ module InParallel
     end
 
     # --- for the rest of the gem; not API ------------------------------------------------
+    # :stopdoc:
 
     # The Task a Proc made by Task#to_proc calls, or nil.
-    def self.__of(proc) = proc.instance_variable_get(:@__inparallel_task)
+    def self.__of(proc)
+      proc.instance_variable_get(:@__inparallel_task)
+    end
 
     # Every Task alive, for a pool to pin. ObjectSpace.each_object first finishes a garbage
     # collection under way, so it never hands out a Task that is garbage still to be swept
     # (ObjectSpace::WeakMap#keys on Ruby 3.1 did, and the pool then held a freed object).
-    def self.__live = ObjectSpace.each_object(Task).to_a
+    def self.__live
+      ObjectSpace.each_object(Task).to_a
+    end
 
     # This task with another timeout (InParallel.map's timeout: for a process per item).
-    def __with_timeout(timeout) = Task.new(@callable, **@options, timeout: timeout)
+    def __with_timeout(timeout)
+      Task.new(@callable, **@options, timeout: timeout)
+    end
 
     # A forked call, even inside Pool#run.
     def __fork(args, kwargs)
@@ -325,5 +332,6 @@ module InParallel
       end
       [out, failure, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
     end
+    # :startdoc:
   end
 end
