@@ -61,7 +61,16 @@ module Hygiene
   end
 
   def assert_no_children
-    assert eventually { children.empty? }, "children left: #{children.inspect}"
+    assert eventually { children.empty? }, "children left: #{children.map { |pid| describe_process(pid) }.join('; ')}"
+  end
+
+  # "pid (state, command line, parent)" from /proc, for a failure message.
+  def describe_process(pid)
+    stat = File.read("/proc/#{pid}/stat")
+    cmd = File.read("/proc/#{pid}/cmdline").tr("\0", " ").strip
+    "#{pid} (state #{stat[/\) (\S)/, 1]}, #{cmd.empty? ? stat[/\((.*)\)/, 1] : cmd}, ppid #{stat[/\) \S (\d+)/, 1]})"
+  rescue SystemCallError
+    "#{pid} (gone)"
   end
 end
 

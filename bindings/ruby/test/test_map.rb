@@ -251,7 +251,7 @@ class TestMap < InParallelTest
     assert_raises(ArgumentError) { InParallel.map([1], timeout: -1) { |x| x } }
     assert_raises(ArgumentError) { InParallel.map([1], timeout: 0) { |x| x } }
     assert_raises(TypeError) { InParallel.map([1], progress: 3) { |x| x } }
-    assert_empty children
+    assert_empty children, "children: #{children.map { |pid| describe_process(pid) }.join("; ")}"
     pool = InParallel::Pool.new(1)
     begin
       err = assert_raises(ArgumentError) { InParallel.map([1], pool: pool, isolation: true, &PID_OF) }
