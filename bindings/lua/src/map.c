@@ -118,6 +118,16 @@ static int raise_failure(lua_State *L, int index) {
   return lua_error(L);
 }
 
+/* Stops what is in flight: a pool of the map's own is closed (its workers end at once and every
+ * call left fails ECANCELED), else each call in the list is canceled. */
+static void stop_calls(lip_pool *lp, int own, ip_list *l) {
+  if (own) {
+    lip_pool_close(lp);
+    return;
+  }
+  for (size_t k = 0; k < ip_list_len(l); k++) ip_future_cancel(ip_list_at(l, k));
+}
+
 int lip_map(lua_State *L) {
   int isfn = lua_isfunction(L, FN);
   lip_task *given = (lip_task *)lip_testudata(L, FN, &lip_task_key);
@@ -233,11 +243,7 @@ int lip_map(lua_State *L) {
       }
       if (!stopped) {
         stopped = 1;
-        if (own) {
-          lip_pool_close(lp); /* its workers end at once; every call left fails ECANCELED */
-        } else {
-          for (size_t k = 0; k < ip_list_len(ms->l); k++) ip_future_cancel(ip_list_at(ms->l, k));
-        }
+        stop_calls(lp, own, ms->l);
       }
     } else {
       if (lip_push_values(L, uf->vals_ref, uf->nvals) > 0) {
@@ -253,15 +259,13 @@ int lip_map(lua_State *L) {
       lua_pushinteger(L, done);
       lua_pushinteger(L, n);
       if (lua_pcall(L, 2, 0, 0) != 0) { /* stop as for a failure, then raise its error */
-        if (own) lip_pool_close(lp);
-        for (size_t k = 0; k < ip_list_len(ms->l); k++) ip_future_cancel(ip_list_at(ms->l, k));
+        stop_calls(lp, own, ms->l);
         return lua_error(L);
       }
     }
   }
   if (rc < 0) { /* a host's signal handler ran (EINTR): stop, and say so */
-    if (own) lip_pool_close(lp);
-    for (size_t k = 0; k < ip_list_len(ms->l); k++) ip_future_cancel(ip_list_at(ms->l, k));
+    stop_calls(lp, own, ms->l);
     if (rc == IP_EINTR)
       return lip_raise(L, rc, "ip.map: a signal handler ran while waiting for the calls; the "
                               "calls in flight were canceled");
