@@ -48,20 +48,28 @@ module InParallel
         raise TimeoutError.new("the call (pid #{pid}) did not complete within #{timeout} s", pid: pid)
       end
       serializer = __task.serializer
-      borrow = serializer.is_a?(Serializers::Marshal)
-      payload = __payload(borrow) # waits
-      if __status.zero?
-        begin
-          @__value = serializer.decode(payload)
-        rescue DecodeError => e
-          @__error = DecodeError.new(e.message, code: "EDECODE", pid: pid)
-        rescue StandardError => e
-          @__error = DecodeError.new("cannot decode the result: #{e.class}: #{e.message}", code: "EDECODE", pid: pid)
+      __with_payload(serializer.is_a?(Serializers::Marshal)) do |payload| # waits
+        if __status.zero?
+          begin
+            @__value = serializer.decode(payload)
+          rescue DecodeError => e
+            @__error = DecodeError.new(e.message, code: "EDECODE", pid: pid)
+          rescue StandardError => e
+            @__error = DecodeError.new("cannot decode the result: #{e.class}: #{e.message}", code: "EDECODE", pid: pid)
+          end
+        else
+          @__error = InParallel.__error_from(__error_info)
         end
-      else
-        @__error = InParallel.__error_from(__error_info)
       end
       @__resolved = true
+    end
+
+    # Waits, then yields the value's bytes (nil when the call failed): with `borrow`, a view of
+    # the bytes the future holds, for a decoder that copies what it keeps (Marshal.load), taken
+    # back once the block is done.
+    def __with_payload(borrow)
+      payload = __payload(borrow)
+      yield payload
     ensure
       __unborrow(payload) if borrow && payload
     end

@@ -184,12 +184,7 @@ module InParallel
         return [[], [first + [at, 0].max, f.error]]
       end
 
-      payload = f.__send__(:__payload, true)
-      encoded, failed, seconds = begin
-        Marshal.load(payload)
-      ensure
-        f.__send__(:__unborrow, payload)
-      end
+      encoded, failed, seconds = f.__send__(:__with_payload, true) { |payload| Marshal.load(payload) }
       values = []
       encoded.each do |bytes|
         values << @task.serializer.decode(bytes)

@@ -110,22 +110,23 @@ module InParallel
 
     # timeout_ms: replaces the task's own timeout for this call (InParallel.map's timeout:).
     def __submit(task, receiver, args, kwargs, shown, timeout_ms = nil)
-      raise IOError, "the InParallel::Pool is closed" if closed?
-      unless @runnable.key?(task)
-        raise ArgumentError, "this task was made after the pool, so the pool's workers do not have it " \
-                             "(they are copies of the process as it was at InParallel::Pool.new): " \
-                             "make the task first"
-      end
-
+      __check_runnable(task)
       __call(task, task.__encode_args(receiver, args, kwargs), shown, timeout_ms, nil)
     end
 
     # A batch of InParallel.map: `bytes` its items, encoded; a progress slot from __take_slot.
     def __submit_batch(task, bytes, items, slot)
-      raise IOError, "the InParallel::Pool is closed" if closed?
-      raise ArgumentError, "this task was made after the pool" unless @runnable.key?(task)
-
+      __check_runnable(task)
       __call(task, bytes, items, nil, slot)
+    end
+
+    def __check_runnable(task)
+      raise IOError, "the InParallel::Pool is closed" if closed?
+      return if @runnable.key?(task)
+
+      raise ArgumentError, "this task was made after the pool, so the pool's workers do not have it " \
+                           "(they are copies of the process as it was at InParallel::Pool.new): " \
+                           "make the task first"
     end
 
     # A free progress slot for a batch, or nil when every one is in use.
