@@ -113,6 +113,7 @@ lua_suite() { # the modules `make` built, one per Lua found
 step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
 step "Release tarball holds every tracked file" bash tests/dist-contents.sh
 step "Manual pages after make install (man -w, groff -ww)" bash tests/man-pages.sh
+step "README code blocks run as written (install, then C with -Wall -Werror, Lua, Ruby)" bash tests/readme-blocks.sh
 
 # ASan+UBSan with leak checking, built with clang 19 in build-asan/ (gcc 12's libasan has no
 # fork handlers and deadlocks in children of multi-threaded processes; see tests/sanitize.sh).
