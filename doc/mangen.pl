@@ -192,8 +192,9 @@ for my $p (@pages) {
     "$p->{name}(3) \"inparallel\" \"inparallel manual\"", '',
     '# NAME', '', esc("$p->{name} - " . summary($p->{doc})), '',
     '# SYNOPSIS', '', '```', "#include <$p->{header}>", '', $p->{decl}, '```', '',
-    "Link with *-linparallel* (*pkg-config --libs " .
-      ($p->{header} =~ m{inparallel/(\w+)\.h} ? "inparallel-$1" : 'inparallel') . "*).", '',
+    ($p->{header} =~ m{inparallel/(\w+)\.h}
+       ? "Link with *-linparallel-$1 -linparallel* (*pkg-config --libs inparallel-$1*)."
+       : "Link with *-linparallel* (*pkg-config --libs inparallel*)."), '',
     '# DESCRIPTION', '', render(@{ $p->{doc} }),
     "# SEE ALSO", '',
     join(', ', '*inparallel*(3)', map { "*" . esc($_->{name}) . "*(3)" } @same), ''), "\n";

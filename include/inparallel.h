@@ -316,6 +316,26 @@ IP_EXTERN int ip_task_set_crash_report(ip_task *t, int on);
 typedef pid_t (*ip_fork_fn)(void *ud);
 IP_EXTERN int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud);
 
+/* Names: a task that travels by name (to another process of the same program, such as an
+ * MPI rank of libinparallel-mpi) needs one. A name is 1 to 255 bytes, unique among the live
+ * tasks of the process; NULL takes the task's name away. The registry of named tasks keeps
+ * them in the order they were named; ip_task_free takes a task out of it. Returns 0,
+ * IP_EINVAL (NULL task, an empty or longer name), IP_EALREADY (another task has the name;
+ * naming a task again with its own name is 0), IP_ENOMEM. */
+IP_EXTERN int ip_task_set_name(ip_task *t, const char *name);
+/* The task's name (owned by the task), or NULL when it has none or t is NULL. */
+IP_EXTERN const char *ip_task_name(const ip_task *t);
+/* The live task named `name`, or NULL. */
+IP_EXTERN ip_task *ip_task_find(const char *name);
+/* The registry in naming order: NULL gives the first named task, a named task the one named
+ * after it; NULL at the end (and for an unnamed `prev`). Tasks must not be named or freed by
+ * another thread during the walk. */
+IP_EXTERN ip_task *ip_task_next_named(const ip_task *prev);
+/* The serializer of t's results, and of its arguments on a pool (ip_task_set_arg_serializer);
+ * NULL for NULL. */
+IP_EXTERN const ip_serializer *ip_task_serializer(const ip_task *t);
+IP_EXTERN const ip_serializer *ip_task_arg_serializer(const ip_task *t);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Calls and futures                                                                         */
 
@@ -326,6 +346,12 @@ IP_EXTERN int ip_task_set_fork(ip_task *t, ip_fork_fn fork_fn, void *ud);
  * kernel gave as its code (IP_EAGAIN, IP_EMFILE, -ENFILE, IP_ENOMEM, -EPERM, ...) or
  * IP_EINVAL. NULL only when the future itself cannot be allocated. */
 IP_EXTERN ip_future *ip_call(ip_task *t, void *arg);
+/* ip_call for an argument that arrived encoded (from another process): the child decodes
+ * `arg` (len bytes) with t's argument serializer (ip_task_set_arg_serializer) and runs fn on
+ * the value. The decoding happens in the child, so a decoder that fails (IP_EDECODE) or
+ * crashes fails this call alone. `arg` is borrowed, as for ip_call; ip_future_arg gives it
+ * back. Failures as for ip_call. */
+IP_EXTERN ip_future *ip_call_encoded(ip_task *t, const void *arg, size_t len);
 
 /* Blocks until f completes or timeout_ms passes (negative = forever, 0 = poll).
  * Returns 0 when done (also when a handler ran but f completed meanwhile), IP_ETIMEDOUT,
@@ -369,6 +395,11 @@ IP_EXTERN int ip_future_rusage(const ip_future *f, struct rusage *out);
  * in, if any, then frees it and its value. NULL is ignored. Using f afterwards is undefined.
  * A future in a list may only be freed by the thread that uses the list, or while no thread
  * does. */
+/* A completed call's result as the child's serializer encoded it, without decoding it (to pass
+ * it on): its bytes, owned by f, and their count in *len. NULL with *len 0 while f runs, when
+ * it failed, or for NULL. It does not decode, so it is no first look (see ip_future_status):
+ * the value may still fail to decode. */
+IP_EXTERN const void *ip_future_bytes(ip_future *f, size_t *len);
 IP_EXTERN void ip_future_free(ip_future *f);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -437,6 +468,10 @@ IP_EXTERN ip_pool *ip_pool_new_fork(int workers, ip_fork_fn fork_fn, void *ud);
  * (the argument could not be encoded), IP_EEXITED (the pool's template died; the pool cannot
  * run calls any more). NULL only when the future itself cannot be allocated. */
 IP_EXTERN ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg);
+/* ip_pool_call for an argument already encoded with t's argument serializer (`arg`, len
+ * bytes, copied before this returns): it travels as it is. ip_future_arg gives `arg` back.
+ * Failures as for ip_pool_call (IP_ENOMEM instead of IP_EENCODE). */
+IP_EXTERN ip_future *ip_pool_call_encoded(ip_pool *p, ip_task *t, const void *arg, size_t len);
 /* The workers the pool has: `workers` from ip_pool_new on, as each replacement comes in with
  * the report of the death it replaces; fewer only while the template cannot fork (RLIMIT_NPROC;
  * it tries again at each event), 0 once the template died. IP_EINVAL for NULL. */
@@ -455,6 +490,43 @@ IP_EXTERN int ip_task_set_arg_serializer(ip_task *t, const ip_serializer *s);
  * template, and frees p. Returns once no process and no descriptor of the pool is left.
  * NULL is ignored. */
 IP_EXTERN void ip_pool_free(ip_pool *p);
+
+/* Pool backends. A backend runs a pool's calls somewhere else (libinparallel-mpi: on other
+ * MPI ranks). To its users the pool is an ip_pool like any other: ip_pool_call, the futures,
+ * waitfor, cancel, ip_pool_workers and ip_pool_free behave as documented above, but for what
+ * the backend documents (ip_pool_set_max_calls and ip_pool_set_max_rss are the backend's
+ * business and do nothing; tasks may be newer than the pool, as they travel by name). The
+ * core encodes each call's argument with the task's argument serializer and gives it to the
+ * backend, which completes the call's future with ip_future_finish, from any thread; the
+ * result is decoded by the task's serializer on the first look, as for local calls. */
+#define IP_BACKEND_ABI 1u
+typedef struct ip_backend {
+  unsigned abi;     /* IP_BACKEND_ABI */
+  const char *name; /* for messages, e.g. "mpi" */
+  /* A call of t on the pool. `arg` is its encoded argument (len bytes), valid only during
+   * this function, which runs in the thread of ip_pool_call, without the library's locks.
+   * Returns 0 when the backend took the call (it will finish f), or a negative code: f then
+   * fails with it at once. */
+  int (*call)(void *self, ip_future *f, ip_task *t, const void *arg, size_t len);
+  /* ip_future_cancel (or ip_future_free) of a call not finished: finish f soon, with
+   * IP_ECANCELED unless it ended otherwise first; the canceling thread waits for it. Called
+   * without the library's locks. */
+  void (*cancel)(void *self, ip_future *f);
+  int (*workers)(void *self); /* ip_pool_workers */
+  /* ip_pool_free: finish every call not finished (IP_ECANCELED), then release self. */
+  void (*free)(void *self);
+} ip_backend;
+
+/* A pool whose calls backend `b` runs; `b` is borrowed and must outlive the pool, `self` is
+ * b's own. NULL with errno EINVAL (b NULL, another abi, a function missing) or ENOMEM. */
+IP_EXTERN ip_pool *ip_pool_new_backend(const ip_backend *b, void *self);
+/* Completes f, a call of a backend's pool, with how it ended. e->code 0: a result, whose
+ * encoded bytes are `result` (len bytes, from malloc; f takes them). Otherwise the failure e
+ * describes: e->code and the rest as ip_error says, strings copied; result must be NULL.
+ * Either way e->pid and e->rusage say which process ran the call and what it used. Returns 0;
+ * IP_EALREADY when f had completed already (a cancel came first; result is freed); IP_EINVAL
+ * for a NULL f or e, or f not a call of a backend's pool (result is freed). */
+IP_EXTERN int ip_future_finish(ip_future *f, const ip_error *e, void *result, size_t len);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Lists and waitfor                                                                         */

@@ -139,12 +139,14 @@ static bool is_main_thread(pid_t self_pid) {
   return cache.main > 0;
 }
 
-ip_future *ip_call(ip_task *t, void *arg) {
+/* ip_call, and ip_call_encoded when `enc` is set: the child decodes its argument first. */
+static ip_future *call(ip_task *t, void *arg, const void *enc, size_t enc_len) {
   ip_future *f = ip__future_new();
   if (!f) return NULL;
   f->arg = arg;
   if (!t) {
-    ip__fail_early(f, IP_EINVAL, "ip_call: the task is NULL");
+    ip__fail_early(f, IP_EINVAL, enc ? "ip_call_encoded: the task is NULL"
+                                     : "ip_call: the task is NULL");
     return f;
   }
   f->ser = t->ser;
@@ -172,7 +174,7 @@ ip_future *ip_call(ip_task *t, void *arg) {
   bool main_thread = is_main_thread(parent);
   ip__forking = f;
   pid_t pid = t->fork_fn ? t->fork_fn(t->fork_ud) : fork();
-  if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg);
+  if (pid == 0) ip__child_main(t, child_sock, lifeline, parent, main_thread, arg, enc, enc_len);
   int fork_errno = errno;
   ip__forking = NULL;
 
@@ -216,4 +218,12 @@ ip_future *ip_call(ip_task *t, void *arg) {
     return abandon(f, rc, "ip_call: could not watch the child");
   }
   return f;
+}
+
+ip_future *ip_call(ip_task *t, void *arg) { return call(t, arg, NULL, 0); }
+
+ip_future *ip_call_encoded(ip_task *t, const void *arg, size_t len) {
+  /* A non-NULL `enc` marks the encoded form, whatever len is: an empty encoding is valid. */
+  static const char none;
+  return call(t, (void *)arg, arg ? arg : &none, len);
 }

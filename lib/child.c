@@ -437,7 +437,7 @@ static void begin_call(int sock, uint32_t ser_id, int stdio, uint64_t max_result
 }
 
 void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bool main_thread,
-                    void *arg) {
+                    void *arg, const void *enc, size_t enc_len) {
   me.pid = getpid();
   begin_call(sock, t->ser_id, t->stdio, t->max_result);
 
@@ -462,6 +462,15 @@ void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent, bo
   }
   if (t->crash_report) ip__arm_crash_report();
 
+  if (enc) { /* after the crash handlers: a decoder's crash is reported like fn's */
+    int rc = t->arg_ser->decode(t->arg_ser, enc, enc_len, &arg);
+    if (rc != 0) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "the %s serializer could not decode the %zu-byte argument in "
+               "child %d (%s)", t->arg_ser->name, enc_len, (int)getpid(), ip_err_name(rc));
+      send_error(IP_EDECODE, rc, ip_err_name(IP_EDECODE), msg, NULL);
+    }
+  }
   void *value = t->fn(arg);
   send_result(t, value);
   _exit(0);

@@ -103,12 +103,27 @@ int ip_future_cancel(ip_future *f) {
     return IP_EALREADY;
   }
   f->cancel_req = true;
+  void *self;
+  const ip_backend *b = f->pool ? ip__pool_backend(f->pool, &self) : NULL;
+  if (b) { /* the backend finishes it, without our lock: it may take its own */
+    pthread_mutex_unlock(&ip__g.lock);
+    b->cancel(self, f);
+    ip__wait(done_pred, f, -1, false);
+    return 0;
+  }
   ip__kill_locked(f);
   pthread_mutex_unlock(&ip__g.lock);
   /* SIGKILL cannot be ignored: the supervisor (this thread, if no other drives) reaps the
    * child promptly. */
   ip__wait(done_pred, f, -1, false); /* returns only once f is done */
   return 0;
+}
+
+const void *ip_future_bytes(ip_future *f, size_t *len) {
+  if (len) *len = 0;
+  if (!f || !is_done(ip__fresh(f)) || f->status != 0 || f->orphan) return NULL;
+  if (len) *len = f->rx.len;
+  return f->rx.payload ? f->rx.payload : (const void *)"";
 }
 
 void ip_future_free(ip_future *f) {

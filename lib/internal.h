@@ -43,6 +43,8 @@ struct ip_task {
   void *fork_ud;
   int n_rlimits;
   struct ip__rlimit rlimits[IP__MAX_RLIMITS];
+  char *name;            /* ip_task_set_name; NULL if unnamed */
+  ip_task *named_next;   /* the registry of named tasks, in naming order, under ip__g.lock */
 };
 
 /* ---- futures -------------------------------------------------------------------------- */
@@ -185,6 +187,7 @@ struct ip__global {
   unsigned recent_at;
   struct ip__waiter *waiters;
   struct ip_pool *pools;      /* live pools of this process (pool.c) */
+  ip_task *named;             /* named tasks, in naming order (task.c) */
   void *graveyard;            /* pool memory a driver may still name in its current batch */
   /* In a fork child: the parent's lists as they were, kept only so the copies stay reachable
    * (a leak checker would otherwise count them as lost). Never walked. */
@@ -269,6 +272,8 @@ void ip__pools_at_child(void);
 /* Frees the graveyard. Under the lock, by a driver, before it waits for events. */
 void ip__graveyard_free_locked(void);
 uint64_t ip__task_epoch(void);
+/* The backend of a backend's pool (and its self), or NULL for a pool of workers. */
+const ip_backend *ip__pool_backend(const ip_pool *p, void **self);
 
 /* The template's control messages (SOCK_SEQPACKET, one struct per message). */
 enum { IP__CTL_SPAWN = 1, IP__CTL_KILL, IP__CTL_WORKER, IP__CTL_DOWN };
@@ -323,6 +328,8 @@ void ip__complete_locked(ip_future *f);
 /* After fork, in the child: a future of the parent's completes as canceled. Its buffers may
  * have been mid-update by the parent's supervisor, so the child never frees them. */
 void ip__orphan(ip_future *f);
+/* Fails f as e says: every field, strings copied (a backend's outcome). Under the lock. */
+void ip__fail_as_locked(ip_future *f, const ip_error *e);
 /* Fails a future that never got a child; `message` must be static text. */
 void ip__fail_early(ip_future *f, int code, const char *message);
 /* The same under the lock, with the message copied. */
@@ -346,8 +353,10 @@ int ip__wait(ip__pred done, void *ctx, int timeout_ms, bool interruptible);
 void ip__wake_waiters_locked(void);
 
 /* Child side. */
+/* `enc` non-NULL: the argument is encoded (enc_len bytes) and the child decodes it with t's
+ * argument serializer before fn runs (ip_call_encoded). */
 _Noreturn void ip__child_main(const ip_task *t, int sock, int lifeline_r, pid_t parent,
-                              bool main_thread, void *arg);
+                              bool main_thread, void *arg, const void *enc, size_t enc_len);
 
 /* Serializers. */
 uint32_t ip__ser_id(const char *name);

@@ -190,6 +190,17 @@ void ip__fail_locked(ip_future *f, int code, const char *message) {
   ip__complete_locked(f);
 }
 
+void ip__fail_as_locked(ip_future *f, const ip_error *e) {
+  set_error(f, e->code, e->kind, -1, e->message, -1, e->backtrace, -1);
+  f->err.raised_code = e->raised_code;
+  f->err.exit_status = e->exit_status;
+  f->err.signal = e->signal;
+  f->err.core_dumped = e->core_dumped;
+  f->err.rusage = e->rusage;
+  f->err.pid = e->pid;
+  ip__complete_locked(f);
+}
+
 void ip__fail_early(ip_future *f, int code, const char *message) {
   pthread_mutex_lock(&ip__g.lock);
   set_static(f, code, message);

@@ -81,6 +81,8 @@ struct ip_pool {
   char broken_msg[200];
   pthread_mutex_t io;
   ip_pool *next;
+  const ip_backend *backend; /* a backend's pool (backend.c): none of the above is used */
+  void *bself;
 };
 
 static unsigned char staging[64u << 10]; /* the driving thread's alone */
@@ -781,6 +783,7 @@ int ip_pool_set_max_rss(ip_pool *p, size_t bytes) {
 
 int ip_pool_workers(const ip_pool *p) {
   if (!p) return IP_EINVAL;
+  if (p->backend) return p->gen == ip__g.gen ? p->backend->workers(p->bself) : 0;
   pthread_mutex_lock(&ip__g.lock);
   int n = p->gen == ip__g.gen && !p->closing ? p->nlive : 0;
   pthread_mutex_unlock(&ip__g.lock);
@@ -806,13 +809,19 @@ static int append(void *ctx, const void *buf, size_t len) {
   return 0;
 }
 
-ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
+/* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are). */
+static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void *enc,
+                            size_t enc_len) {
+  const char *fname = enc ? "ip_pool_call_encoded" : "ip_pool_call";
+  char why[300];
   ip_future *f = ip__future_new();
   if (!f) return NULL;
-  f->arg = (void *)arg;
+  f->arg = (void *)(enc ? enc : arg);
   if (!p || !t) {
-    ip__fail_early(f, IP_EINVAL, !p ? "ip_pool_call: the pool is NULL"
-                                    : "ip_pool_call: the task is NULL");
+    snprintf(why, sizeof why, "%s: the %s is NULL", fname, !p ? "pool" : "task");
+    pthread_mutex_lock(&ip__g.lock);
+    ip__fail_locked(f, IP_EINVAL, why);
+    pthread_mutex_unlock(&ip__g.lock);
     return f;
   }
   f->ser = t->ser;
@@ -824,13 +833,13 @@ ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
                                  "process is a fork of the one that made it)");
     return f;
   }
-  if (t->serial >= p->epoch) {
+  if (!p->backend && t->serial >= p->epoch) {
     ip__fail_early(f, IP_EINVAL, "ip_pool_call: the task was made after the pool, so the pool's "
                                  "workers (copies of this process as it was then) do not have "
                                  "it; make the task before the pool");
     return f;
   }
-  struct grow g = {malloc(sizeof *g.m + HEAD + 64), HEAD + 64};
+  struct grow g = {malloc(sizeof *g.m + HEAD + (enc ? enc_len : 64)), HEAD + (enc ? enc_len : 64)};
   if (!g.m) {
     ip__fail_early(f, IP_ENOMEM, "ip_pool_call: no memory for the argument");
     return f;
@@ -841,15 +850,32 @@ ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
                                .ser_id = t->ser_id, .max_result = t->max_result,
                                .stdio = (uint32_t)t->stdio};
   memcpy(g.m->b + IP__FRAME_HDR_SIZE, &spec, sizeof spec);
-  int rc = t->arg_ser->encode(t->arg_ser, arg, append, &g);
+  int rc = enc ? append(&g, enc, enc_len) : t->arg_ser->encode(t->arg_ser, arg, append, &g);
   if (rc != 0) {
     free(g.m);
-    char why[200];
-    snprintf(why, sizeof why, "ip_pool_call: the %s serializer could not encode the argument "
-             "(%s)", t->arg_ser->name, ip_err_name(rc));
+    if (enc) snprintf(why, sizeof why, "%s: no memory for the %zu-byte argument", fname, enc_len);
+    else snprintf(why, sizeof why, "ip_pool_call: the %s serializer could not encode the "
+                  "argument (%s)", t->arg_ser->name, ip_err_name(rc));
     pthread_mutex_lock(&ip__g.lock);
-    ip__fail_locked(f, IP_EENCODE, why);
+    ip__fail_locked(f, enc ? IP_ENOMEM : IP_EENCODE, why);
     pthread_mutex_unlock(&ip__g.lock);
+    return f;
+  }
+  if (p->backend) {
+    pthread_mutex_lock(&ip__g.lock);
+    f->pool = p;
+    bool closing = p->closing;
+    pthread_mutex_unlock(&ip__g.lock);
+    rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, g.m->b + HEAD, g.m->len - HEAD);
+    free(g.m);
+    if (rc < 0) {
+      if (closing) snprintf(why, sizeof why, "%s: the pool is being freed", fname);
+      else snprintf(why, sizeof why, "%s: the %s backend refused the call (%s)", fname,
+                    p->backend->name, ip_err_name(rc));
+      pthread_mutex_lock(&ip__g.lock);
+      if (atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
+      pthread_mutex_unlock(&ip__g.lock);
+    }
     return f;
   }
   f->msg = (unsigned char *)g.m;
@@ -876,8 +902,31 @@ ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
   return f;
 }
 
+ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
+  return pool_call(p, t, arg, NULL, 0);
+}
+
+ip_future *ip_pool_call_encoded(ip_pool *p, ip_task *t, const void *arg, size_t len) {
+  static const char none; /* an empty encoding is still an encoding */
+  return pool_call(p, t, NULL, arg ? arg : &none, len);
+}
+
+static void backend_pool_free(ip_pool *p) {
+  if (p->gen == ip__g.gen) {
+    pthread_mutex_lock(&ip__g.lock);
+    p->closing = true; /* ip_pool_call refuses from here on */
+    pthread_mutex_unlock(&ip__g.lock);
+    p->backend->free(p->bself);
+  }
+  free(p); /* in a fork child only the memory is ours: the backend is the parent's */
+}
+
 void ip_pool_free(ip_pool *p) {
   if (!p) return;
+  if (p->backend) {
+    backend_pool_free(p);
+    return;
+  }
   if (p->gen != ip__g.gen) { /* the parent's pool, copied by fork: only the memory is ours */
     while (p->workers) {
       struct ip__worker *w = p->workers;
@@ -909,6 +958,32 @@ void ip_pool_free(ip_pool *p) {
   /* Nobody drives: nobody can hold a stale pointer to what was buried. */
   if (!ip__g.started && !ip__g.driving) ip__graveyard_free_locked();
   pthread_mutex_unlock(&ip__g.lock);
+}
+
+/* ---- backends' pools (see backend.c) ---------------------------------------------------------- */
+
+ip_pool *ip_pool_new_backend(const ip_backend *b, void *self) {
+  if (!b || b->abi != IP_BACKEND_ABI || !b->call || !b->cancel || !b->workers || !b->free) {
+    errno = EINVAL;
+    return NULL;
+  }
+  ip__init();
+  ip_pool *p = calloc(1, sizeof *p);
+  if (!p) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  p->gen = ip__g.gen;
+  p->ctl = -1;
+  p->backend = b;
+  p->bself = self;
+  return p;
+}
+
+const ip_backend *ip__pool_backend(const ip_pool *p, void **self) {
+  if (!p || !p->backend) return NULL;
+  if (self) *self = p->bself;
+  return p->backend;
 }
 
 int ip_task_set_arg_serializer(ip_task *t, const ip_serializer *s) {

@@ -1,6 +1,9 @@
 /* Tasks: the function, its serializer and the options every call of it uses. */
 #include "internal.h"
 #include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 255
 
 static _Atomic uint64_t serials;
 
@@ -32,7 +35,81 @@ ip_task *ip_task_new(ip_fn fn, const ip_serializer *s) {
 
 uint64_t ip__task_epoch(void) { return atomic_load(&serials); }
 
-void ip_task_free(ip_task *t) { free(t); }
+static void unname_locked(ip_task *t) {
+  for (ip_task **pp = &ip__g.named; *pp; pp = &(*pp)->named_next)
+    if (*pp == t) {
+      *pp = t->named_next;
+      break;
+    }
+  t->named_next = NULL;
+  free(t->name);
+  t->name = NULL;
+}
+
+void ip_task_free(ip_task *t) {
+  if (!t) return;
+  if (t->name) {
+    pthread_mutex_lock(&ip__g.lock);
+    unname_locked(t);
+    pthread_mutex_unlock(&ip__g.lock);
+  }
+  free(t);
+}
+
+static ip_task *find_locked(const char *name) {
+  ip_task *t = ip__g.named;
+  while (t && strcmp(t->name, name) != 0) t = t->named_next;
+  return t;
+}
+
+int ip_task_set_name(ip_task *t, const char *name) {
+  if (!t) return IP_EINVAL;
+  size_t n = name ? strnlen(name, NAME_MAX_LEN + 1) : 0;
+  if (name && (n == 0 || n > NAME_MAX_LEN)) return IP_EINVAL;
+  char *copy = name ? strdup(name) : NULL;
+  if (name && !copy) return IP_ENOMEM;
+  pthread_mutex_lock(&ip__g.lock);
+  ip_task *other = name ? find_locked(name) : NULL;
+  if (other && other != t) {
+    pthread_mutex_unlock(&ip__g.lock);
+    free(copy);
+    return IP_EALREADY;
+  }
+  if (other == t) { /* the same name again: it keeps its place */
+    pthread_mutex_unlock(&ip__g.lock);
+    free(copy);
+    return 0;
+  }
+  if (t->name) unname_locked(t);
+  if (copy) {
+    t->name = copy;
+    ip_task **pp = &ip__g.named;
+    while (*pp) pp = &(*pp)->named_next;
+    *pp = t;
+  }
+  pthread_mutex_unlock(&ip__g.lock);
+  return 0;
+}
+
+const char *ip_task_name(const ip_task *t) { return t ? t->name : NULL; }
+
+ip_task *ip_task_find(const char *name) {
+  if (!name) return NULL;
+  pthread_mutex_lock(&ip__g.lock);
+  ip_task *t = find_locked(name);
+  pthread_mutex_unlock(&ip__g.lock);
+  return t;
+}
+
+ip_task *ip_task_next_named(const ip_task *prev) {
+  pthread_mutex_lock(&ip__g.lock);
+  ip_task *t = prev ? (prev->name ? prev->named_next : NULL) : ip__g.named;
+  pthread_mutex_unlock(&ip__g.lock);
+  return t;
+}
+
+const ip_serializer *ip_task_serializer(const ip_task *t) { return t ? t->ser : NULL; }
+const ip_serializer *ip_task_arg_serializer(const ip_task *t) { return t ? t->arg_ser : NULL; }
 
 int ip_task_set_timeout(ip_task *t, int timeout_ms) {
   if (!t) return IP_EINVAL;

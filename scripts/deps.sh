@@ -9,7 +9,8 @@ pkgs=(build-essential autoconf automake libtool pkg-config
       libmsgpack-dev libprotobuf-c-dev protobuf-c-compiler
       ruby ruby-dev rake ruby-minitest ruby-msgpack ruby-google-protobuf ruby-parallel ruby-progressbar
       lua5.1 liblua5.1-0-dev lua5.3 liblua5.3-dev lua5.4 liblua5.4-dev
-      luajit libluajit-5.1-dev lua-compat53-dev lua-busted luarocks lua-posix)
+      luajit libluajit-5.1-dev lua-compat53-dev lua-busted luarocks lua-posix
+      openmpi-bin libopenmpi-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -111,6 +111,7 @@ lua_suite() { # the modules `make` built, one per Lua found
   return $rc
 }
 step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
+step "MPI backend under mpirun (4 ranks on this machine)" bash tests/mpi/run.sh
 step "Release tarball holds every tracked file" bash tests/dist-contents.sh
 step "Manual pages after make install (man -w, groff -ww)" bash tests/man-pages.sh
 step "README code blocks run as written (install, then C with -Wall -Werror, Lua, Ruby)" bash tests/readme-blocks.sh

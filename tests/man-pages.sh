@@ -21,7 +21,7 @@ if ! make -s install DESTDIR="$work/root" >"$work/log" 2>&1; then
   cat "$work/log"; echo "man pages: make install failed"; tally_add 0 1 0; tally_line; exit 1
 fi
 mandir=$(dirname "$(find "$work/root" -type d -name man3 | head -1)")
-headers=("$top/include/inparallel.h" "$top/include/inparallel/msgpack.h" "$top/include/inparallel/protobuf.h")
+headers=("$top/include/inparallel.h" "$top/include/inparallel/msgpack.h" "$top/include/inparallel/protobuf.h" "$top/include/inparallel/mpi.h")
 # Every function declared IP_EXTERN, and every ip_ type: typedef'd handles, structs, function types.
 names=$(cat "${headers[@]}" | awk '/^IP_EXTERN/{f=1; s=""} f{s=s $0 " "} f&&/;/{f=0; print s}' |
           grep -o 'ip_[a-z0-9_]*[[:space:]]*(' | tr -d ' (' ;

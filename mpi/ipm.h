@@ -1,0 +1,45 @@
+/* Private to libinparallel-mpi: what its files share. Names are ipm_*. */
+#ifndef IPM_H
+#define IPM_H
+
+#include "config.h"
+#include <inparallel/mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+/* How many calls a worker rank holds at once: the one it runs and the next, so it never waits
+ * for the root between two calls. */
+#define IPM_DEPTH 2
+
+/* Records the message ip_mpi_errmsg gives and returns code (a negative IP_ code). */
+int ipm_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for an MPI error code: "what: MPI's own words". Returns IP_EPROTO. */
+int ipm_mpi_fail(int mpi_rc, const char *what);
+
+/* The ranks' tasks, checked alike (registry.c). */
+struct ipm_registry {
+  ip_task **tasks; /* on every rank: its own task for each of the root's, in the root's order */
+  uint32_t n;
+  bool reuse;      /* the root's ip_mpi_set_reuse */
+};
+/* Collective over comm: every rank compares its named tasks (name, serializer, argument
+ * serializer) with root's. 0 and *reg filled on every rank, or the same IP_EINVAL (tasks
+ * differ; ip_mpi_errmsg names the first difference) or IP_EPROTO on every rank. `reg` may be
+ * NULL to check only. `reuse` is the root's setting, handed to every rank in reg. */
+int ipm_registry_check(MPI_Comm comm, int root, bool reuse, struct ipm_registry *reg);
+void ipm_registry_free(struct ipm_registry *reg);
+
+/* The root's pool over comm (root.c), which it owns from here on. NULL with errno. */
+ip_pool *ipm_root_pool(MPI_Comm comm, int root, struct ipm_registry *reg);
+/* Frees every root pool not freed yet (ip_mpi_finalize). */
+void ipm_root_pools_free(void);
+/* A worker rank's service until the root's STOP (serve.c). Takes comm and reg. 0 or a code. */
+int ipm_serve(MPI_Comm comm, int root, struct ipm_registry *reg);
+
+/* MPI counts are ints: sends and receives of up to IPM_CHUNK bytes (wire.h). */
+int ipm_send_more(const unsigned char *p, uint64_t len, int dest, MPI_Comm comm);
+int ipm_recv_more(unsigned char *p, uint64_t len, int src, MPI_Comm comm);
+
+#endif

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# libinparallel-mpi under a real mpirun, 4 ranks on this machine (--oversubscribe): the C suite
+# (tests/mpi/suite.c) case by case. Run from a configured, built tree; prints a line per test
+# and "tally: ..." (tests/tally.sh). Skips, saying why, where configure found no MPI or no
+# mpirun.
+#
+#   calls        1,000 calls through waitfor with a concurrency factor, each result once
+#   failures     raise, crash, timeout and cancel each fail their call alone
+#   reuse        both again with ip_mpi_set_reuse(1)
+#   free-busy    ip_pool_free with calls out and queued
+#   large        a result and an argument over 2 GiB (MPI counts are ints: pieces)
+#   mismatch     a rank with another task: every rank stops with the same message
+#   rank-death   a rank killed outright: mpirun ends the job, non-zero
+#   one-rank     mpirun -np 1: ip_mpi_pool says no rank is left to serve
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. tests/tally.sh
+mpirun=$(sed -n 's/^MPIRUN = //p' Makefile 2>/dev/null)
+if [ ! -x tests/mpi/suite ]; then
+  echo "skipped: MPI suite: every case: configure found no MPI (see its summary; Debian: libopenmpi-dev openmpi-bin)"
+  tally_add 0 0 1; tally_line; exit 0
+fi
+if [ -z "$mpirun" ] || [ "$mpirun" = no ]; then
+  echo "skipped: MPI suite: every case: no mpirun (Debian: openmpi-bin)"
+  tally_add 0 0 1; tally_line; exit 0
+fi
+# Open MPI refuses root unless told twice; CI runs as root.
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/ip-mpi.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# run NP CASE: the suite under mpirun, with a guard against a hang; sets $rc.
+run() {
+  timeout -k 5 300 "$mpirun" --oversubscribe -np "$1" tests/mpi/suite "$2" >"$work/out" 2>"$work/err"
+  rc=$?
+}
+
+show() { sed 's/^/  | /' "$work/out" "$work/err" | grep -v '^  | -*$' | tail -30; }
+
+# A case whose root reports its checks: each "ok"/"not ok" line is a test, and the run must
+# end with "done" and exit 0.
+checked() { # NP CASE
+  run "$1" "$2"
+  local p f
+  p=$(grep -c '^ok - ' "$work/out")
+  f=$(grep -c '^not ok - ' "$work/out")
+  grep '^\(not \)\?ok - ' "$work/out" | sed "s/^/$2: /"
+  if [ "$rc" -ne 0 ] || ! grep -qx done "$work/out"; then
+    echo "$2: FAIL: mpirun exited $rc$(grep -qx done "$work/out" || echo ', before the root was done')"
+    show; f=$((f + 1))
+  elif [ "$f" -gt 0 ]; then show; fi
+  tally_add "$p" "$f" 0
+}
+
+# A case that must end the job with a non-zero status and, on stderr, a line matching $3 from
+# each of the NP ranks ($4 of them; 0: none is asked for).
+refused() { # NP CASE PATTERN COUNT WHAT
+  run "$1" "$2"
+  local n
+  n=$(grep -c -- "$3" "$work/err")
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 -o "$2" = rank-death ] && [ "$n" -ge "$4" ] &&
+     ! grep -qx done "$work/out"; then
+    echo "$2: ok - $5"; tally_add 1 0 0
+  else
+    echo "$2: FAIL - $5 (mpirun exited $rc, $n of $1 ranks said it)"; show; tally_add 0 1 0
+  fi
+}
+
+checked 4 calls
+checked 4 failures
+checked 4 reuse
+checked 4 free-busy
+checked 2 large
+refused 4 mismatch 'task "only_on_rank_2" is named on rank 2 but not on rank 0' 4 \
+  "a rank that named another task: every rank stops with one message naming it"
+refused 4 rank-death 'exited on signal 9' 1 "a rank killed outright ends the job (mpirun exits non-zero)"
+refused 1 one-rank 'no rank is left to serve calls' 1 "one rank: ip_mpi_pool says why it cannot serve"
+tally_line
+((TALLY_F == 0))
