@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # libinparallel-mpi under a real mpirun, 4 ranks on this machine (--oversubscribe): the C suite
-# (tests/mpi/suite.c) case by case. Run from a configured, built tree; prints a line per test
+# (tests/mpi/suite.c) case by case, then the Lua one (suite.lua, ip.mpi) under every Lua the
+# build made inparallel_mpi for, then the Ruby one (suite.rb, InParallel::MPI). Run from a configured, built tree; prints a line per test
 # and "tally: ..." (tests/tally.sh). Skips, saying why, where configure found no MPI or no
 # mpirun.
 #
@@ -29,9 +30,13 @@ if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_
 work=$(mktemp -d "${TMPDIR:-/tmp}/ip-mpi.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
+# The suite to run: a command line, set per language below; $label names it in the output.
+suite=(tests/mpi/suite)
+label=C
+
 # run NP CASE: the suite under mpirun, with a guard against a hang; sets $rc.
 run() {
-  timeout -k 5 300 "$mpirun" --oversubscribe -np "$1" tests/mpi/suite "$2" >"$work/out" 2>"$work/err"
+  timeout -k 5 300 "$mpirun" --oversubscribe -np "$1" "${suite[@]}" "$2" >"$work/out" 2>"$work/err"
   rc=$?
 }
 
@@ -44,9 +49,9 @@ checked() { # NP CASE
   local p f
   p=$(grep -c '^ok - ' "$work/out")
   f=$(grep -c '^not ok - ' "$work/out")
-  grep '^\(not \)\?ok - ' "$work/out" | sed "s/^/$2: /"
+  grep '^\(not \)\?ok - ' "$work/out" | sed "s/^/$label $2: /"
   if [ "$rc" -ne 0 ] || ! grep -qx done "$work/out"; then
-    echo "$2: FAIL: mpirun exited $rc$(grep -qx done "$work/out" || echo ', before the root was done')"
+    echo "$label $2: FAIL: mpirun exited $rc$(grep -qx done "$work/out" || echo ', before the root was done')"
     show; f=$((f + 1))
   elif [ "$f" -gt 0 ]; then show; fi
   tally_add "$p" "$f" 0
@@ -60,9 +65,9 @@ refused() { # NP CASE PATTERN COUNT WHAT
   n=$(grep -c -- "$3" "$work/err")
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 -o "$2" = rank-death ] && [ "$n" -ge "$4" ] &&
      ! grep -qx done "$work/out"; then
-    echo "$2: ok - $5"; tally_add 1 0 0
+    echo "$label $2: ok - $5"; tally_add 1 0 0
   else
-    echo "$2: FAIL - $5 (mpirun exited $rc, $n of $1 ranks said it)"; show; tally_add 0 1 0
+    echo "$label $2: FAIL - $5 (mpirun exited $rc, $n of $1 ranks said it)"; show; tally_add 0 1 0
   fi
 }
 
@@ -75,5 +80,27 @@ refused 4 mismatch 'task "only_on_rank_2" is named on rank 2 but not on rank 0' 
   "a rank that named another task: every rank stops with one message naming it"
 refused 4 rank-death 'exited on signal 9' 1 "a rank killed outright ends the job (mpirun exits non-zero)"
 refused 1 one-rank 'no rank is left to serve calls' 1 "one rank: ip_mpi_pool says why it cannot serve"
+
+# The bindings' suites: the cases that are theirs to get right (a call's life, failures as
+# their values, the check of the tasks, a rank's death); pieces and pool ends are the core's.
+binding_cases() {
+  checked 4 calls
+  checked 4 failures
+  checked 4 reuse
+  refused 4 mismatch 'task "only_on_rank_2" is named on rank 2 but not on rank 0' 4 \
+    "a rank that named another task: every rank stops with one message naming it"
+  refused 4 rank-death 'exited on signal 9' 1 "a rank killed outright ends the job"
+}
+for v in 5.4 5.3 5.1 luajit; do
+  lua=lua$v
+  [ "$v" = luajit ] && lua=luajit
+  [ -f "bindings/lua/$v/.libs/inparallel_mpi.so" ] || continue
+  if ! command -v "$lua" >/dev/null; then
+    echo "skipped: MPI suite: Lua $v: no $lua here"; tally_add 0 0 1; continue
+  fi
+  export LUA_CPATH="$PWD/bindings/lua/$v/.libs/?.so;;"
+  suite=("$lua" tests/mpi/suite.lua) label="Lua $v"
+  binding_cases
+done
 tally_line
 ((TALLY_F == 0))

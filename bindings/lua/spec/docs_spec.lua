@@ -47,6 +47,19 @@ describe("the README (" .. _VERSION .. ")", function()
     assert.truthy(text:find("task(...)", 1, true), "calling a task")
   end)
 
+  it("describes every function of ip.mpi", function()
+    local ok, mpi = pcall(function() return ip.mpi end)
+    if not ok then return pending("no inparallel_mpi module: configure found no MPI") end
+    local missing = {}
+    for name, v in pairs(mpi) do
+      if type(v) == "function" and not text:find("ip.mpi." .. name .. "(", 1, true) then
+        missing[#missing + 1] = "ip.mpi." .. name
+      end
+    end
+    table.sort(missing)
+    assert.are.same({}, missing)
+  end)
+
   it("names every error code the module exports", function()
     local missing = {}
     for name, v in pairs(ip) do

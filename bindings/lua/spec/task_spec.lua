@@ -92,9 +92,24 @@ describe("ip.task", function()
       assert.matches(what .. "0", S.raised(ip.task, print, {max_result = 0}))
       assert.matches(what .. "1.5", S.raised(ip.task, print, {max_result = 1.5}))
       assert.matches(what .. '"100"', S.raised(ip.task, print, {max_result = "100"}))
-      assert.matches("unknown option 'timout' %(known: serializer, timeout, max_result, rlimit, stdio%)",
+      assert.matches("unknown option 'timout' %(known: serializer, timeout, max_result, rlimit, stdio, name%)",
         S.raised(ip.task, print, {timout = 1}))
       assert.matches("option names are strings", S.raised(ip.task, print, {1}))
+    end)
+    it("a name, unique among the live tasks (how a task travels to MPI ranks)", function()
+      local t = ip.task(print, {name = "spec-unique"})
+      local ok, err = pcall(ip.task, print, {name = "spec-unique"})
+      assert.is_false(ok)
+      assert.equals("EALREADY", err.code)
+      assert.matches('another task is named "spec%-unique" already', err.message)
+      ok, err = pcall(ip.task, print, {name = ""})
+      assert.is_false(ok)
+      assert.equals("EINVAL", err.code)
+      assert.matches("name must be 1 to 255 bytes, not 0", err.message)
+      t = nil
+      collectgarbage()
+      collectgarbage() -- a collected task gives its name back
+      assert.is_truthy(ip.task(print, {name = "spec-unique"}))
     end)
     it("bad rlimits", function()
       local function bad(rl) return S.raised(ip.task, print, {rlimit = rl}) end

@@ -197,6 +197,22 @@ void lip_pool_close(lip_pool *lp);
 /* The argument serializer each task starts with (its copy goes into lip_task.args). */
 const ip_serializer *lip_args_serializer(void);
 
+/* What the module gives the inparallel_mpi module (a separate library, so that only it
+ * loads MPI), as a light userdata in the registry under LIP_API. */
+#define LIP_API "inparallel.api"
+#define LIP_API_VERSION 1
+typedef struct lip_api {
+  int version;
+  /* Where calls run when this process serves them: the Lua thread L, above slot base (see
+   * pool.c). Set before a rank serves calls. */
+  void (*set_home)(lua_State *L, int base);
+  /* Pushes a pool object for p, a pool of another process's making that takes any task. */
+  void (*push_pool)(lua_State *L, ip_pool *p);
+  /* Raises the module's error table for code, with message msg. */
+  int (*raise)(lua_State *L, int code, const char *msg);
+} lip_api;
+void lip_api_open(lua_State *L);
+
 /* map.c */
 int lip_map(lua_State *L);
 void lip_map_open(lua_State *L);

@@ -53,6 +53,7 @@ int luaopen_inparallel(lua_State *L) {
   lip_pool_open(L);
   lip_map_open(L);
   lip_errors_open(L);
+  lip_api_open(L);
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
   lua_pushliteral(L, "inparallel");
@@ -63,5 +64,18 @@ int luaopen_inparallel(lua_State *L) {
 #define LIP_CODE(name, value, text) lua_pushliteral(L, #name); lua_setfield(L, -2, #name);
   IP_ERRNO_MAP(LIP_CODE)
 #undef LIP_CODE
+  /* ip.mpi: the inparallel_mpi module, loaded on first use (it loads MPI, which most
+   * programs do not need). */
+  static const char lazy_mpi[] =
+      "local ip = ...\n"
+      "setmetatable(ip, {__index = function(t, k)\n"
+      "  if k ~= 'mpi' then return nil end\n"
+      "  local m = require 'inparallel_mpi'\n"
+      "  rawset(t, 'mpi', m)\n"
+      "  return m\n"
+      "end})";
+  if (luaL_loadstring(L, lazy_mpi) != 0) return lua_error(L);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 0);
   return 1;
 }

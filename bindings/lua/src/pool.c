@@ -130,6 +130,29 @@ lip_pool *lip_pool_push_new(lua_State *L, int workers, unsigned max_calls, size_
   return lp;
 }
 
+static void set_home(lua_State *L, int base) {
+  home.L = L;
+  home.base = base;
+}
+
+static void push_pool(lua_State *L, ip_pool *p) {
+  lip_pool *lp = (lip_pool *)lua_newuserdata(L, sizeof *lp);
+  lp->p = p;
+  lp->workers = ip_pool_workers(p);
+  lp->epoch = (unsigned long)-1; /* its workers find tasks by name, however new */
+  lip_setmetatable(L, &lip_pool_key);
+}
+
+static int raise_msg(lua_State *L, int code, const char *msg) {
+  return lip_raise(L, code, "%s", msg);
+}
+
+void lip_api_open(lua_State *L) {
+  static const lip_api api = {LIP_API_VERSION, set_home, push_pool, raise_msg};
+  lua_pushlightuserdata(L, (void *)&api);
+  lua_setfield(L, LUA_REGISTRYINDEX, LIP_API);
+}
+
 /* A whole number >= lo (lua_Integer or an integral float), or raises with `what`. */
 static double whole_number(lua_State *L, int idx, double lo, double hi, const char *what) {
   if (lua_type(L, idx) == LUA_TNUMBER) {

@@ -254,6 +254,7 @@ typedef struct task_opts {
   int timeout_ms;      /* 0: none */
   uint64_t max_result; /* 0: the core's default */
   int stdio;           /* -1: the core's default */
+  const char *name;    /* NULL: none; the string lives in the options table */
   size_t nrl;
   struct {
     int resource;
@@ -396,9 +397,10 @@ int lip_task_new(lua_State *L) {
       else if (k && strcmp(k, "max_result") == 0) o.max_result = option_max_result(L, v);
       else if (k && strcmp(k, "rlimit") == 0) option_rlimit(L, v, &o);
       else if (k && strcmp(k, "stdio") == 0) option_stdio(L, v, &o);
+      else if (k && strcmp(k, "name") == 0) o.name = luaL_checkstring(L, v);
       else if (k)
         luaL_error(L, "inparallel.task: unknown option '%s' (known: serializer, timeout, "
-                      "max_result, rlimit, stdio)", k);
+                      "max_result, rlimit, stdio, name)", k);
       else
         luaL_error(L, "inparallel.task: option names are strings, not %s", luaL_typename(L, -2));
       lua_settop(L, v - 1);
@@ -419,6 +421,14 @@ int lip_task_new(lua_State *L) {
     if (rc == IP_ENOMEM)
       return luaL_error(L, "inparallel.task: rlimit sets at most 8 limits, not %d", (int)o.nrl);
     if (rc < 0) return luaL_error(L, "inparallel.task: rlimit: %s", ip_strerror(rc));
+  }
+  if (o.name) {
+    int rc = ip_task_set_name(lt->t, o.name);
+    if (rc == IP_EALREADY)
+      return lip_raise(L, rc, "inparallel.task: another task is named \"%s\" already", o.name);
+    if (rc < 0)
+      return lip_raise(L, rc, "inparallel.task: name must be 1 to 255 bytes, not %d",
+                       (int)strlen(o.name));
   }
   lua_pushvalue(L, 1);
   lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
