@@ -46,10 +46,12 @@ installed() { # the packages of the arguments that are installed
 }
 
 updated=no
-# apt_update: once, before the first install; fails without a network (or an apt source).
+# apt_update: once, before the first install; fails without a network (or an apt source):
+# --error-on=any, since apt-get update only warns about an index it could not fetch.
 apt_update() {
   [ "$updated" = yes ] && return 0
-  as_root apt-get update -qq >"$work/apt-update.log" 2>&1 || { cat "$work/apt-update.log"; return 1; }
+  as_root apt-get update -qq --error-on=any >"$work/apt-update.log" 2>&1 ||
+    { cat "$work/apt-update.log"; return 1; }
   updated=yes
 }
 
