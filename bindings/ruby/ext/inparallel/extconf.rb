@@ -35,9 +35,15 @@ if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
    have_func("ip_pool_new_fork", "inparallel.h")
   message "inparallel: using the installed core (pkg-config inparallel)\n"
   # The extension finds libinparallel where pkg-config found it, also outside the loader's
-  # default path (a --prefix of one's own).
+  # default path (a --prefix of one's own). Where the loader looks anyway, no rpath: a
+  # distribution's package must carry none. PKG_CONFIG_SYSROOT_DIR, which pkg-config puts
+  # before libdir, is a staging directory (a package build's debian/tmp), not where the library
+  # is at run time.
   libdir = pkg_config("inparallel", "variable=libdir").to_s.strip
-  $LDFLAGS << " -Wl,-rpath,#{libdir}" unless libdir.empty?
+  sysroot = ENV["PKG_CONFIG_SYSROOT_DIR"].to_s.chomp("/")
+  libdir = libdir.delete_prefix(sysroot) unless sysroot.empty?
+  system_libdirs = %w[/lib /usr/lib /lib64 /usr/lib64].flat_map { |d| [d, "#{d}/#{RbConfig::CONFIG['arch']}"] }
+  $LDFLAGS << " -Wl,-rpath,#{libdir}" unless libdir.empty? || system_libdirs.include?(File.expand_path(libdir))
 else
   root = core_root or abort <<~MSG
     inparallel: the C core was found neither by pkg-config (`make install` it) nor as sources
