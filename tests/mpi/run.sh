@@ -81,6 +81,19 @@ refused 4 mismatch 'task "only_on_rank_2" is named on rank 2 but not on rank 0' 
 refused 4 rank-death 'exited on signal 9' 1 "a rank killed outright ends the job (mpirun exits non-zero)"
 refused 1 one-rank 'no rank is left to serve calls' 1 "one rank: ip_mpi_pool says why it cannot serve"
 
+# The examples, as the README runs them: each must end well (one server is down on purpose).
+example() { # WHAT COMMAND...
+  local what=$1; shift
+  timeout -k 5 120 "$mpirun" --oversubscribe -np 4 "$@" >"$work/out" 2>"$work/err"
+  rc=$?
+  if [ "$rc" -eq 0 ] && grep -q 'FAILED.*cannot reach kilo.local' "$work/out"; then
+    echo "$what: ok - the uname fan-out over 3 worker ranks"; tally_add 1 0 0
+  else
+    echo "$what: FAIL - the uname fan-out over 3 worker ranks (mpirun exited $rc)"; show; tally_add 0 1 0
+  fi
+}
+example "C example" examples/uname-mpi
+
 # The bindings' suites: the cases that are theirs to get right (a call's life, failures as
 # their values, the check of the tasks, a rank's death); pieces and pool ends are the core's.
 binding_cases() {
@@ -101,6 +114,7 @@ for v in 5.4 5.3 5.1 luajit; do
   export LUA_CPATH="$PWD/bindings/lua/$v/.libs/?.so;;"
   suite=("$lua" tests/mpi/suite.lua) label="Lua $v"
   binding_cases
+  [ "$v" = 5.4 ] && example "Lua 5.4 example" lua5.4 examples/uname-mpi.lua
 done
 tally_line
 ((TALLY_F == 0))
