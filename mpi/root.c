@@ -9,6 +9,9 @@
  * core's lock. The core calls the backend's functions without its own lock held. */
 #include "ipm.h"
 #include <errno.h>
+#ifdef HAVE_ULFM
+#include <mpi-ext.h>
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@ struct rank {
   struct call *out[IPM_DEPTH]; /* sent and not answered, oldest first */
   int n;
   bool bye;
+  bool dead; /* ULFM said it failed: it gets no more calls, and says no goodbye */
 };
 
 struct root {
@@ -114,18 +118,76 @@ static int send_call_locked(struct root *r, struct call *c, int rank) {
   return MPI_SUCCESS;
 }
 
+/* ---- dead ranks ------------------------------------------------------------------------------- */
+
+static void fail_now(struct root *r, struct call *c, int code, const char *msg);
+static struct call *take_out_locked(struct root *r, int rank, uint64_t id);
+
+#ifdef HAVE_ULFM
+/* With ULFM (MPI's fault tolerance, Open MPI 5 built --with-ft=ulfm) an operation that
+ * involves a dead rank fails with MPIX_ERR_PROC_FAILED instead of ending the job. The root
+ * then acknowledges the failures, fails the calls that were out on each newly dead rank
+ * (EEXITED: the process that ran them is gone, with its host perhaps) and sends it no more;
+ * the queued calls go to the ranks that live. True when rc was such a failure. Under mu,
+ * dropped while futures are finished. */
+static bool rank_failures_locked(struct root *r, int rc) {
+  int cls = 0;
+  MPI_Error_class(rc, &cls);
+  if (cls != MPIX_ERR_PROC_FAILED && cls != MPIX_ERR_PROC_FAILED_PENDING) return false;
+  MPI_Group failed, all;
+  if (MPIX_Comm_failure_ack(r->comm) != MPI_SUCCESS ||
+      MPIX_Comm_failure_get_acked(r->comm, &failed) != MPI_SUCCESS)
+    return false;
+  MPI_Comm_group(r->comm, &all);
+  int n = 0;
+  MPI_Group_size(failed, &n);
+  for (int i = 0; i < n; i++) {
+    int rank = MPI_UNDEFINED;
+    MPI_Group_translate_ranks(failed, 1, &i, all, &rank);
+    if (rank == MPI_UNDEFINED || rank == r->me || r->ranks[rank].dead) continue;
+    r->ranks[rank].dead = r->ranks[rank].bye = true;
+    char why[120];
+    snprintf(why, sizeof why, "rank %d died (its process, or its host) while it ran the call",
+             rank);
+    while (r->ranks[rank].n) {
+      struct call *c = take_out_locked(r, rank, r->ranks[rank].out[0]->id);
+      pthread_mutex_unlock(&r->mu);
+      fail_now(r, c, IP_EEXITED, why);
+      pthread_mutex_lock(&r->mu);
+    }
+  }
+  MPI_Group_free(&failed);
+  MPI_Group_free(&all);
+  return true;
+}
+#else
+/* Without ULFM a dead rank ends the job (mpirun kills every rank): nothing to do here. */
+static bool rank_failures_locked(struct root *r, int rc) {
+  (void)r, (void)rc;
+  return false;
+}
+#endif
+
+static int live_workers_locked(const struct root *r) {
+  int n = 0;
+  for (int i = 0; i < r->size; i++) n += i != r->me && !r->ranks[i].dead;
+  return n;
+}
+
 /* Queued calls to the ranks with room, the least busy first. Under mu. */
 static bool dispatch_locked(struct root *r) {
   bool did = false;
   while (r->qhead) {
     int best = -1;
     for (int i = 0; i < r->size; i++)
-      if (i != r->me && r->ranks[i].n < IPM_DEPTH && (best < 0 || r->ranks[i].n < r->ranks[best].n))
+      if (i != r->me && !r->ranks[i].dead && r->ranks[i].n < IPM_DEPTH &&
+          (best < 0 || r->ranks[i].n < r->ranks[best].n))
         best = i;
     if (best < 0) break;
     struct call *c = r->qhead;
     if (c->cancel) break; /* cancels_locked takes it out first */
     int rc = send_call_locked(r, c, best);
+    if (rc != MPI_SUCCESS && rank_failures_locked(r, rc)) continue; /* to another rank */
     if (rc != MPI_SUCCESS) {
       ipm_mpi_fail(rc, "sending a call");
       snprintf(r->broken, sizeof r->broken, "%s", ip_mpi_errmsg());
@@ -243,6 +305,14 @@ static int receive_locked(struct root *r, bool *got) {
       }
     }
     finish(&d);
+  } else if (c) { /* its result could not be received: the call fails, not the pool */
+    free(d.result);
+    char why[160];
+    snprintf(why, sizeof why, "the %llu-byte result could not be received from rank %d",
+             (unsigned long long)h.len, src);
+    struct done x = {.c = c, .e = {.code = IP_EPROTO, .kind = ip_err_name(IP_EPROTO),
+                                   .message = why, .exit_status = -1, .pid = h.pid}};
+    finish(&x);
   } else {
     free(d.result); /* an answer to a call already given up (the pool is being freed) */
   }
@@ -295,13 +365,13 @@ static void shut_down_locked(struct root *r) {
   if (r->broken[0]) return; /* MPI failed: nothing more can be said to the ranks */
   int workers = 0;
   for (int i = 0; i < r->size; i++) {
-    if (i == r->me) continue;
+    if (i == r->me || r->ranks[i].dead) continue;
     workers++;
     MPI_Send(NULL, 0, MPI_BYTE, i, IPM_TAG_STOP, r->comm);
   }
   for (;;) {
     int byes = 0;
-    for (int i = 0; i < r->size; i++) byes += r->ranks[i].bye;
+    for (int i = 0; i < r->size; i++) byes += r->ranks[i].bye && !r->ranks[i].dead;
     if (byes == workers) break;
     bool got;
     if (receive_locked(r, &got) != MPI_SUCCESS) break;
@@ -339,6 +409,13 @@ static void *run(void *arg) {
     bool got = true;
     int rc = MPI_SUCCESS;
     while (got && (rc = receive_locked(r, &got)) == MPI_SUCCESS) did |= got;
+    if (rc != MPI_SUCCESS && rank_failures_locked(r, rc)) {
+      if (!live_workers_locked(r)) { /* the queued calls have nowhere left to go */
+        snprintf(r->broken, sizeof r->broken, "every worker rank died");
+        break;
+      }
+      continue;
+    }
     if (rc != MPI_SUCCESS) {
       ipm_mpi_fail(rc, "receiving a result");
       snprintf(r->broken, sizeof r->broken, "%s", ip_mpi_errmsg());
@@ -456,7 +533,10 @@ static void b_cancel(void *self, ip_future *f) {
 
 static int b_workers(void *self) {
   struct root *r = self;
-  return r->size - 1;
+  pthread_mutex_lock(&r->mu);
+  int n = live_workers_locked(r);
+  pthread_mutex_unlock(&r->mu);
+  return n;
 }
 
 static void root_free(struct root *r) {
