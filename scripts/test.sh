@@ -148,7 +148,7 @@ storm_valgrind() { # a test each: forked calls, then a pool's
 step "Storm under valgrind (100 calls, every child traced; forked, then on a pool)" storm_valgrind
 # Last: it installs the built packages (and purges them again), so nothing above can test
 # them by mistake instead of the tree.
-step "Debian packages (dpkg-buildpackage, lintian, install: C, Lua, Ruby, man; purge)" bash tests/debian-package.sh
+step "Debian packages (dpkg-buildpackage, lintian, install: C, Lua, Ruby, MPI, man; purge)" bash tests/debian-package.sh
 
 echo
 if ((skipped)); then
