@@ -19,6 +19,13 @@
  *             the first call to after the last result, per second of that wall time. Prints
  *             "cpu MS_PER_S".
  *
+ *   floor     with --floor-ms=T (before the pool is made, after MPI is): the fork floor of the
+ *             worker ranks, what bounds a fork per call there: for T ms every worker rank at
+ *             once forks a child that _exits at once and waits for it, in a loop; the root
+ *             sleeps. An MPI rank maps hundreds of regions (Open MPI's plugins), which fork
+ *             and exit copy and tear down each time. Prints "floor FORKS_PER_S", the sum over
+ *             the worker ranks.
+ *
  * --reuse sets ip_mpi_set_reuse(1) before ip_mpi_pool: a pre-forked process per worker rank
  * instead of a fork per call. Figures go to stdout, one "name value" line each.
  */
@@ -30,7 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MIB ((size_t)1 << 20)
 #define BIG (10 * MIB)
@@ -98,6 +107,39 @@ static ip_future *call_i64(ip_pool *p, ip_task *t, int64_t x) {
   return f;
 }
 
+/* ---- the fork floor (every rank, before the pool) ------------------------------------------ */
+
+/* Waits for a nonblocking MPI operation without spinning: Open MPI's MPI_Wait polls, which
+ * would take a CPU from the ranks still forking. */
+static void wait_gently(MPI_Request *req) {
+  int done = 0;
+  while (MPI_Test(req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static double fork_floor(long ms) {
+  int me;
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  MPI_Request req;
+  MPI_Ibarrier(MPI_COMM_WORLD, &req);
+  wait_gently(&req);
+  double forks = 0, t0 = now_s(), end = t0 + (double)ms / 1000;
+  if (me != 0) {
+    while (now_s() < end) {
+      pid_t pid = fork();
+      if (pid == 0) _exit(0);
+      if (pid < 0 || waitpid(pid, NULL, 0) != pid) die("fork", 0);
+      forks++;
+    }
+  }
+  double rate = me ? forks / (now_s() - t0) : 0, sum = 0;
+  MPI_Ireduce(&rate, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD, &req);
+  wait_gently(&req);
+  return sum;
+}
+
 /* ---- the parts (on the root) ------------------------------------------------------------------ */
 
 /* n calls of t with arguments 0..n-1 through waitfor (factor FACTOR); take(f) takes each
@@ -147,7 +189,7 @@ static int64_t take_none(ip_future *f) {
 }
 
 int main(int argc, char **argv) {
-  long calls = 20000, big_calls = 40, sleep_ms = 2000;
+  long calls = 20000, big_calls = 40, sleep_ms = 2000, floor_ms = 0;
   int reuse = 0;
   t_plus_one = named(plus_one, "plus_one");
   t_ten_mib = named(ten_mib, "ten_mib");
@@ -160,16 +202,23 @@ int main(int argc, char **argv) {
     if (!strncmp(argv[i], "--calls=", 8)) calls = atol(argv[i] + 8);
     else if (!strncmp(argv[i], "--big-calls=", 12)) big_calls = atol(argv[i] + 12);
     else if (!strncmp(argv[i], "--sleep-ms=", 11)) sleep_ms = atol(argv[i] + 11);
+    else if (!strncmp(argv[i], "--floor-ms=", 11)) floor_ms = atol(argv[i] + 11);
     else if (!strcmp(argv[i], "--reuse")) reuse = 1;
     else {
       fprintf(stderr, "usage: mpirun -np 4 bench-mpi [--reuse] [--calls=N] [--big-calls=M] "
-              "[--sleep-ms=T]\n");
+              "[--sleep-ms=T] [--floor-ms=T]\n");
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
   }
-  if (calls < 10 || big_calls < 1 || sleep_ms < 0) {
-    fprintf(stderr, "bench-mpi: bad --calls, --big-calls or --sleep-ms\n");
+  if (calls < 10 || big_calls < 1 || sleep_ms < 0 || floor_ms < 0) {
+    fprintf(stderr, "bench-mpi: bad --calls, --big-calls, --sleep-ms or --floor-ms\n");
     MPI_Abort(MPI_COMM_WORLD, 2);
+  }
+  if (floor_ms) {
+    double floor = fork_floor(floor_ms);
+    int me;
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    if (me == 0) printf("floor %.1f\n", floor), fflush(stdout);
   }
   ip_mpi_set_reuse(reuse); /* the root's setting is the one that counts */
   ip_pool *p = ip_mpi_pool(MPI_COMM_WORLD, 0);
