@@ -2,6 +2,7 @@
  * bench/bench-mpi4py.py in interleaved rounds and prints the table. Run under mpirun:
  *
  *     mpirun -np 4 bench/bench-mpi [--reuse] [--calls=N] [--big-calls=M] [--sleep-ms=T]
+ *                                  [--floor-ms=T]
  *
  * Rank 0 makes the pool (ip_mpi_pool over MPI_COMM_WORLD); the 3 others serve. Pool start-up
  * is not timed; each part runs warm (a tenth of its calls, untimed) before it is timed.
@@ -18,7 +19,6 @@
  *             time (getrusage RUSAGE_SELF: every thread, the backend's included) from before
  *             the first call to after the last result, per second of that wall time. Prints
  *             "cpu MS_PER_S".
- *
  *   floor     with --floor-ms=T (before the pool is made, after MPI is): the fork floor of the
  *             worker ranks, what bounds a fork per call there: for T ms every worker rank at
  *             once forks a child that _exits at once and waits for it, in a loop; the root
