@@ -140,11 +140,12 @@ static double fork_floor(long ms) {
   return sum;
 }
 
-/* ---- the parts (on the root) ------------------------------------------------------------------ */
+/* ---- the parts (on the root) ----------------------------------------------------------------- */
 
 /* n calls of t with arguments 0..n-1 through waitfor (factor FACTOR); take(f) takes each
  * result and returns what it adds to the sum. Seconds from the first call to the last result. */
-static double run_calls(ip_pool *p, ip_task *t, long n, int64_t (*take)(ip_future *), int64_t *sum) {
+static double run_calls(ip_pool *p, ip_task *t, long n, int64_t (*take)(ip_future *),
+                        int64_t *sum) {
   ip_list *l = ip_list_new();
   ip_waitfor w = IP_WAITFOR_INIT;
   ip_future *f;

@@ -28,7 +28,8 @@ static inline int64_t ipm_now_ns(void) {
 }
 static inline long ipm_look_ns(unsigned step, int64_t quiet) {
   long ns = 1000L << (step < 10 ? step : 10); /* 1 us .. about 1 ms */
-  if (step >= 10 && quiet / 32 > ns) ns = quiet / 32 < IPM_LOOK_MAX ? (long)(quiet / 32) : IPM_LOOK_MAX;
+  if (step >= 10 && quiet / 32 > ns)
+    ns = quiet / 32 < IPM_LOOK_MAX ? (long)(quiet / 32) : IPM_LOOK_MAX;
   return ns;
 }
 
