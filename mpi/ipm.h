@@ -6,12 +6,32 @@
 #include <inparallel/mpi.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "wire.h"
 
 /* How many calls a worker rank holds at once: the one it runs and the next, so it never waits
  * for the root between two calls. */
 #define IPM_DEPTH 2
+
+/* How far apart a thread that polls MPI looks while it waits for something (root.c: results
+ * of calls out; serve.c: the root's messages while a call runs). MPI gives no descriptor to
+ * sleep on; each look is a wake-up. After `step` looks in a row found nothing, `quiet` ns since
+ * the first of them: doubling from 1 us to about a millisecond (some 2 ms in all), then a 32nd
+ * of the quiet time, so what comes is seen at most about 3% of the wait late, and never more
+ * than IPM_LOOK_MAX late. */
+#define IPM_LOOK_MAX 10000000L /* ns */
+static inline int64_t ipm_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+static inline long ipm_look_ns(unsigned step, int64_t quiet) {
+  long ns = 1000L << (step < 10 ? step : 10); /* 1 us .. about 1 ms */
+  if (step >= 10 && quiet / 32 > ns)
+    ns = quiet / 32 < IPM_LOOK_MAX ? (long)(quiet / 32) : IPM_LOOK_MAX;
+  return ns;
+}
 
 /* Records the message ip_mpi_errmsg gives and returns code (a negative IP_ code). */
 int ipm_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

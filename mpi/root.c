@@ -2,7 +2,8 @@
  * to the worker ranks. One thread of its own makes every MPI call of the pool: it sends the
  * queued calls to ranks with room, receives the results and finishes the futures. MPI has no
  * descriptor to sleep on, so while calls are out the thread polls, backing off to a look per
- * millisecond; with none out it sleeps on a condition variable until a call comes.
+ * millisecond, then, while still nothing comes, to looks a 32nd of that quiet time apart (at
+ * most IPM_LOOK_MAX); with none out it sleeps on a condition variable until a call comes.
  *
  * Locks: `mu` guards the queue, the ranks' slots and the flags; the thread drops it around
  * what may block (receiving a large result) and around ip_future_finish, which takes the
@@ -394,6 +395,7 @@ static void shut_down_locked(struct root *r) {
 static void *run(void *arg) {
   struct root *r = arg;
   unsigned idle = 0;
+  int64_t quiet_since = 0; /* when the looks that found nothing began to sleep */
   pthread_mutex_lock(&r->mu);
   while (!r->stopping && !r->broken[0]) {
     struct call *gone = NULL;
@@ -433,15 +435,19 @@ static void *run(void *arg) {
       idle = 0;
       continue;
     }
-    /* Calls are out: look again soon, then less and less often, down to once a millisecond.
-     * A new call or a cancel wakes the thread at once. */
+    /* Calls are out: look again soon, then less and less often, down to once a millisecond,
+     * then (calls that run long) to a 32nd of the time nothing came: a result is seen at most
+     * that much later, and each look costs a wake-up (some 15-20 us of CPU on a VM), so
+     * looks a millisecond apart alone cost close to 20 ms of CPU a second. A new call or a
+     * cancel wakes the thread at once. */
     if (++idle < 32) {
       pthread_mutex_unlock(&r->mu);
       sched_yield();
       pthread_mutex_lock(&r->mu);
       continue;
     }
-    long ns = 1000L << (idle - 32 < 10 ? idle - 32 : 10); /* 1 us .. about 1 ms */
+    if (idle == 32) quiet_since = ipm_now_ns();
+    long ns = ipm_look_ns(idle - 32, ipm_now_ns() - quiet_since);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += ns;

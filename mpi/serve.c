@@ -5,9 +5,11 @@
  * alone; the rank serves on.
  *
  * It holds up to IPM_DEPTH calls (the root sends no more), runs one at a time, and polls MPI
- * between looks at the running call: each look is an ip_future_wait of up to a millisecond,
- * which sleeps in the kernel and returns as soon as the call ends. Idle, it polls MPI with a
- * back-off to one look per millisecond. */
+ * between looks at the running call: each look is an ip_future_wait, which sleeps in the
+ * kernel and returns as soon as the call ends, of a millisecond, or for a call that has run
+ * long a 32nd of its time so far, at most IPM_LOOK_MAX (ipm_look_ns): what the root says
+ * meanwhile (a cancel, its STOP) waits that long at most. Idle, it polls MPI with a back-off to
+ * one look per millisecond. */
 #include "ipm.h"
 #include <errno.h>
 #include <sched.h>
@@ -32,6 +34,7 @@ struct server {
   int nq;
   ip_future *cur;
   uint64_t cur_id;
+  int64_t cur_start; /* ipm_now_ns when it started */
   bool stop;
 };
 
@@ -89,6 +92,7 @@ static int start(struct server *s) {
     s->cur = s->local ? ip_pool_call_encoded(s->local, t, arg, h.len)
                       : ip_call_encoded(t, arg, h.len);
     s->cur_id = h.id;
+    s->cur_start = ipm_now_ns();
     if (!s->cur) rc = answer(s, h.id, NULL, IP_ENOMEM, "no memory for the call's future");
   }
   free(h.msg);
@@ -178,7 +182,8 @@ int ipm_serve(MPI_Comm comm, int root, struct ipm_registry *reg) {
       got = true;
     }
     if (s.cur) {
-      if (ip_future_wait(s.cur, 1) == 0) { /* sleeps in the kernel until the call ends */
+      int ms = (int)(ipm_look_ns(10, ipm_now_ns() - s.cur_start) / 1000000); /* 1 .. 10 */
+      if (ip_future_wait(s.cur, ms) == 0) { /* sleeps in the kernel until the call ends */
         rc = answer(&s, s.cur_id, s.cur, 0, NULL);
         ip_future_free(s.cur);
         s.cur = NULL;

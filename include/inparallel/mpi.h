@@ -40,10 +40,12 @@
  *   ip_future_rusage is that process's usage.
  * - ip_pool_set_max_calls and ip_pool_set_max_rss do nothing.
  * - MPI gives no descriptor to sleep on, so a thread of the library on the root polls MPI
- *   while calls are out, backing off to one look per millisecond when nothing comes (less
- *   than 20 ms of CPU per second); with nothing out it sleeps. Worker ranks poll the same
- *   way while idle. The core's waits (ip_future_wait, ip_waitfor_step) still sleep in the
- *   kernel.
+ *   while calls are out, backing off, while nothing comes, to one look per millisecond, then
+ *   to looks a 32nd of the time nothing came apart, at most 10 ms: a result is seen at most
+ *   that late, and calls that run long cost the root a few ms of CPU per second; with
+ *   nothing out it sleeps. Worker ranks look at MPI the same way while a call runs, and
+ *   once per millisecond while idle. The core's waits (ip_future_wait, ip_waitfor_step)
+ *   still sleep in the kernel.
  *
  * Failures of whole ranks: with an MPI without fault tolerance (Open MPI 4.x, MPICH) the
  * death of a rank ends the job: mpirun kills the other ranks and exits non-zero. Built
