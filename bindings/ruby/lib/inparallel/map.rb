@@ -78,6 +78,7 @@ module InParallel
             if nxt < @items.size && !failure
               count = batch_size(@items.size - nxt)
               f, slot = start(pool, nxt, count)
+              count = 1 unless slot # no slot (none free, an MPI pool's): one item went
               calls[f] = [nxt, count, slot]
               nxt += count
               inflight << f
