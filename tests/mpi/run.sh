@@ -16,6 +16,7 @@
 #   one-rank     mpirun -np 1: ip_mpi_pool says no rank is left to serve
 #   rank-term    Ruby: a serving rank that gets SIGTERM ends at once (not a signal noted and
 #                never acted on), and mpirun ends the job
+#   serializer-mismatch  Ruby: a task whose Ruby serializer differs on a rank is a difference
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/tally.sh
@@ -117,7 +118,17 @@ elif ! ruby -I "$rlib" -e 'require "inparallel"; exit(InParallel::MPI.available?
 else
   suite=(ruby -I "$rlib" tests/mpi/suite.rb) label=Ruby
   binding_cases
+  refused 4 serializer-mismatch 'task "cube" has the argument serializer ruby :marshal on rank 0 but ruby :msgpack on rank 2' 4 \
+    "a task with another Ruby serializer on a rank: every rank stops with one message naming it"
   refused 4 rank-term 'exited on signal 15' 1 "a serving rank that gets SIGTERM ends at once, and the job with it"
+  # The README's example: a line per server from rank 0, one of them the expected failure.
+  suite=(ruby -I "$rlib" examples/uname-mpi.rb)
+  run 4 example
+  if [ "$rc" -eq 0 ] && [ "$(grep -c '^[a-z]*\.local ' "$work/out")" -eq 12 ] && grep -q 'FAILED \[HostUnreachable\]' "$work/out"; then
+    echo "Ruby example: ok - examples/uname-mpi.rb: every server once, from the ranks"; tally_add 1 0 0
+  else
+    echo "Ruby example: FAIL - examples/uname-mpi.rb (mpirun exited $rc)"; show; tally_add 0 1 0
+  fi
 fi
 tally_line
 ((TALLY_F == 0))

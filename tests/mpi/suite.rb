@@ -79,6 +79,23 @@ FORKED_BY_RUBY = InParallel.task(name: "forked_by_ruby") { $forked_by_ruby == tr
 
 MPI = InParallel::MPI
 
+if CASE == "serializer-mismatch"
+  # Rank 2's "cube" travels as msgpack, the others' as Marshal: its calls could not decode.
+  # Before init, the rank is in mpirun's environment (Open MPI, MPICH).
+  rank = Integer(ENV.fetch("OMPI_COMM_WORLD_RANK", ENV.fetch("PMI_RANK", "-1")))
+  cube = InParallel.task(name: "cube", serializer: rank == 2 ? :msgpack : :marshal) { |x| x**3 }
+  begin
+    MPI.init
+    warn "rank #{MPI.rank}: no failure"
+    status = 0
+  rescue MPI::Error => e
+    warn "rank #{rank}: #{e.class}: #{e.message} (#{e.code})"
+    status = 3
+  end
+  MPI.finalize
+  exit status
+end
+
 if CASE == "mismatch"
   MPI.init
   extra = InParallel.task(name: "only_on_rank_2") { nil } if MPI.rank == 2

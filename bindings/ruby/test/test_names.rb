@@ -105,7 +105,7 @@ class TestNames < InParallelTest
     if mpi.available?
       err = assert_raises(mpi::Error) { mpi.rank }
       assert_equal "EINVAL", err.code
-      assert_match(/MPI.init first/, err.message)
+      assert_match(/MPI\.init first/, err.message)
       assert_raises(mpi::Error) { mpi.size }
       assert_raises(mpi::Error) { mpi.pool }
       assert_nil mpi.finalize # nothing started: nothing to end

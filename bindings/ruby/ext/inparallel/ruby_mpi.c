@@ -50,9 +50,9 @@ static int mpi_state(void) { /* 0: not started, 1: running, 2: ended */
 static VALUE m_init(VALUE mod) {
   if (mpi_state() == 2) return failure(IP_EINVAL, "inparallel-mpi: MPI has ended in this process (MPI.finalize); it cannot start again");
   int rc = ip_mpi_init(NULL, NULL);
-  if (rc < 0) return failure(rc, ip_mpi_errmsg());
-  if (!inited_pid) inited_pid = getpid();
-  return Qnil;
+  /* Failed or not, MPI runs if it started: finalize must end it, or mpirun fails the job. */
+  if (!inited_pid && mpi_state() == 1) inited_pid = getpid();
+  return rc < 0 ? failure(rc, ip_mpi_errmsg()) : Qnil;
 }
 
 /* ---- serving -------------------------------------------------------------------------------- */

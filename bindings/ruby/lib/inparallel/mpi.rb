@@ -92,11 +92,15 @@ module InParallel
         # Pool#call's Methods and objects with #call run through one named task of the gem's.
         @callables ||= Task.new(->(callable, *args, **kwargs) { callable.call(*args, **kwargs) },
                                 name: "InParallel::MPI::Pool#call").__receiver!
-        __raise(__init)
-        unless @exit_hook
+        failed = __init
+        unless @exit_hook # also when the check failed: MPI runs, and must end
           @exit_hook = true
           at_exit { MPI.__at_exit($!) }
         end
+        __raise(failed, every_rank: true)
+        # Kept: a task's child reads them here, since a forked child must not call MPI.
+        @rank = __rank
+        @size = __size
         nil
       end
 
@@ -121,7 +125,7 @@ module InParallel
         pinned = Task.__live.select(&:name)
         pool = Pool.allocate
         got = __pool(root, reuse ? true : false, pinned, pool)
-        __raise(got) if got.is_a?(Array)
+        __raise(got, every_rank: true) if got.is_a?(Array)
         return nil if got.nil?
 
         pool.__send__(:__setup, root, reuse ? true : false, @callables)
@@ -134,30 +138,30 @@ module InParallel
         end
       end
 
-      # This process's rank in MPI_COMM_WORLD (0 to size - 1). Raises InParallel::MPI::Error
-      # before init and after finalize.
+      # This process's rank in MPI_COMM_WORLD (0 to size - 1), as init found it: a task's
+      # child on a rank asks too (no MPI call: a forked child must make none). Raises
+      # InParallel::MPI::Error before init.
       def rank
         __need
-        __rank or raise Error.new("InParallel::MPI.rank: MPI does not run (call InParallel::MPI.init first)",
-                                  code: "EINVAL")
+        @rank or raise Error.new("InParallel::MPI.rank: call InParallel::MPI.init first", code: "EINVAL")
       end
 
-      # The number of ranks in MPI_COMM_WORLD. Raises InParallel::MPI::Error before init and
-      # after finalize.
+      # The number of ranks in MPI_COMM_WORLD, as init found it. Raises InParallel::MPI::Error
+      # before init.
       def size
         __need
-        __size or raise Error.new("InParallel::MPI.size: MPI does not run (call InParallel::MPI.init first)",
-                                  code: "EINVAL")
+        @size or raise Error.new("InParallel::MPI.size: call InParallel::MPI.init first", code: "EINVAL")
       end
 
       # Closes the pools this process made with pool (their objects stay, closed: the other
       # ranks stop serving) and ends MPI (MPI_Finalize) if init started it. Does nothing where
       # MPI was not started by this process, or is over. The process does it as it exits, after
-      # a success (the end of the script, exit, exit 0): a rank that ends without it makes
-      # mpirun fail the job. After an exception or a failing exit status it is left out, on
-      # purpose: the other ranks may be waiting for this one in a collective call that it will
-      # not join, and MPI_Finalize would then wait for them forever; without it, mpirun ends the
-      # whole job at once.
+      # a success (the end of the script, exit, exit 0) or an InParallel::MPI::Error that
+      # every rank raised alike (the ranks' tasks differ): a rank that ends without it makes
+      # mpirun fail the job. After any other exception, or a failing exit status, it is left
+      # out, on purpose: the other ranks may be waiting for this one in a collective call that
+      # it will not join, and MPI_Finalize would then wait for them forever; without it,
+      # mpirun ends the whole job at once.
       def finalize
         return nil unless __built
 
@@ -169,7 +173,8 @@ module InParallel
       def __at_exit(err)
         return unless __built && __started
 
-        finalize if err.nil? || (err.is_a?(SystemExit) && err.success?)
+        alike = err.is_a?(Error) && err.instance_variable_get(:@every_rank)
+        finalize if err.nil? || (err.is_a?(SystemExit) && err.success?) || alike
       end
 
       private
@@ -182,11 +187,17 @@ module InParallel
                                    "install one and rebuild the gem"
       end
 
-      def __raise(failure)
+      # every_rank: the failure came from libinparallel-mpi, which fails every rank alike
+      # (EINVAL: the ranks' tasks differ, a bad root, one rank), so all of them are at the same
+      # point and MPI_Finalize at the exit waits for no one who is elsewhere.
+      def __raise(failure, every_rank: false)
         return if failure.nil?
 
         code, message = failure
-        raise Error.new(message, code: code)
+        err = Error.new(message, code: code)
+        err.instance_variable_set(:@every_rank, true) if every_rank && code == "EINVAL"
+        err.set_backtrace(caller(1)) # from the method that failed, not from here
+        raise err
       end
       # :startdoc:
     end
