@@ -83,7 +83,7 @@ if CASE == "serializer-mismatch"
   # Rank 2's "cube" travels as msgpack, the others' as Marshal: its calls could not decode.
   # Before init, the rank is in mpirun's environment (Open MPI, MPICH).
   rank = Integer(ENV.fetch("OMPI_COMM_WORLD_RANK", ENV.fetch("PMI_RANK", "-1")))
-  cube = InParallel.task(name: "cube", serializer: rank == 2 ? :msgpack : :marshal) { |x| x**3 }
+  CUBE = InParallel.task(name: "cube", serializer: rank == 2 ? :msgpack : :marshal) { |x| x**3 }
   begin
     MPI.init
     warn "rank #{MPI.rank}: no failure"
@@ -98,7 +98,7 @@ end
 
 if CASE == "mismatch"
   MPI.init
-  extra = InParallel.task(name: "only_on_rank_2") { nil } if MPI.rank == 2
+  ONLY_ON_RANK_2 = InParallel.task(name: "only_on_rank_2") { nil } if MPI.rank == 2
   begin
     MPI.pool
     warn "rank #{MPI.rank}: no failure"
@@ -107,7 +107,6 @@ if CASE == "mismatch"
     warn "rank #{MPI.rank}: #{e.class}: #{e.message} (#{e.code})"
     status = 3
   end
-  extra = nil
   MPI.finalize
   exit status
 end

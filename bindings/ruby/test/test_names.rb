@@ -118,5 +118,9 @@ class TestNames < InParallelTest
     assert_operator mpi::Error, :<, InParallel::Error
     assert_operator mpi::Pool, :<, InParallel::Pool
     assert_raises(NoMethodError) { mpi::Pool.new(2) }
+    t = InParallel.task(name: "test_names: map") { |x| x }
+    err = assert_raises(ArgumentError) { InParallel.map([1], pool: mpi::Pool.allocate, timeout: 1, &t) }
+    assert_match(/timeout: cannot travel to MPI ranks/, err.message)
+    refute_kind_of InParallel::ItemFailure, err
   end
 end

@@ -46,6 +46,8 @@ module InParallel
       end
       raise TypeError, "pool: must be an InParallel::Pool, got #{pool.class}" if pool && !pool.is_a?(Pool)
 
+      pool.__check_map_timeout if pool && !timeout.nil?
+
       @items = items.to_a
       @isolation = isolation
       @pool = pool

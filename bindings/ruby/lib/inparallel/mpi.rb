@@ -14,11 +14,11 @@ module InParallel
   #   InParallel::MPI.finalize
   #
   # Tasks travel by name: Task.new's name:, and the "Class#method" name task def gives its
-  # methods. Exists only where the gem was built with MPI (MPI.available?); elsewhere every
-  # method but available? and finalize raises NotImplementedError.
+  # methods. Works where the gem was built with MPI (MPI.available?); elsewhere every method
+  # but available? and finalize raises NotImplementedError.
   module MPI
-    # A failure of MPI, or of the ranks' agreement: every rank raises it alike, with the same
-    # message (the ranks named different tasks, say). #code is the core's code name: "EINVAL"
+    # A failure of MPI, or of the ranks' agreement, which every rank raises alike, with the
+    # same message (the ranks named different tasks, say). #code is the core's code name: "EINVAL"
     # (the ranks' tasks differ, MPI.pool before MPI.init, a bad root, one rank only), "EPROTO"
     # (MPI failed), "ENOMEM".
     class Error < InParallel::Error; end
@@ -63,12 +63,14 @@ module InParallel
         nil
       end
 
-      def __submit(task, receiver, args, kwargs, shown, timeout_ms = nil)
-        if timeout_ms
-          raise ArgumentError, "InParallel.map's timeout: cannot travel to MPI ranks: give the task a timeout: " \
-                               "of its own (on every rank)"
-        end
+      # A call carries no timeout of its own to a rank, which runs the task with its options.
+      def __check_map_timeout
+        raise ArgumentError, "InParallel.map's timeout: cannot travel to MPI ranks: give the task a timeout: " \
+                             "of its own (on every rank)"
+      end
 
+      def __submit(task, receiver, args, kwargs, shown, timeout_ms = nil)
+        __check_map_timeout if timeout_ms
         super
       end
       # :startdoc:
