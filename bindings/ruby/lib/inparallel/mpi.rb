@@ -184,9 +184,9 @@ module InParallel
       def __need
         return if __built
 
-        raise NotImplementedError, "InParallel::MPI: this build of the inparallel extension has no MPI " \
-                                   "(extconf.rb found neither pkg-config ompi-c nor mpich; Debian: libopenmpi-dev); " \
-                                   "install one and rebuild the gem"
+        raise NotImplementedError, "InParallel::MPI: this build of the inparallel extension has no MPI: " \
+                                   "extconf.rb found none (pkg-config ompi-c or mpich; Debian: libopenmpi-dev), " \
+                                   "or INPARALLEL_MPI=0 left it out; install one and rebuild the gem"
       end
 
       # every_rank: the failure came from libinparallel-mpi, which fails every rank alike
