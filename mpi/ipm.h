@@ -33,6 +33,10 @@ static inline long ipm_look_ns(unsigned step, int64_t quiet) {
   return ns;
 }
 
+/* ip_mpi_set_fork's: how serve.c forks the reused process of a rank. */
+extern ip_fork_fn ipm_fork_fn;
+extern void *ipm_fork_ud;
+
 /* Records the message ip_mpi_errmsg gives and returns code (a negative IP_ code). */
 int ipm_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same for an MPI error code: "what: MPI's own words". Returns IP_EPROTO. */

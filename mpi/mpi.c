@@ -31,6 +31,15 @@ int ip_mpi_set_reuse(int on) {
   return 0;
 }
 
+ip_fork_fn ipm_fork_fn;
+void *ipm_fork_ud;
+
+int ip_mpi_set_fork(ip_fork_fn fork_fn, void *ud) {
+  ipm_fork_fn = fork_fn;
+  ipm_fork_ud = ud;
+  return 0;
+}
+
 int ip_mpi_init(int *argc, char ***argv) {
   int flag = 0, level = MPI_THREAD_SINGLE, rc;
   MPI_Initialized(&flag);

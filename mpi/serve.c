@@ -170,7 +170,7 @@ int ipm_serve(MPI_Comm comm, int root, struct ipm_registry *reg) {
   struct server s = {.comm = comm, .root = root, .reg = reg};
   /* A pool made now has every task: they were all named (so made) before ip_mpi_pool. If it
    * cannot be made, the calls fork one by one instead, which is slower but the same. */
-  if (reg->reuse) s.local = ip_pool_new(1);
+  if (reg->reuse) s.local = ip_pool_new_fork(1, ipm_fork_fn, ipm_fork_ud);
   unsigned idle = 0;
   int rc = MPI_SUCCESS;
   while (rc == MPI_SUCCESS) {

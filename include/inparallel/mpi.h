@@ -88,6 +88,12 @@ IP_EXTERN ip_pool *ip_mpi_pool(MPI_Comm comm, int root);
  * to the worker ranks, so it applies from the next ip_mpi_pool on. Returns 0. */
 IP_EXTERN int ip_mpi_set_reuse(int on);
 
+/* How a worker rank forks the process it reuses (ip_mpi_set_reuse) and that process's
+ * replacements: fork_fn(ud), as ip_pool_new_fork takes it, for a runtime that must see its
+ * forks (Ruby's Process.fork). NULL (the default) forks with fork(). Each rank's own setting
+ * counts. Calls forked one by one use their task's fork (ip_task_set_fork). Returns 0. */
+IP_EXTERN int ip_mpi_set_fork(ip_fork_fn fork_fn, void *ud);
+
 /* Ends MPI if ip_mpi_init started it (MPI_Finalize). On the root, a pool not freed is freed
  * first, so the worker ranks stop serving. 0, or IP_EPROTO when MPI failed. */
 IP_EXTERN int ip_mpi_finalize(void);

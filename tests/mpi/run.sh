@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # libinparallel-mpi under a real mpirun, 4 ranks on this machine (--oversubscribe): the C suite
 # (tests/mpi/suite.c) case by case, then the Lua one (suite.lua, ip.mpi) under every Lua the
-# build made inparallel_mpi for, then the Ruby one (suite.rb, InParallel::MPI). Run from a configured, built tree; prints a line per test
+# build made inparallel_mpi for, then the Ruby one (suite.rb, InParallel::MPI) with the
+# extension in bindings/ruby/lib. Run from a configured, built tree; prints a line per test
 # and "tally: ..." (tests/tally.sh). Skips, saying why, where configure found no MPI or no
-# mpirun.
+# mpirun, or the Ruby extension was built without MPI.
 #
 #   calls        1,000 calls through waitfor with a concurrency factor, each result once
 #   failures     raise, crash, timeout and cancel each fail their call alone
@@ -13,6 +14,9 @@
 #   mismatch     a rank with another task: every rank stops with the same message
 #   rank-death   a rank killed outright: mpirun ends the job, non-zero
 #   one-rank     mpirun -np 1: ip_mpi_pool says no rank is left to serve
+#   rank-term    Ruby: a serving rank that gets SIGTERM ends at once (not a signal noted and
+#                never acted on), and mpirun ends the job
+#   serializer-mismatch  Ruby: a task whose Ruby serializer differs on a rank is a difference
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/tally.sh
@@ -116,5 +120,29 @@ for v in 5.4 5.3 5.1 luajit; do
   binding_cases
   [ "$v" = 5.4 ] && example "Lua 5.4 example" lua5.4 examples/uname-mpi.lua
 done
+# Ruby: the extension scripts/build.sh made in bindings/ruby/lib, where extconf.rb found MPI.
+rlib=$PWD/bindings/ruby/lib
+if ! command -v ruby >/dev/null; then
+  echo "skipped: MPI suite: Ruby: no ruby"; tally_add 0 0 1
+elif ! ruby -I "$rlib" -e 'require "inparallel"' 2>/dev/null; then
+  echo "skipped: MPI suite: Ruby: the extension is not built (cd bindings/ruby && rake compile)"; tally_add 0 0 1
+elif ! ruby -I "$rlib" -e 'require "inparallel"; exit(InParallel::MPI.available? ? 0 : 1)'; then
+  echo "skipped: MPI suite: Ruby: the extension was built without MPI (extconf.rb found no pkg-config ompi-c or mpich, or INPARALLEL_MPI=0)"
+  tally_add 0 0 1
+else
+  suite=(ruby -I "$rlib" tests/mpi/suite.rb) label=Ruby
+  binding_cases
+  refused 4 serializer-mismatch 'task "cube" has the argument serializer ruby :marshal on rank 0 but ruby :msgpack on rank 2' 4 \
+    "a task with another Ruby serializer on a rank: every rank stops with one message naming it"
+  refused 4 rank-term 'exited on signal 15' 1 "a serving rank that gets SIGTERM ends at once, and the job with it"
+  # The README's example: a line per server from rank 0, one of them the expected failure.
+  suite=(ruby -I "$rlib" examples/uname-mpi.rb)
+  run 4 example
+  if [ "$rc" -eq 0 ] && [ "$(grep -c '^[a-z]*\.local ' "$work/out")" -eq 12 ] && grep -q 'FAILED \[HostUnreachable\]' "$work/out"; then
+    echo "Ruby example: ok - examples/uname-mpi.rb: every server once, from the ranks"; tally_add 1 0 0
+  else
+    echo "Ruby example: FAIL - examples/uname-mpi.rb (mpirun exited $rc)"; show; tally_add 0 1 0
+  fi
+fi
 tally_line
 ((TALLY_F == 0))

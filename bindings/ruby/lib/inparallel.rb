@@ -19,6 +19,7 @@ require "inparallel/task"
 require "inparallel/future"
 require "inparallel/pool"
 require "inparallel/map"
+require "inparallel/mpi"
 
 module InParallel
   # The child's backtrace as text, one frame per line; for exceptions that Marshal can dump, a
@@ -29,12 +30,16 @@ module InParallel
   # `include InParallel` gives the class `task`, the method decorator.
   module Decorator
     # task def name(...) ... end, serializer: :marshal, timeout: nil, max_result: nil,
-    #                              rlimit: nil, stdio: nil
+    #                              rlimit: nil, stdio: nil, name: "Class#method"
     #
     # Makes each call of the method fork a child that runs the original method (self, its
     # instance variables, blocks and keyword arguments all work: the child has a copy of the
     # caller's memory) and return an InParallel::Future at once. The options are
-    # InParallel::Task.new's.
+    # InParallel::Task.new's. The method's task is named "Class#method" ("Class.method" for
+    # `task def self.method`), so that its calls travel to MPI ranks (InParallel::MPI) inside
+    # Pool#run; name: gives another name, name: nil none. An anonymous class's methods, and
+    # names over 255 bytes, get none. A later task def of the same method takes the name over;
+    # a name another task has raises ArgumentError.
     def task(name, **options)
       unless name.is_a?(Symbol) || name.is_a?(String)
         raise TypeError, "task expects a method name (task def name(...) ... end), got #{name.class}"
@@ -46,7 +51,9 @@ module InParallel
               else raise ArgumentError, "task: #{self} has no method #{name.inspect} (write `task def #{name}(...) ... end`)"
               end
       original = owner.instance_method(name)
+      auto = InParallel.__method_task_name(self, owner, name) unless options.key?(:name)
       runner = Task.new(->(recv, *a, **kw, &b) { original.bind_call(recv, *a, **kw, &b) }, **options).__receiver!
+      runner.__take_name(auto, auto: true) if auto
       visibility = if owner.private_method_defined?(name) then :private
                    elsif owner.protected_method_defined?(name) then :protected
                    else :public
@@ -111,6 +118,15 @@ module InParallel
   # :stopdoc:
   class << self
     # --- helpers for the rest of the gem; not API ---------------------------------------
+
+    # The name a task def method's task gets: "Class#method", "Class.method" for a singleton
+    # method; nil for an anonymous class's, or past the core's 255 bytes.
+    def __method_task_name(mod, owner, meth)
+      return nil unless mod.name
+
+      name = owner == mod ? "#{mod.name}##{meth}" : "#{mod.name}.#{meth}"
+      name.bytesize <= 255 ? name : nil
+    end
 
     def __seconds(value, what, allow_zero: false)
       return nil if value.nil?

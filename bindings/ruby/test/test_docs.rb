@@ -19,11 +19,15 @@ class TestDocs < InParallelTest
     InParallel::Future#cancel InParallel::Future#done? InParallel::Future#pid InParallel::Future#args
     InParallel::Waiter#step InParallel::Decorator#task InParallel::ItemFailure#index
     InParallel::ProcessError#signal InParallel::ProcessError#exit_status InParallel::RemoteError#remote_class
+    InParallel::Task#name
+    InParallel::MPI.available? InParallel::MPI.init InParallel::MPI.pool InParallel::MPI.rank InParallel::MPI.size
+    InParallel::MPI.finalize
   ].freeze
   CLASSES = %w[
     InParallel::Error InParallel::ProcessError InParallel::TaskTimeoutError InParallel::CanceledError
     InParallel::RemoteError InParallel::EncodeError InParallel::DecodeError InParallel::TimeoutError
     InParallel::Serializers::Marshal InParallel::Serializers::Msgpack
+    InParallel::MPI InParallel::MPI::Error InParallel::MPI::Pool
   ].freeze
 
   def test_the_reference_is_the_public_api_with_its_comments

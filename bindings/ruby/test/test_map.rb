@@ -230,6 +230,19 @@ class TestMap < InParallelTest
     assert_no_children
   end
 
+  # A pool with no progress slot free (an MPI pool has none) sends one item per call, each
+  # once: a batch's items are never counted as sent when only the first went.
+  def test_a_pool_out_of_progress_slots_sends_single_items
+    pool = InParallel::Pool.new(2)
+    def pool.__take_slot = nil
+    begin
+      got = InParallel.map(1..2000, pool: pool, &PID_OF)
+      assert_equal (1..2000).to_a, got.map(&:first)
+    ensure
+      pool.close
+    end
+  end
+
   def test_a_msgpack_task_through_a_pool
     skip "msgpack is not installed" unless MSGPACK
     InParallel.pool(2) do |pool|

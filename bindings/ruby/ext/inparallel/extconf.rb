@@ -7,6 +7,12 @@
 # INPARALLEL_CONFIG_DIR names a configured build tree whose config.h to use (an out-of-tree
 # build's). The in-tree route compiles the C sources rather than linking lib/.libs/libinparallel.a,
 # because libtool builds that archive from non-PIC objects.
+#
+# InParallel::MPI: where MPI is found (pkg-config ompi-c or mpich), libinparallel-mpi goes into
+# the same extension, so that it runs on the extension's one copy of the core: its sources
+# (mpi/ beside lib/) compiled in with the core's, or, with an installed core, the installed
+# libinparallel-mpi (pkg-config inparallel-mpi), which links that same libinparallel.
+# INPARALLEL_MPI=0 leaves MPI out; INPARALLEL_MPI=1 makes a missing MPI an error.
 require "mkmf"
 
 def core_root
@@ -31,9 +37,33 @@ $CFLAGS << " -std=gnu11 -fvisibility=hidden -Wno-declaration-after-statement"
 have_library("pthread") or abort "inparallel needs pthreads"
 have_func("rb_thread_call_without_gvl", "ruby/thread.h") or abort "ruby/thread.h is missing"
 
+want_mpi = ENV.fetch("INPARALLEL_MPI", "check")
+abort "INPARALLEL_MPI must be 0, 1 or unset, not #{want_mpi.inspect}" unless %w[0 1 check].include?(want_mpi)
+
+# The flags pkg-config added in the block are kept only if the block is true: a library
+# found but unusable must not be linked for nothing.
+def flags_kept_if
+  saved = [$CFLAGS.dup, $LDFLAGS.dup, $libs.dup, $INCFLAGS.dup]
+  return true if yield
+
+  $CFLAGS, $LDFLAGS, $libs, $INCFLAGS = saved
+  false
+end
+
+# MPI's compiler and linker flags, checked with a program that links. Open MPI and MPICH name
+# their .pc differently.
+def find_mpi
+  %w[ompi-c mpich].any? do |pc|
+    flags_kept_if { pkg_config(pc) && have_header("mpi.h") && have_func("MPI_Init_thread", "mpi.h") }
+  end
+end
+
+mpi = false
 if ENV["INPARALLEL_IN_TREE"] != "1" && pkg_config("inparallel") &&
    have_func("ip_pool_new_fork", "inparallel.h")
   message "inparallel: using the installed core (pkg-config inparallel)\n"
+  mpi = want_mpi != "0" &&
+        flags_kept_if { pkg_config("inparallel-mpi") && have_func("ip_mpi_set_fork", "inparallel/mpi.h") }
   # The extension finds libinparallel where pkg-config found it, also outside the loader's
   # default path (a --prefix of one's own). Where the loader looks anyway, no rpath: a
   # distribution's package must carry none. PKG_CONFIG_SYSROOT_DIR, which pkg-config puts
@@ -55,8 +85,24 @@ else
   $INCFLAGS << " -I#{File.join(root, 'include')} -I#{File.join(root, 'lib')} -I#{config_dir}"
   $VPATH << File.join(root, "lib")
   core_srcs = Dir[File.join(root, "lib", "*.c")].sort
+  mpi_srcs = Dir[File.join(root, "mpi", "*.c")].sort
+  if want_mpi != "0" && !mpi_srcs.empty? && File.file?(File.join(root, "include", "inparallel", "mpi.h")) && find_mpi
+    mpi = true
+    $VPATH << File.join(root, "mpi")
+    $INCFLAGS << " -I#{File.join(root, 'mpi')}"
+    $CFLAGS << " -pthread"
+    core_srcs += mpi_srcs
+  end
   $srcs = Dir[File.join(__dir__, "*.c")].map { |f| File.basename(f) } + core_srcs.map { |f| File.basename(f) }
   $objs = $srcs.map { |s| s.sub(/\.c\z/, ".o") }
+end
+
+abort "inparallel: INPARALLEL_MPI=1, but no MPI was found (pkg-config ompi-c or mpich; Debian: libopenmpi-dev)" if want_mpi == "1" && !mpi
+if mpi
+  $defs << "-DRBIP_HAVE_MPI"
+  message "inparallel: with InParallel::MPI\n"
+else
+  message "inparallel: without InParallel::MPI (#{want_mpi == '0' ? 'INPARALLEL_MPI=0' : 'no MPI found'})\n"
 end
 
 create_makefile("inparallel/inparallel")

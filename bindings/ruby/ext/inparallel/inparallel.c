@@ -19,4 +19,5 @@ RUBY_FUNC_EXPORTED void Init_inparallel(void) {
   rbip_init_future();
   rbip_init_waitfor();
   rbip_init_pool();
+  rbip_init_mpi();
 }

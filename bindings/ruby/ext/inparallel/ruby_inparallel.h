@@ -20,6 +20,9 @@ typedef struct rbip_task {
   /* How a pool call's arguments travel: bytes the Task encoded, as they are. Each task has its
    * own copy, so that decoding them in a worker leads back to the task. */
   ip_serializer args;
+  /* args.name: "ruby " and the Ruby serializer's name, so that ranks whose tasks differ in
+   * serializer are told apart by ip_mpi_init's check */
+  char args_name[80];
 } rbip_task;
 
 rbip_task *rbip_task_get(VALUE obj); /* TypeError for anything but a set-up Task */
@@ -42,6 +45,9 @@ typedef struct rbip_args {
 pid_t rbip_fork(void *unused);
 /* Re-raises what rbip_fork kept, once the core returned; nothing if it kept nothing. */
 void rbip_fork_rethrow(void);
+/* Run by rbip_fork in each child it made, first thing, when set (ruby_mpi.c: a serving rank
+ * gives its children Ruby's signal handlers back). */
+extern void (*rbip_fork_child_hook)(void);
 
 typedef struct rbip_future {
   ip_future *future;
@@ -62,9 +68,17 @@ int rbip_wait(ip_future *f, long timeout_ms);
 long long rbip_now_us(void);
 long long rbip_ms_until(long long deadline_us);
 
+/* A Pool object (allocated, not started) made the owner of p, a backend's pool, and of
+ * pinned, an Array of Tasks kept alive and in place for as long as the Pool has p. p NULL:
+ * only the pins, for the rank that serves (ruby_mpi.c); pinned nil drops them. */
+void rbip_pool_adopt(VALUE pool, ip_pool *p, VALUE pinned);
+/* Closes every backend's pool still open (before MPI ends), leaving their objects closed. */
+void rbip_pool_close_backends(void);
+
 void rbip_init_task(void);
 void rbip_init_future(void);
 void rbip_init_waitfor(void);
 void rbip_init_pool(void);
+void rbip_init_mpi(void);
 
 #endif

@@ -16,8 +16,13 @@ VALUE rbip_cPool;
 typedef struct rbip_pool {
   ip_pool *pool;
   VALUE pinned; /* Array of the Tasks alive at Pool.new */
-  int64_t *progress; /* RBIP_SLOTS slots, MAP_SHARED with the workers */
+  int64_t *progress; /* RBIP_SLOTS slots, MAP_SHARED with the workers; NULL for a backend's */
+  /* A backend's pool (rbip_pool_adopt) is on the list of backends' pools while it has one,
+   * so that rbip_pool_close_backends finds every one (MPI must not end under an open pool). */
+  struct rbip_pool *next_backend, **prev_backend;
 } rbip_pool;
+
+static rbip_pool *backends;
 
 /* In a worker: its pool's progress slots (the value of the moment the template was forked). */
 static __thread int64_t *home_progress;
@@ -34,6 +39,12 @@ static void pool_mark(void *p) {
 static void release(rbip_pool *rp) {
   ip_pool *p = rp->pool;
   rp->pool = NULL;
+  if (rp->prev_backend) {
+    *rp->prev_backend = rp->next_backend;
+    if (rp->next_backend) rp->next_backend->prev_backend = rp->prev_backend;
+    rp->prev_backend = NULL;
+    rp->next_backend = NULL;
+  }
   ip_pool_free(p); /* kills and reaps the template and the workers */
   if (rp->progress) munmap(rp->progress, RBIP_SLOTS * sizeof *rp->progress);
   rp->progress = NULL;
@@ -57,6 +68,8 @@ static VALUE pool_alloc(VALUE klass) {
   rp->pool = NULL;
   rp->pinned = Qnil;
   rp->progress = NULL;
+  rp->next_backend = NULL;
+  rp->prev_backend = NULL;
   return obj;
 }
 
@@ -106,8 +119,10 @@ static VALUE pool_call(VALUE self, VALUE task, VALUE bytes, VALUE args, VALUE ti
   rbip_task *t = rbip_task_get(task);
   StringValue(bytes);
   rbip_args a = {{RSTRING_PTR(bytes), (size_t)RSTRING_LEN(bytes)}, NIL_P(slot) ? -1 : NUM2INT(slot)};
-  if (a.slot < -1 || a.slot >= RBIP_SLOTS) rb_raise(rb_eArgError, "progress slot out of range");
-  if (a.slot >= 0) pool_get(self)->progress[a.slot] = -1;
+  int64_t *progress = pool_get(self)->progress;
+  if (a.slot < -1 || a.slot >= RBIP_SLOTS || (a.slot >= 0 && !progress))
+    rb_raise(rb_eArgError, "progress slot out of range");
+  if (a.slot >= 0) progress[a.slot] = -1;
   int ms = NIL_P(timeout_ms) ? -1 : NUM2INT(timeout_ms);
   if (ms >= 0) ip_task_set_timeout(t->task, ms);
   ip_future *f = ip_pool_call(p, t->task, &a); /* copies the bytes */
@@ -127,6 +142,23 @@ static VALUE pool_closed_p(VALUE self) { return pool_get(self)->pool ? Qfalse : 
 static VALUE pool_close(VALUE self) {
   release(pool_get(self));
   return Qnil;
+}
+
+void rbip_pool_adopt(VALUE obj, ip_pool *p, VALUE pinned) {
+  rbip_pool *rp = pool_get(obj);
+  if (rp->pool) rb_raise(rb_eRuntimeError, "InParallel::Pool is already started");
+  if (!NIL_P(pinned)) Check_Type(pinned, T_ARRAY);
+  RB_OBJ_WRITE(obj, &rp->pinned, pinned);
+  rp->pool = p;
+  if (!p) return;
+  rp->next_backend = backends;
+  if (backends) backends->prev_backend = &rp->next_backend;
+  rp->prev_backend = &backends;
+  backends = rp;
+}
+
+void rbip_pool_close_backends(void) {
+  while (backends) release(backends);
 }
 
 /* Pool#__progress(slot): the item a batch's worker marked last (-1: none yet). Read once the

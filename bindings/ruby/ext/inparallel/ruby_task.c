@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -60,6 +61,8 @@ rbip_task *rbip_task_get(VALUE obj) {
  * that arrived during the fork, a throw from a Process._fork override) is re-raised once
  * ip_call has returned, never longjmp'd across the core's frames. */
 static __thread int fork_state;
+
+void (*rbip_fork_child_hook)(void);
 
 void rbip_fork_rethrow(void) {
   int state = fork_state;
@@ -132,6 +135,7 @@ pid_t rbip_fork(void *unused) {
     return -1;
   }
   /* Process.fork without a block: the pid in the parent, nil in the child. */
+  if (NIL_P(r) && rbip_fork_child_hook) rbip_fork_child_hook();
   return NIL_P(r) ? 0 : NUM2PIDT(r);
 }
 
@@ -280,22 +284,25 @@ static int args_decode(const ip_serializer *s, const void *buf, size_t len, void
 
 /* ---- methods ---------------------------------------------------------------------------- */
 
-/* Task#__setup(timeout_ms, max_result, stdio, rlimits): max_result bytes or nil for the
- * core's default; stdio the IP_STDIO_* flags or nil for the default; rlimits an Array of
- * [resource, soft, hard]. lib/inparallel/task.rb checks
+/* Task#__setup(timeout_ms, max_result, stdio, rlimits, serializer name): max_result bytes
+ * or nil for the core's default; stdio the IP_STDIO_* flags or nil for the default; rlimits an
+ * Array of [resource, soft, hard]. lib/inparallel/task.rb checks
  * the values and gives the errors users see; these checks only keep the C side safe. */
 static VALUE task_setup(VALUE self, VALUE timeout_ms, VALUE max_result, VALUE stdio,
-                        VALUE rlimits) {
+                        VALUE rlimits, VALUE ser_name) {
   rbip_task *t = rb_check_typeddata(self, &task_type);
   if (t->task) rb_raise(rb_eRuntimeError, "InParallel::Task is already set up");
   long ms = NUM2LONG(timeout_ms);
   if (ms < 0 || ms > INT32_MAX) rb_raise(rb_eArgError, "timeout out of range");
   Check_Type(rlimits, T_ARRAY);
+  StringValue(ser_name);
   ip_task *task = ip_task_new(child_fn, NULL); /* raw */
   if (!task) rb_sys_fail("ip_task_new");
   int rc = 0;
+  snprintf(t->args_name, sizeof t->args_name, "ruby %.*s",
+           (int)(RSTRING_LEN(ser_name) < 64 ? RSTRING_LEN(ser_name) : 64), RSTRING_PTR(ser_name));
   t->args.abi = IP_SERIALIZER_ABI;
-  t->args.name = "ruby-args";
+  t->args.name = t->args_name;
   t->args.encode = args_encode;
   t->args.decode = args_decode;
   if ((rc = ip_task_set_arg_serializer(task, &t->args)) < 0) goto bad;
@@ -336,6 +343,24 @@ static VALUE task_spawn(VALUE self, VALUE args) {
     rbip_fork_rethrow();
   }
   return rbip_future_new(f, self, args);
+}
+
+/* Task#__name=(name or nil): names the task in the core's registry (ip_task_set_name) or
+ * takes its name away. 0 or the core's code (IP_EALREADY: another live task has it). */
+static VALUE task_set_name(VALUE self, VALUE name) {
+  rbip_task *t = rbip_task_get(self);
+  if (NIL_P(name)) return INT2NUM(ip_task_set_name(t->task, NULL));
+  return INT2NUM(ip_task_set_name(t->task, StringValueCStr(name)));
+}
+
+/* Task.__named(name): the live Task with that name, or nil. The core knows the ip_task; its
+ * argument serializer leads back to the Task, as in a worker (args_decode). */
+static VALUE task_named(VALUE klass, VALUE name) {
+  ip_task *task = ip_task_find(StringValueCStr(name));
+  const ip_serializer *s = task ? ip_task_arg_serializer(task) : NULL;
+  if (!s || s->encode != args_encode) return Qnil;
+  const rbip_task *t = (const rbip_task *)(const void *)((const char *)s - offsetof(rbip_task, args));
+  return t->self;
 }
 
 void rbip_init_task(void) {
@@ -408,6 +433,8 @@ void rbip_init_task(void) {
   rb_hash_aset(st, ID2SYM(rb_intern("flush_all")), INT2NUM(IP_STDIO_FLUSH_ALL));
   rb_define_const(rbip_mInParallel, "STDIO_FLAGS", rb_obj_freeze(st));
   rb_define_alloc_func(rbip_cTask, task_alloc);
-  rb_define_private_method(rbip_cTask, "__setup", task_setup, 4);
+  rb_define_private_method(rbip_cTask, "__setup", task_setup, 5);
+  rb_define_private_method(rbip_cTask, "__name=", task_set_name, 1);
+  rb_define_private_method(rb_singleton_class(rbip_cTask), "__named", task_named, 1);
   rb_define_private_method(rbip_cTask, "__spawn", task_spawn, 1);
 }

@@ -46,6 +46,8 @@ module InParallel
       end
       raise TypeError, "pool: must be an InParallel::Pool, got #{pool.class}" if pool && !pool.is_a?(Pool)
 
+      pool.__check_map_timeout if pool && !timeout.nil?
+
       @items = items.to_a
       @isolation = isolation
       @pool = pool
@@ -78,6 +80,7 @@ module InParallel
             if nxt < @items.size && !failure
               count = batch_size(@items.size - nxt)
               f, slot = start(pool, nxt, count)
+              count = 1 unless slot # no slot (none free, an MPI pool's): one item went
               calls[f] = [nxt, count, slot]
               nxt += count
               inflight << f

@@ -8,6 +8,9 @@ module InParallel
   class Task
     attr_reader :serializer, :timeout, :max_result, :rlimit, :stdio
 
+    # The task's name (a String), by which it travels to other processes of the same program
+    # (InParallel::MPI), or nil. See Task.new's name: option.
+    attr_reader :name
 
     # The stdio policy by name: what the child does with its standard streams as it ends.
     STDIO_DEFAULT = %i[purge_inherited flush_std].freeze
@@ -22,8 +25,12 @@ module InParallel
     #               or [soft, hard]; :infinity for none. At most 8.
     #   stdio:      :purge_inherited, :flush_std, :flush_all, an Array of them, or :none;
     #               nil is [:purge_inherited, :flush_std].
+    #   name:       a String (1 to 255 bytes) by which the task travels to the other ranks of
+    #               an MPI job (InParallel::MPI), unique among the live tasks of the process:
+    #               a name another live task has raises ArgumentError. A task that is garbage
+    #               collected gives its name back. nil: no name.
     def initialize(callable = nil, serializer: :marshal, timeout: nil, max_result: nil, rlimit: nil, stdio: nil,
-                   &block)
+                   name: nil, &block)
       raise ArgumentError, "give InParallel::Task a callable or a block, not both" if callable && block
 
       fn = callable || block
@@ -45,7 +52,8 @@ module InParallel
       flags = @stdio.sum { |name| STDIO_FLAGS.fetch(name) }
       @flush = (flags & (STDIO_FLAGS[:flush_std] | STDIO_FLAGS[:flush_all])) != 0
       __setup(ms, @max_result, stdio.nil? ? nil : flags,
-              limits.map { |name, soft, hard| [RLIMITS.fetch(name), soft, hard] })
+              limits.map { |resource, soft, hard| [RLIMITS.fetch(resource), soft, hard] }, Task.__wire_name(@serializer))
+      __take_name(name) unless name.nil?
       __warm
     end
 
@@ -66,7 +74,9 @@ module InParallel
     end
 
     def inspect
-      text = +"#<InParallel::Task serializer=#{@serializer.name}"
+      text = +"#<InParallel::Task "
+      text << "#{@name.inspect} " if @name
+      text << "serializer=#{@serializer.name}"
       text << " timeout=#{@timeout}s" if @timeout
       text << " max_result=#{@max_result}" if @max_result
       text << " rlimit=#{@rlimit}" unless @rlimit.empty?
@@ -87,6 +97,56 @@ module InParallel
     # (ObjectSpace::WeakMap#keys on Ruby 3.1 did, and the pool then held a freed object).
     def self.__live
       ObjectSpace.each_object(Task).to_a
+    end
+
+    # The name under which the task's arguments travel: ranks whose tasks differ in serializer
+    # fail ip_mpi_init's check. What changes from process to process (an object's address in
+    # its inspect) is left out.
+    def self.__wire_name(serializer)
+      name = serializer.name.to_s
+      return name unless name.start_with?("#<")
+
+      impl = serializer.instance_variable_get(:@impl)
+      impl ? impl.class.name.to_s : serializer.class.name.to_s
+    end
+
+    # Gives the task `name` (see Task.new's name:). auto: the name task def made for a method,
+    # which the task of a later task def of that method takes over (the method is the new one
+    # now); any other holder of the name makes it an ArgumentError.
+    def __take_name(name, auto: false)
+      unless name.is_a?(String) || name.is_a?(Symbol)
+        raise TypeError, "name: must be a String (or nil for none), got #{name.class}"
+      end
+
+      name = name.to_s
+      if name.empty? || name.bytesize > 255 || name.include?("\0")
+        raise ArgumentError, "name: must be 1 to 255 bytes without NUL, got #{name.inspect[0, 80]}"
+      end
+
+      rc = __send__(:__name=, name)
+      holder = Task.__send__(:__named, name) if rc == CODES["EALREADY"]
+      if holder && auto && holder.__auto_name == name
+        holder.__drop_name
+        rc = __send__(:__name=, name)
+      end
+      if rc == CODES["EALREADY"]
+        raise ArgumentError, "the task name #{name.inspect} is taken by another live task " \
+                             "(#{holder ? holder.inspect : 'not a Ruby task'}): a name is unique among the tasks of a process"
+      end
+      raise ArgumentError, "the core refused the task name #{name.inspect} (#{CODES.key(rc) || rc})" unless rc.zero?
+
+      @name = name.freeze
+      @auto_name = auto ? @name : nil
+      self
+    end
+
+    def __auto_name
+      @auto_name
+    end
+
+    def __drop_name
+      __send__(:__name=, nil)
+      @name = @auto_name = nil
     end
 
     # This task with another timeout (InParallel.map's timeout: for a process per item).
