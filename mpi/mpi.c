@@ -4,9 +4,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static char errmsg[1024];
 static bool started_mpi, inited, reuse;
+static pid_t mpi_pid; /* the process that started MPI: a fork child of it must not end MPI */
 
 int ipm_fail(int code, const char *fmt, ...) {
   va_list ap;
@@ -47,6 +49,7 @@ int ip_mpi_init(int *argc, char ***argv) {
     if ((rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &level)) != MPI_SUCCESS)
       return ipm_mpi_fail(rc, "MPI_Init_thread");
     started_mpi = true;
+    mpi_pid = getpid();
   } else if ((rc = MPI_Query_thread(&level)) != MPI_SUCCESS) {
     return ipm_mpi_fail(rc, "MPI_Query_thread");
   }
@@ -102,6 +105,9 @@ ip_pool *ip_mpi_pool(MPI_Comm comm, int root) {
 }
 
 int ip_mpi_finalize(void) {
+  /* A fork child (a call's, on a rank) has a copy of the pools and of MPI's state: both are the
+   * parent's to end. */
+  if (started_mpi && getpid() != mpi_pid) return 0;
   ipm_root_pools_free();
   inited = false;
   if (!started_mpi) return 0;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct call {
   ip_future *f;
@@ -54,6 +55,7 @@ struct root {
   bool stopping, sleeping;
   char broken[300];           /* MPI failed: every call fails with this */
   ip_pool *pool;              /* the core's pool over this backend */
+  pid_t pid;                  /* the process it belongs to */
   struct root *next;          /* the live pools, for ip_mpi_finalize */
 };
 
@@ -592,6 +594,7 @@ ip_pool *ipm_root_pool(MPI_Comm comm, int root, struct ipm_registry *reg) {
     return NULL;
   }
   r->comm = comm;
+  r->pid = getpid();
   r->me = root;
   r->size = size;
   r->reg = *reg;
@@ -628,9 +631,13 @@ ip_pool *ipm_root_pool(MPI_Comm comm, int root, struct ipm_registry *reg) {
 void ipm_root_pools_free(void) {
   for (;;) { /* ip_pool_free takes the pool off the list (b_free) */
     pthread_mutex_lock(&pools_mu);
-    ip_pool *p = pools ? pools->pool : NULL;
+    struct root *r = pools;
     pthread_mutex_unlock(&pools_mu);
-    if (!p) return;
-    ip_pool_free(p);
+    if (!r) return;
+    if (r->pid != getpid()) { /* a fork child's copy: the pools are the parent's */
+      pools = NULL;
+      return;
+    }
+    ip_pool_free(r->pool);
   }
 }

@@ -94,8 +94,10 @@ IP_EXTERN int ip_mpi_set_reuse(int on);
  * counts. Calls forked one by one use their task's fork (ip_task_set_fork). Returns 0. */
 IP_EXTERN int ip_mpi_set_fork(ip_fork_fn fork_fn, void *ud);
 
-/* Ends MPI if ip_mpi_init started it (MPI_Finalize). On the root, a pool not freed is freed
- * first, so the worker ranks stop serving. 0, or IP_EPROTO when MPI failed. */
+/* Ends MPI if ip_mpi_init started it (MPI_Finalize), also after ip_mpi_init failed the check of
+ * the tasks (MPI had started; every rank is then alike). On the root, a pool not freed is freed
+ * first, so the worker ranks stop serving. In a fork child of the process that started MPI it
+ * does nothing: MPI and the pools are the parent's. 0, or IP_EPROTO when MPI failed. */
 IP_EXTERN int ip_mpi_finalize(void);
 
 /* The message of the last failure of an ip_mpi_ function in this process: one line. Static storage

@@ -24,14 +24,14 @@ static const lip_api *api(lua_State *L) {
   return a;
 }
 
-static bool inited;
+static bool started; /* ip_mpi_init ran: MPI may have started even when its check failed */
 static const char pools_key = 0; /* the pools mpi.pool made, weakly: mpi.finalize closes them */
 
 static int l_init(lua_State *L) {
   const lip_api *a = api(L);
+  started = true;
   int rc = ip_mpi_init(NULL, NULL);
   if (rc < 0) return a->raise(L, rc, ip_mpi_errmsg());
-  inited = true;
   return 0;
 }
 
@@ -95,8 +95,8 @@ static int finalize(lua_State *L) {
     }
   }
   lua_pop(L, 1);
-  if (!inited) return 0;
-  inited = false;
+  if (!started) return 0;
+  started = false;
   int rc = ip_mpi_finalize();
   if (rc < 0) return api(L)->raise(L, rc, ip_mpi_errmsg());
   return 0;
