@@ -4,7 +4,7 @@
 # a GNU parallel job per call to batched pools, four orders of magnitude.
 set terminal pngcairo size 1200,860 font "Sans,11" noenhanced
 set output png
-set title "Ratio to inparallel's C fork per call (ip_call) in the same run, higher is better\n".sub font "Sans,13"
+set title "Ratio to inparallel's C fork per call (ip_call) in the same run, higher is better\n".sub font "Sans,12"
 set xlabel "ratio to C fork per call (log scale)"
 set logscale x
 set xrange [xmin:xmax]
@@ -12,11 +12,11 @@ set format x "%gx"
 set yrange [rows - 0.4:-0.6]
 set ytics scale 0
 set grid xtics lc rgb "#dddddd"
-set key outside bottom center horizontal
+set key at graph 0.985, graph 0.93 right top vertical box opaque samplen 2 spacing 1.2
 set style fill solid 0.9 noborder
 # The floor itself, and the line between calls that fork each time and pools or maps.
-set arrow from 1, graph 0 to 1, graph 1 nohead lc rgb "#444444" dt 2
-set arrow from graph 0, first 3.5 to graph 1, first 3.5 nohead lc rgb "#999999"
+set arrow from 1, graph 0 to 1, graph 1 nohead back lc rgb "#888888" dt 2
+set arrow from graph 0, first 3.5 to graph 1, first 3.5 nohead back lc rgb "#999999"
 set label "a fork per call" at graph 0.99, first -0.35 right font "Sans,10" tc rgb "#666666"
 set label "pools and maps" at graph 0.99, first 3.75 right font "Sans,10" tc rgb "#666666"
 h = 0.26

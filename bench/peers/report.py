@@ -177,11 +177,11 @@ def write_dat(path, meta, stats):
                     values.append(r)
             f.write(f'{i} "{label}" {" ".join(row)}\n')
     lo = 10 ** math.floor(math.log10(min(values) / 2)) if values else 0.01
-    hi = 10 ** math.ceil(math.log10(max(values) * 4)) if values else 100
+    hi = 10 ** math.ceil(math.log10(max(values) * 2)) if values else 100
     with open(path + ".range", "w") as f:
         f.write(f"xmin={lo:g}; xmax={hi:g}; rows={len(PEERS)}; ")
-        f.write(f"sub='{meta.get('nproc')} CPUs; trivial calls (x -> x + 1) 2 and 8 at once, one 100 MiB "
-                f"result; medians of {meta.get('rounds')} interleaved rounds'\n")
+        f.write(f"sub='{meta.get('nproc')} CPUs, medians of {meta.get('rounds')} interleaved rounds "
+                f"(bench/peers/run.sh)'\n")
 
 
 def main(argv):

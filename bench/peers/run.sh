@@ -3,12 +3,13 @@
 # would pick instead, all in one run, every figure a ratio to inparallel's C fork per call
 # measured in the same run. Writes peers.md (the table) and peers.png (the chart) to docs/.
 #
-#   bash bench/peers/run.sh [--quick] [--rounds=R] [--out=DIR]
+#   bash bench/peers/run.sh [--quick] [--rounds=R] [--out=DIR] [--replot]
 #
 #   --quick    a smoke run: a tenth of the calls, 1 round, written to a temporary directory
 #              (docs/ keeps the figures of a full run)
 #   --rounds=R rounds (default 5; the figures are medians over them)
 #   --out=DIR  where peers.md, peers.png and the raw lines go (default docs/)
+#   --replot   measure nothing: remake peers.md and peers.png from DIR/peers.raw
 #
 # Workloads: trivial calls (x -> x + 1) at concurrency 2 and 8, in calls/s; one call
 # returning 100 MiB, in MiB/s. Each contender is a small program in this directory that
@@ -25,20 +26,32 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cd "$top"
 
-quick=0 rounds="" out=""
+quick=0 rounds="" out="" replot=0
 for a in "$@"; do
   case "$a" in
     --quick) quick=1 ;;
     --rounds=*) rounds=${a#--rounds=} ;;
     --out=*) out=${a#--out=} ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --replot) replot=1 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
 
-# ---- what it needs ---------------------------------------------------------------------------
 # Debian's python3, not one on PATH (pyenv and the like): its stdlib is the contender.
 PY=/usr/bin/python3
+report() { # from $out/peers.raw: peers.md and peers.png
+  "$PY" "$here/report.py" "$out/peers.raw" "$out/peers.md" "$out/peers.dat"
+  gnuplot -e "dat='$out/peers.dat'; png='$out/peers.png'; $(cat "$out/peers.dat.range")" "$here/peers.gp"
+  rm -f "$out/peers.dat" "$out/peers.dat.range"
+}
+if ((replot)); then
+  out=${out:-docs}
+  report
+  exit 0
+fi
+
+# ---- what it needs ---------------------------------------------------------------------------
 pkgs=(python3 ruby ruby-parallel lua5.3 lua-posix parallel gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -141,8 +154,5 @@ rm -f "$out/peers.err"
   echo "meta load_end=$(cut -d' ' -f1 /proc/loadavg)"
 } >>"$raw"
 
-"$PY" "$here/report.py" "$raw" "$out/peers.md" "$out/peers.dat"
-range=$(cat "$out/peers.dat.range")
-gnuplot -e "dat='$out/peers.dat'; png='$out/peers.png'; $range" "$here/peers.gp"
-rm -f "$out/peers.dat" "$out/peers.dat.range"
+report
 echo "peers: $out/peers.md, $out/peers.png (raw lines: $out/peers.raw), $((SECONDS - t_start)) s" >&2
