@@ -7,7 +7,7 @@
 #
 #   --quick    a smoke run: a tenth of the calls, 1 round, written to a temporary directory
 #              (docs/ keeps the figures of a full run)
-#   --rounds=R rounds (default 5; the figures are medians over them)
+#   --rounds=R rounds (default 7; the figures are medians over them)
 #   --out=DIR  where peers.md, peers.png and the raw lines go (default docs/)
 #   --replot   measure nothing: remake peers.md and peers.png from DIR/peers.raw
 #
@@ -69,14 +69,14 @@ bash scripts/build.sh
 # ---- the run's size --------------------------------------------------------------------------
 # A call per item costs a fork (C, Lua, luaposix) or a fork and an exec of a shell (GNU
 # parallel); a pool runs items far faster. N is set per kind so that each measurement takes
-# about a second on a 2-core machine, and a full run about 3 minutes.
+# about a second on a 2-core machine, and a full run (7 rounds) about 3 minutes.
 if ((quick)); then
   n_fork=200 n_pool=2000 n_gnu=50
   : "${rounds:=1}"
   [ -n "$out" ] || out=$(mktemp -d "${TMPDIR:-/tmp}/ip-peers.XXXXXX")
 else
   n_fork=2000 n_pool=20000 n_gnu=500
-  : "${rounds:=5}"
+  : "${rounds:=7}"
   [ -n "$out" ] || out=docs
 fi
 bytes=$((100 << 20))
