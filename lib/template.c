@@ -93,6 +93,19 @@ static void forget(pid_t pid) {
     }
 }
 
+static _Noreturn void quit(void);
+
+/* Whether the caller closed its end of the control socket (ip_pool_free) or died. ip_pool_free
+ * closes the workers' channels too, so their exits may reach reap() before the end of the
+ * control socket reaches the main loop; a replacement forked then finds its channel closed
+ * and exits at once, and when a fork takes longer than that (fork_fn in a runtime such as
+ * Ruby's, or a loaded machine), every round of reap() finds the previous replacement dead:
+ * the template forks forever and ip_pool_free never returns. */
+static bool caller_gone(void) {
+  struct pollfd p = {.fd = tp.ctl, .events = POLLIN};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+}
+
 /* Reports every worker that ended, with the replacement forked for it. */
 static void reap(void) {
   struct signalfd_siginfo si;
@@ -110,6 +123,7 @@ static void reap(void) {
     }
     m.status = st;
     forget(pid);
+    if (caller_gone()) quit();
     int fd;
     m.new_pid = spawn(&fd);
     send_ctl(&m, fd);

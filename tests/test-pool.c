@@ -1782,6 +1782,35 @@ Test(pool, new_fork_fails_with_the_functions_errno_in_the_caller_and_in_the_temp
   cr_assert(no_children());
 }
 
+/* A fork slow in the process that forks, as Ruby's Process.fork is (its at-fork work): the
+ * template sleeps after each fork it makes. ip_pool_free closes the workers' channels, so
+ * their ends may reach the template before the end of its own channel, while it forks each
+ * one's replacement; the replacement finds its channel closed and ends within the next slow
+ * fork, and so on. The template must see that the caller is gone, not fork forever. */
+static pid_t slow_hook_caller;
+
+static pid_t slow_hook(void *ud) {
+  pid_t pid = fork();
+  if (pid > 0 && getpid() != slow_hook_caller) usleep(20 * 1000);
+  return pid;
+}
+
+Test(pool, free_returns_when_the_workers_end_first_and_each_fork_is_slow) {
+  slow_hook_caller = getpid();
+  ip_task *t = task(fn_pid);
+  for (int round = 0; round < 3; round++) {
+    ip_pool *p = ip_pool_new_fork(8, slow_hook, NULL);
+    cr_assert_not_null(p, "ip_pool_new_fork: %s", strerror(errno));
+    ip_future *f = ip_pool_call(p, t, NULL);
+    cr_assert_eq(ip_future_wait(f, guard_ms(60000)), 0, "never completed");
+    cr_assert_not_null(ip_future_value(f), "%s", why(f));
+    ip_future_free(f);
+    free_pool_guarded(p);
+  }
+  ip_task_free(t);
+  cr_assert(no_children());
+}
+
 /* ==== 13. ip_task_set_crash_report: per call, as the task made before the pool says ========== */
 
 /* The caller's own SIGSEGV handler, which a worker inherits: it ends the process with 42. */
