@@ -809,14 +809,15 @@ static int append(void *ctx, const void *buf, size_t len) {
   return 0;
 }
 
-/* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are). */
+/* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are).
+ * `arg` is the caller's pointer either way, for ip_future_arg. */
 static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void *enc,
                             size_t enc_len) {
   const char *fname = enc ? "ip_pool_call_encoded" : "ip_pool_call";
   char why[300];
   ip_future *f = ip__future_new();
   if (!f) return NULL;
-  f->arg = (void *)(enc ? enc : arg);
+  f->arg = (void *)arg;
   if (!p || !t) {
     snprintf(why, sizeof why, "%s: the %s is NULL", fname, !p ? "pool" : "task");
     pthread_mutex_lock(&ip__g.lock);
@@ -908,7 +909,7 @@ ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
 
 ip_future *ip_pool_call_encoded(ip_pool *p, ip_task *t, const void *arg, size_t len) {
   static const char none; /* an empty encoding is still an encoding */
-  return pool_call(p, t, NULL, arg ? arg : &none, len);
+  return pool_call(p, t, arg, arg ? arg : &none, len); /* `arg` is what ip_future_arg gives */
 }
 
 static void backend_pool_free(ip_pool *p) {
