@@ -865,6 +865,7 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
   if (p->backend) {
     pthread_mutex_lock(&ip__g.lock);
     f->pool = p;
+    f->backend = true;
     bool closing = p->closing;
     pthread_mutex_unlock(&ip__g.lock);
     rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, g.m->b + HEAD, g.m->len - HEAD);
