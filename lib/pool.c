@@ -83,6 +83,7 @@ struct ip_pool {
   ip_pool *next;
   const ip_backend *backend; /* a backend's pool (backend.c): none of the above is used */
   void *bself;
+  int calling; /* threads in backend->call, under ip__g.lock; ip_pool_free waits for 0 */
 };
 
 static unsigned char staging[64u << 10]; /* the driving thread's alone */
@@ -867,6 +868,7 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
     f->pool = p;
     f->backend = true;
     bool closing = p->closing;
+    if (!closing) p->calling++; /* ip_pool_free waits until call() returned */
     pthread_mutex_unlock(&ip__g.lock);
     rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, g.m->b + HEAD, g.m->len - HEAD);
     free(g.m);
@@ -874,10 +876,11 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
       if (closing) snprintf(why, sizeof why, "%s: the pool is being freed", fname);
       else snprintf(why, sizeof why, "%s: the %s backend refused the call (%s)", fname,
                     p->backend->name, ip_err_name(rc));
-      pthread_mutex_lock(&ip__g.lock);
-      if (atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
-      pthread_mutex_unlock(&ip__g.lock);
     }
+    pthread_mutex_lock(&ip__g.lock);
+    if (rc < 0 && atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
+    if (!closing && --p->calling == 0 && p->closing) pthread_cond_broadcast(&ip__g.cond);
+    pthread_mutex_unlock(&ip__g.lock); /* p may be gone from here on */
     return f;
   }
   f->msg = (unsigned char *)g.m;
@@ -917,6 +920,9 @@ static void backend_pool_free(ip_pool *p) {
   if (p->gen == ip__g.gen) {
     pthread_mutex_lock(&ip__g.lock);
     p->closing = true; /* ip_pool_call refuses from here on */
+    /* A call that came before is let out of the backend's call() first: the backend must not
+     * be released under it, and what it took, its free() finishes. */
+    while (p->calling) pthread_cond_wait(&ip__g.cond, &ip__g.lock);
     pthread_mutex_unlock(&ip__g.lock);
     p->backend->free(p->bself);
   }
