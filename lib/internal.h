@@ -99,6 +99,8 @@ struct ip_future {
   /* A pool call's (pool.c), under ip__g.lock. `msg` is the CALL frame, argument encoded,
    * until it is handed to a worker; `worker` is where it was sent, NULL while queued. */
   struct ip_pool *pool;
+  bool backend; /* `pool` is a backend's: ip_future_finish may complete it. A completed
+                   future may outlive its pool, so this is never read through `pool`. */
   struct ip__worker *worker;
   uint32_t call_id;
   unsigned char *msg;

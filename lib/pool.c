@@ -83,6 +83,7 @@ struct ip_pool {
   ip_pool *next;
   const ip_backend *backend; /* a backend's pool (backend.c): none of the above is used */
   void *bself;
+  int calling; /* threads in backend->call, under ip__g.lock; ip_pool_free waits for 0 */
 };
 
 static unsigned char staging[64u << 10]; /* the driving thread's alone */
@@ -809,14 +810,15 @@ static int append(void *ctx, const void *buf, size_t len) {
   return 0;
 }
 
-/* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are). */
+/* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are).
+ * `arg` is the caller's pointer either way, for ip_future_arg. */
 static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void *enc,
                             size_t enc_len) {
   const char *fname = enc ? "ip_pool_call_encoded" : "ip_pool_call";
   char why[300];
   ip_future *f = ip__future_new();
   if (!f) return NULL;
-  f->arg = (void *)(enc ? enc : arg);
+  f->arg = (void *)arg;
   if (!p || !t) {
     snprintf(why, sizeof why, "%s: the %s is NULL", fname, !p ? "pool" : "task");
     pthread_mutex_lock(&ip__g.lock);
@@ -864,7 +866,9 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
   if (p->backend) {
     pthread_mutex_lock(&ip__g.lock);
     f->pool = p;
+    f->backend = true;
     bool closing = p->closing;
+    if (!closing) p->calling++; /* ip_pool_free waits until call() returned */
     pthread_mutex_unlock(&ip__g.lock);
     rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, g.m->b + HEAD, g.m->len - HEAD);
     free(g.m);
@@ -872,10 +876,11 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
       if (closing) snprintf(why, sizeof why, "%s: the pool is being freed", fname);
       else snprintf(why, sizeof why, "%s: the %s backend refused the call (%s)", fname,
                     p->backend->name, ip_err_name(rc));
-      pthread_mutex_lock(&ip__g.lock);
-      if (atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
-      pthread_mutex_unlock(&ip__g.lock);
     }
+    pthread_mutex_lock(&ip__g.lock);
+    if (rc < 0 && atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
+    if (!closing && --p->calling == 0 && p->closing) pthread_cond_broadcast(&ip__g.cond);
+    pthread_mutex_unlock(&ip__g.lock); /* p may be gone from here on */
     return f;
   }
   f->msg = (unsigned char *)g.m;
@@ -908,13 +913,16 @@ ip_future *ip_pool_call(ip_pool *p, ip_task *t, const void *arg) {
 
 ip_future *ip_pool_call_encoded(ip_pool *p, ip_task *t, const void *arg, size_t len) {
   static const char none; /* an empty encoding is still an encoding */
-  return pool_call(p, t, NULL, arg ? arg : &none, len);
+  return pool_call(p, t, arg, arg ? arg : &none, len); /* `arg` is what ip_future_arg gives */
 }
 
 static void backend_pool_free(ip_pool *p) {
   if (p->gen == ip__g.gen) {
     pthread_mutex_lock(&ip__g.lock);
     p->closing = true; /* ip_pool_call refuses from here on */
+    /* A call that came before is let out of the backend's call() first: the backend must not
+     * be released under it, and what it took, its free() finishes. */
+    while (p->calling) pthread_cond_wait(&ip__g.cond, &ip__g.lock);
     pthread_mutex_unlock(&ip__g.lock);
     p->backend->free(p->bself);
   }

@@ -129,7 +129,7 @@ step "C tests under ThreadSanitizer" bash tests/tsan.sh
 vg_suites=(tests/test-task tests/test-waitfor tests/test-errors tests/test-cancel
            tests/test-badinput tests/test-exports tests/test-serializer tests/test-frames
            tests/test-parentdeath tests/test-signals tests/test-exhaustion tests/test-alloc
-           tests/test-pool)
+           tests/test-pool tests/test-backend)
 [ -x tests/test-msgpack ] && vg_suites+=(tests/test-msgpack)
 [ -x tests/test-protobuf ] && vg_suites+=(tests/test-protobuf)
 step "C tests under valgrind" bash tests/valgrind.sh "${vg_suites[@]}"

@@ -17,8 +17,9 @@
 #error "the Makefile defines IP_TOP_SRCDIR for the tests"
 #endif
 
-/* A shared library and the header that declares its API. `built` is 0 for a plugin that
- * configure left out (its library was not found), which is then not checked. */
+/* A shared library and the header that declares its API. `built` is 0 for a plugin or
+ * libinparallel-mpi when configure left it out (what it needs was not found), which is then not
+ * checked. */
 struct library {
   const char *so;
   const char *header;
@@ -38,6 +39,13 @@ static const struct library libraries[] = {
     {IP_TOP_BUILDDIR "/serializers/protobuf/.libs/libinparallel-protobuf.so",
      IP_TOP_SRCDIR "/include/inparallel/protobuf.h",
 #ifdef IP_HAVE_PROTOBUF
+     1
+#else
+     0
+#endif
+    },
+    {IP_TOP_BUILDDIR "/mpi/.libs/libinparallel-mpi.so", IP_TOP_SRCDIR "/include/inparallel/mpi.h",
+#ifdef IP_HAVE_MPI
      1
 #else
      0
