@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every test. Installs what is missing, builds, then runs the C suites
-# (Criterion, via make check), the storm, the Ruby and Lua bindings' suites, the C suites and
-# the storm under ASan+UBSan and ThreadSanitizer, and the C suites and the storm again under valgrind.
+# (Criterion, via make check), the storm, the Ruby and Lua bindings' suites, the MPI backend
+# under mpirun (C, Lua, Ruby), the release tarball's contents, the manual, the READMEs' code
+# blocks, the C suites and the storm under ASan+UBSan and ThreadSanitizer, the C suites and
+# the storm again under valgrind, and last the Debian packages (built, installed, purged).
 #
 # Each step ends with "--> STEP: ok|FAILED (N passed, N failed, N skipped)", counting tests.
 # A test that cannot run here (no user namespaces, no pids cgroup, an ASan or valgrind run,
