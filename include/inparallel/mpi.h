@@ -35,6 +35,9 @@
  *   call after call (a local pool of one worker): no fork per call, still no crash that a
  *   rank does not survive; the pool rules of the core's header then apply on each rank
  *   (workers are copies made when the rank started serving).
+ * - Tasks may be newer than the pool, but a call's task must have been named when ip_mpi_pool
+ *   checked the ranks' tasks (the ranks know those): a call of a task unnamed then, or of no
+ *   name at all, fails at once with IP_EINVAL and a message that says which.
  * - A rank runs one call at a time and holds the next; the root keeps the rest queued.
  * - ip_future_pid is the pid, on its rank's host, of the process that ran the call;
  *   ip_future_rusage is that process's usage.
@@ -68,8 +71,7 @@ extern "C" {
 /* Sets up MPI and checks the ranks' tasks. Call it on every rank, after naming the tasks: it
  * initializes MPI (MPI_Init_thread with MPI_THREAD_MULTIPLE) unless the program did, then
  * checks over MPI_COMM_WORLD that every rank named the same tasks with the same serializers.
- * Collective. Returns 0, or on every
- * rank alike: IP_EINVAL when the ranks' tasks differ, or MPI was initialized with a thread
+ * Collective. Returns 0, or on every rank alike: IP_EINVAL when the ranks' tasks differ, or MPI was initialized with a thread
  * level below MPI_THREAD_MULTIPLE; IP_EPROTO when MPI failed. ip_mpi_errmsg says which. */
 IP_EXTERN int ip_mpi_init(int *argc, char ***argv);
 
