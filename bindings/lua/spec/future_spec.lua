@@ -134,15 +134,16 @@ describe("future", function()
   end)
 
   it("error() waits for the call: nil when it succeeded, its error table when it failed", function()
-    -- Both calls wait for a line on a FIFO, written only once both were seen running.
-    local gate = os.tmpname()
-    os.remove(gate)
-    assert(os.execute("mkfifo " .. gate))
-    local ok = ip.task(function(p) io.open(p):read("*l") return 1 end)(gate)
-    local bad = ip.task(function(p) io.open(p):read("*l") error("late", 0) end)(gate)
+    -- Each call waits on a FIFO of its own until a writer opens and closes it. One FIFO each:
+    -- a writer's open waits for a reader, so with one FIFO for both a call that opened it
+    -- after the writer had come and gone would wait forever.
+    local g1, g2 = S.fifo(), S.fifo()
+    -- (A guard, not a threshold: a call left waiting fails its check after a minute.)
+    local ok = ip.task(function(p) io.open(p):read("*l") return 1 end, {timeout = 60})(g1)
+    local bad = ip.task(function(p) io.open(p):read("*l") error("late", 0) end, {timeout = 60})(g2)
     assert.is_false(ok:done())
     assert.is_false(bad:done())
-    os.execute(("(: >%s) &"):format(gate)) -- a writer that opens and closes: both read EOF
+    os.execute(("(: >%s) & (: >%s) &"):format(g1, g2)) -- each reader reads EOF
     local err = bad:error()
     assert.is_nil(ok:error())
     assert.is_true(ok:done())
@@ -151,7 +152,6 @@ describe("future", function()
     assert.are.equal("late", err.message)
     assert.are.equal(err, bad:error())
     assert.are.equal(err, S.raised(bad.result, bad))
-    os.remove(gate)
   end)
 
   it("error(seconds) raises ETIMEDOUT while the call runs; done() never blocks", function()
