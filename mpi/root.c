@@ -78,17 +78,21 @@ static void finish(struct done *d) {
   free(d->strings);
 }
 
-/* Frees a call whose sends have completed, or parks it until they do. Under mu. */
-static void retire_locked(struct root *r, struct call *c) {
+/* Frees c if its sends have completed (MPI still reads its buffer until then). Under mu. */
+static bool free_if_sent(struct call *c) {
   int flag = 1;
   MPI_Testall(3, c->req, &flag, MPI_STATUSES_IGNORE);
-  if (!flag) {
-    c->next = r->sending;
-    r->sending = c;
-    return;
-  }
+  if (!flag) return false;
   free(c->buf);
   free(c);
+  return true;
+}
+
+/* Frees a call whose sends have completed, or parks it until they do. Under mu. */
+static void retire_locked(struct root *r, struct call *c) {
+  if (free_if_sent(c)) return;
+  c->next = r->sending;
+  r->sending = c;
 }
 
 static void fail_now(struct root *r, struct call *c, int code, const char *msg) {
@@ -328,16 +332,9 @@ static int receive_locked(struct root *r, bool *got) {
 /* Frees the calls whose sends completed since. Under mu. */
 static void reap_sends_locked(struct root *r) {
   for (struct call **pp = &r->sending; *pp;) {
-    struct call *c = *pp;
-    int flag = 1;
-    MPI_Testall(3, c->req, &flag, MPI_STATUSES_IGNORE);
-    if (!flag) {
-      pp = &c->next;
-      continue;
-    }
-    *pp = c->next;
-    free(c->buf);
-    free(c);
+    struct call *c = *pp, *next = c->next;
+    if (free_if_sent(c)) *pp = next;
+    else pp = &c->next;
   }
 }
 
