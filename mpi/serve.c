@@ -199,8 +199,8 @@ int ipm_serve(MPI_Comm comm, int root, struct ipm_registry *reg) {
       sched_yield();
       continue;
     }
-    long ns = 1000L << (idle - 32 < 10 ? idle - 32 : 10); /* 1 us .. about 1 ms */
-    struct timespec ts = {0, ns};
+    /* The root's ramp, 1 us to about 1 ms, without its stretch: an idle rank answers fast. */
+    struct timespec ts = {0, ipm_look_ns(idle - 32, 0)};
     nanosleep(&ts, NULL);
   }
   /* STOP, or MPI failed: what runs and what waits is dropped (the root gave up on it). */
