@@ -137,7 +137,7 @@ IP_EXTERN const char *ip_version(void);
   XX(EMFILE, -EMFILE, "no file descriptor could be created (see RLIMIT_NOFILE)")            \
   XX(E2BIG, -E2BIG, "the result is larger than the task's size limit")                      \
   XX(EALREADY, -EALREADY, "the future had already completed")                               \
-  XX(ENOSYS, -ENOSYS, "the kernel lacks a feature the library needs")
+  XX(ENOSYS, -ENOSYS, "the kernel lacks a system call the library needs")
 
 typedef enum {
 #define IP__ERR_ENUM(name, value, text) IP_##name = (value),

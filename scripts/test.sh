@@ -113,6 +113,7 @@ lua_suite() { # the modules `make` built, one per Lua found
   return $rc
 }
 step "Lua binding (busted, Lua 5.1, 5.3, 5.4, LuaJIT)" lua_suite
+step "A waitfor step costs the same at 10,000 futures as at 100 (instructions, callgrind; C, Lua, Ruby)" bash tests/waitfor-cost/run.sh
 step "MPI backend under mpirun (4 ranks on this machine)" bash tests/mpi/run.sh
 step "Release tarball holds every tracked file" bash tests/dist-contents.sh
 step "Manual pages after make install (man -w, groff -ww)" bash tests/man-pages.sh

@@ -454,7 +454,7 @@ Test(msgpack, ext_of_every_width_and_type_round_trips) {
   cr_assert(no_children());
 }
 
-/* The two types the brief names on their own, as the whole result. */
+/* Ext type -1 (msgpack's timestamp) and an application type, each as the whole result. */
 static void build_ext_minus1(msgpack_packer *pk) {
   msgpack_pack_ext_with_body(pk, "\x00\x00\x00\x2a", 4, -1); /* a 32-bit timestamp: 42 s */
 }
