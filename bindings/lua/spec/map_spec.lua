@@ -214,8 +214,10 @@ describe("ip.map", function()
     assert.matches("ip.map: isolation must be a boolean, not a number", S.raised(ip.map, fn, {1}, {isolation = 1}))
     assert.matches("ip.map: progress must be a function %(called with the items done and their total%), not a string",
       S.raised(ip.map, fn, {1}, {progress = "bar"}))
-    assert.matches("ip.map: timeout must be a finite number of seconds >= 0 %(0 = none%), not %-1",
+    assert.matches("ip.map: timeout must be a number of seconds > 0 %(math.huge or nil = none%), not %-1",
       S.raised(ip.map, fn, {1}, {timeout = -1}))
+    assert.matches("ip.map: timeout must be a number of seconds > 0 .*, not 0", S.raised(ip.map, fn, {1}, {timeout = 0}))
+    assert.matches("ip.map: timeout must be .*, not a string", S.raised(ip.map, fn, {1}, {timeout = "1"}))
     assert.matches("ip.map: pool must be a pool from ip.pool, not a table", S.raised(ip.map, square, {1}, {pool = {}}))
     assert.matches("ip.map: the pool is closed", S.raised(ip.map, square, {1}, {pool = closed}))
     local p = ip.pool(1)

@@ -177,6 +177,10 @@ lip_task *lip_task_check(lua_State *L, int i);
 /* Forks a call of the task at stack slot `task` with the nargs values from stack slot first
  * on, and pushes its future. timeout_ms >= 0 replaces the task's timeout for this call. */
 void lip_task_call(lua_State *L, int task, int first, int nargs, int timeout_ms);
+/* A task's timeout option at stack slot idx, in milliseconds for ip_task_set_timeout (0 =
+ * none): a number of seconds > 0, floats too, rounded up; math.huge means none. Raises an
+ * error starting with `who` for anything else, 0 included (leave the option out for none). */
+int lip_task_timeout_ms(lua_State *L, int idx, const char *who);
 /* Pushes a new future for a call of the task at stack index `task` with the nargs values from
  * slot first on, keeping the arguments (and a task with a custom serializer) referenced. */
 lip_future *lip_future_for(lua_State *L, int task, int first, int nargs);

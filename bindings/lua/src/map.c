@@ -56,14 +56,8 @@ static void parse_opts(lua_State *L, int t, map_opts *o) {
         luaL_error(L, "ip.map: isolation must be a boolean, not a %s", luaL_typename(L, v));
       o->isolation = lua_toboolean(L, v);
     } else if (k && strcmp(k, "timeout") == 0) {
-      double s = lua_type(L, v) == LUA_TNUMBER ? (double)lua_tonumber(L, v) : -1;
-      if (!(s >= 0) || isinf(s))
-        luaL_error(L, "ip.map: timeout must be a finite number of seconds >= 0 (0 = none), "
-                      "not %s", lua_type(L, v) == LUA_TNUMBER ? lua_tostring(L, v)
-                                : lua_pushfstring(L, "a %s", luaL_typename(L, v)));
-      o->timeout_s = s;
-      double ms = ceil(s * 1000.0);
-      o->timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
+      o->timeout_ms = lip_task_timeout_ms(L, v, "ip.map");
+      o->timeout_s = (double)lua_tonumber(L, v);
     } else if (k && strcmp(k, "pool") == 0) {
       lip_pool *lp = (lip_pool *)lip_testudata(L, v, &lip_pool_key);
       if (!lp) luaL_error(L, "ip.map: pool must be a pool from ip.pool, not a %s", luaL_typename(L, v));

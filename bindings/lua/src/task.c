@@ -155,18 +155,21 @@ static const char *const ser_names[] = {"msgpack", "raw", "custom"};
 
 static int task_tostring(lua_State *L) {
   lip_task *lt = check_task(L);
-  lua_pushfstring(L, "inparallel.task (%s): %p", ser_names[lt->ser], (void *)lt);
+  char secs[32] = "";
+  if (lt->timeout_ms > 0) lip_seconds_text(secs, lt->timeout_ms / 1000.0);
+  lua_pushfstring(L, "inparallel.task (%s%s%s%s): %p", ser_names[lt->ser],
+                  *secs ? ", timeout " : "", secs, *secs ? " s" : "", (void *)lt);
   return 1;
 }
 
 /* Seconds (a float is fine) to milliseconds for the core; 0 means no limit. */
-static int seconds_to_ms(lua_State *L, int idx, const char *what) {
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    return luaL_error(L, "inparallel.task: %s must be a number of seconds, not a %s", what,
-                      luaL_typename(L, idx));
-  double s = (double)lua_tonumber(L, idx);
-  if (!(s >= 0) || isinf(s))
-    return luaL_error(L, "inparallel.task: %s must be a finite number of seconds >= 0 (0 = none)", what);
+int lip_task_timeout_ms(lua_State *L, int idx, const char *who) {
+  double s = lua_type(L, idx) == LUA_TNUMBER ? (double)lua_tonumber(L, idx) : -1;
+  if (!(s > 0))
+    return luaL_error(L, "%s: timeout must be a number of seconds > 0 (math.huge or nil = none), "
+                         "not %s", who, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx)
+                         : lua_pushfstring(L, "a %s", luaL_typename(L, idx)));
+  if (isinf(s)) return 0;
   double ms = ceil(s * 1000.0);
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
@@ -353,7 +356,7 @@ static void option_stdio(lua_State *L, int v, task_opts *o) {
   while (lua_next(L, v)) { /* a list, nothing else */
     if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 && lua_tonumber(L, -2) <= n))
       luaL_error(L, "inparallel.task: stdio must be a policy or a list of policies, such as "
-                    "{\"purge\", \"flush\"}");
+                    "{\"purge_inherited\", \"flush_std\"}");
     o->stdio |= stdio_flag(L, -1);
     lua_pop(L, 1);
   }
@@ -393,7 +396,7 @@ int lip_task_new(lua_State *L) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
       int v = lua_gettop(L);
       if (k && strcmp(k, "serializer") == 0) option_serializer(L, v, lt);
-      else if (k && strcmp(k, "timeout") == 0) o.timeout_ms = seconds_to_ms(L, v, "timeout");
+      else if (k && strcmp(k, "timeout") == 0) o.timeout_ms = lip_task_timeout_ms(L, v, "inparallel.task");
       else if (k && strcmp(k, "max_result") == 0) o.max_result = option_max_result(L, v);
       else if (k && strcmp(k, "rlimit") == 0) option_rlimit(L, v, &o);
       else if (k && strcmp(k, "stdio") == 0) option_stdio(L, v, &o);
