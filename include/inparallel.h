@@ -52,19 +52,43 @@
  * with a host SIGCHLD handler installed, the library blocks SIGCHLD in it, reads whose child
  * sent it, and re-raises it for the handler at once, with the same information.
  *
- * The same rules in the Lua module and the Ruby gem (their READMEs have this table too):
+ * The same rules in the Lua module and the Ruby gem (each README has this table, in full):
  *
- *                      C                          Lua                     Ruby
- *   factor: none       0                          nil (0: an error)       nil (0: an error)
- *   start another      IP_WAITFOR_ASK             false                   nil
- *   the end            IP_WAITFOR_END             nil                     (loop ends; step: false)
- *   a wait's timeout   milliseconds, < 0 forever  seconds, nil forever    seconds, nil forever
- *   a wait runs out    IP_ETIMEDOUT               error, code ETIMEDOUT   InParallel::TimeoutError
- *   task options       ip_task_set_timeout,       timeout, max_result,    timeout:, max_result:,
- *                      _max_result, _rlimit,      rlimit, stdio           rlimit:, stdio:
- *                      _stdio
- *   a failure          ip_error (code, kind,      error table (code,      an exception (the child's
- *                      message, backtrace, ...)   message, traceback)     class or RemoteError, ...)
+ *   concurrency factor: none
+ *     C: 0                     Lua: nil or absent (0: an error)   Ruby: nil (0: an error)
+ *   "start another"
+ *     C: IP_WAITFOR_ASK        Lua: the iterator gives false      Ruby: the block gets nil
+ *   the end
+ *     C: IP_WAITFOR_END        Lua: the iterator gives nil        Ruby: the loop ends
+ *   a wait's timeout
+ *     C: milliseconds,         Lua: seconds (floats too),         Ruby: the same as Lua
+ *        negative = forever         nil = forever
+ *   a wait that runs out
+ *     C: IP_ETIMEDOUT          Lua: raises code "ETIMEDOUT"       Ruby: InParallel::TimeoutError
+ *   a task's timeout
+ *     C: milliseconds,         Lua: seconds, absent or math.huge  Ruby: seconds, nil or
+ *        0 = none                   = none (0: an error)                Float::INFINITY = none
+ *   a call past its task's timeout
+ *     C: IP_ETIMEDOUT          Lua: code "ETIMEDOUT"              Ruby: TaskTimeoutError
+ *   per-task options
+ *     C: ip_task_set_timeout, _max_result, _rlimit, _stdio
+ *     Lua: timeout, max_result, rlimit, stdio         Ruby: timeout:, max_result:, rlimit:, stdio:
+ *   stdio policies
+ *     C: IP_STDIO_PURGE_INHERITED, _FLUSH_STD, _FLUSH_ALL, 0
+ *     Lua: "purge_inherited", ..., "none"             Ruby: :purge_inherited, ..., :none
+ *   how a failure looks
+ *     C: ip_error (code, kind, message, backtrace, exit status, signal, rusage)
+ *     Lua: an error table (code, message, traceback, kind, value)
+ *     Ruby: an exception (the child's own class, or RemoteError, ProcessError, ...)
+ *   a host's signal during a wait
+ *     C: IP_EINTR              Lua: raises code "EINTR"           Ruby: Ruby's own (Interrupt)
+ *   a pool
+ *     C: ip_pool_new           Lua: ip.pool                       Ruby: InParallel::Pool
+ *   a pool call's argument
+ *     C: one, by the task's    Lua: the call's arguments,         Ruby: the call's arguments,
+ *        argument serializer        as msgpack                          by the task's serializer
+ *   a parallel map
+ *     C: none (pool calls)     Lua: ip.map                        Ruby: InParallel.map
  *
  * Linux only: the library relies on epoll, eventfd, signalfd and memfd, and on pidfd (Linux
  * 5.3+) to watch each child. Without pidfd (an older kernel, or valgrind, which does not know

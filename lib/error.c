@@ -25,6 +25,9 @@ const char *ip_strerror(int code) {
   const char *d = NULL;
 #ifdef HAVE_STRERRORDESC_NP
   if (is_errno(code)) d = strerrordesc_np(-code);
+#elif defined(__GLIBC__) && defined(_GNU_SOURCE)
+  /* An older glibc: its strerror_r (the GNU one) says "Unknown error N" for what it lacks. */
+  if (is_errno(code)) d = strerror_r(-code, other_text, sizeof other_text);
 #endif
   if (d) return d;
   snprintf(other_text, sizeof other_text, "unknown error %d", code);

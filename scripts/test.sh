@@ -118,6 +118,7 @@ step "MPI backend under mpirun (4 ranks on this machine)" bash tests/mpi/run.sh
 step "Release tarball holds every tracked file" bash tests/dist-contents.sh
 step "Manual pages after make install (man -w, groff -ww)" bash tests/man-pages.sh
 step "README code blocks run as written (install, then C with -Wall -Werror, Lua, Ruby)" bash tests/readme-blocks.sh
+step "One table of the shared rules (three READMEs and the header agree)" bash tests/shared-rules.sh
 
 # ASan+UBSan with leak checking, built with clang 19 in build-asan/ (gcc 12's libasan has no
 # fork handlers and deadlocks in children of multi-threaded processes; see tests/sanitize.sh).

@@ -11,10 +11,12 @@
 #
 # An HTML comment on the line before a block (invisible on the rendered page) says how to run
 # what cannot run alone:
-#   <!-- readme-test: harness NAME -->   a fragment: spliced into tests/readme/NAME.c at the
-#                                        line "README BLOCK", which declares what it uses
+#   <!-- readme-test: harness NAME -->   a fragment: spliced into tests/readme/NAME.c (.lua,
+#                                        .ruby) at the line "README BLOCK"; the harness
+#                                        declares what the fragment uses
 #   <!-- readme-test: install -->        the install commands above
 #   <!-- readme-test: not run: WHY -->   reported as skipped, with WHY
+# A block indented in a list item counts too, its comment indented alike.
 # A ```sh block must carry one, so that a new one cannot go unrun unnoticed. Blocks in
 # "ssh HOST cmd" examples reach no host: an ssh on PATH runs cmd here instead.
 set -uo pipefail
@@ -28,19 +30,25 @@ trap 'rm -rf "$work"' EXIT
 # Each block as $work/blocks/N.LANG, with "N LANG FILE LINE ANNOTATION" in $work/index.
 mkdir -p "$work/blocks"
 awk -v dir="$work/blocks" '
+  # A block may be indented (in a list item): its fence and lines lose the fence indent.
+  function unindent(line,   i) {
+    for (i = 0; i < ind && substr(line, 1, 1) == " "; i++) line = substr(line, 2)
+    return line
+  }
   FNR == 1 { note = "" }
-  !inb && /^<!-- readme-test: .* -->$/ { note = $0; sub(/^<!-- readme-test: /, "", note); sub(/ -->$/, "", note); next }
-  !inb && /^```[a-z]+$/ {
-    lang = substr($0, 4)
+  !inb && /^ *<!-- readme-test: .* -->$/ { note = $0; sub(/^ *<!-- readme-test: /, "", note); sub(/ -->$/, "", note); next }
+  !inb && /^ *```[a-z]+$/ {
+    ind = index($0, "`") - 1
+    lang = substr($0, ind + 4)
     if (lang == "text") { skiptext = 1; inb = 1; next }
     n++; inb = 1; out = dir "/" n "." lang
     printf "" > out
     print n, lang, FILENAME, FNR, (note == "" ? "-" : note)
     note = ""; next
   }
-  inb && /^```$/ { inb = 0; if (!skiptext) close(out); skiptext = 0; next }
-  inb && !skiptext { print > out; next }
-  !inb && /^```$/ { printf "%s:%d: a code block without a language (```text for output)\n", FILENAME, FNR > "/dev/stderr"; bad = 1 }
+  inb && /^ *```$/ { inb = 0; if (!skiptext) close(out); skiptext = 0; next }
+  inb && !skiptext { print unindent($0) > out; next }
+  !inb && /^ *```$/ { printf "%s:%d: a code block without a language (```text for output)\n", FILENAME, FNR > "/dev/stderr"; bad = 1 }
   !inb && !/^[[:space:]]*$/ { note = "" }
   END { exit bad }' "${readmes[@]}" >"$work/index" || { tally_add 0 1 0; tally_line; exit 1; }
 
@@ -70,15 +78,22 @@ install_block() { # N FILE LINE
   fi
 }
 
-c_block() { # N FILE LINE NOTE
-  local what="$2:$3 (c)" src="$work/blocks/$1.c" harness
-  if ((!installed)); then skip "$what" "the install commands did not run"; return; fi
-  if [[ $4 == harness\ * ]]; then
-    harness="tests/readme/${4#harness }.c"
-    src="$work/blocks/$1-whole.c"
-    awk -v block="$work/blocks/$1.c" '/README BLOCK/ { while ((getline l < block) > 0) print l; next } { print }' \
-      "$harness" >"$src"
+# source_of N LANG NOTE: the file to run for block N: the block itself, or with "harness
+# NAME" the harness tests/readme/NAME.LANG with the block in place of its "README BLOCK" line.
+source_of() {
+  local block="$work/blocks/$1.$2"
+  if [[ $3 == harness\ * ]]; then
+    awk -v block="$block" '/README BLOCK/ { while ((getline l < block) > 0) print l; next } { print }' \
+      "tests/readme/${3#harness }.$2" >"$work/blocks/$1-whole.$2"
+    block="$work/blocks/$1-whole.$2"
   fi
+  echo "$block"
+}
+
+c_block() { # N FILE LINE NOTE
+  local what="$2:$3 (c)" src
+  if ((!installed)); then skip "$what" "the install commands did not run"; return; fi
+  src=$(source_of "$1" c "$4")
   (
     export PKG_CONFIG_PATH="$home/.local/lib/pkgconfig" LD_LIBRARY_PATH="$home/.local/lib"
     # shellcheck disable=SC2046
@@ -87,21 +102,21 @@ c_block() { # N FILE LINE NOTE
   ) >"$work/log" 2>&1 && pass "$what" || fail "$what"
 }
 
-lua_block() { # N FILE LINE
+lua_block() { # N FILE LINE NOTE
   local what="$2:$3 (lua)"
   if ((!installed)); then skip "$what" "the install commands did not run"; return; fi
   if ! command -v lua5.4 >/dev/null; then skip "$what" "no lua5.4 here"; return; fi
-  LUA_CPATH="$home/.local/lib/lua/5.4/?.so;;" timeout 120 lua5.4 "$work/blocks/$1.lua" \
+  LUA_CPATH="$home/.local/lib/lua/5.4/?.so;;" timeout 120 lua5.4 "$(source_of "$1" lua "$4")" \
     >"$work/log" 2>&1 && pass "$what" || fail "$what"
 }
 
-ruby_block() { # N FILE LINE
+ruby_block() { # N FILE LINE NOTE
   local what="$2:$3 (ruby)"
   if [ ! -f bindings/ruby/lib/inparallel/inparallel.so ]; then
     skip "$what" "the Ruby extension is not built (scripts/build.sh builds it)"; return
   fi
   # stdin from /dev/null: a block must not wait for a terminal (progress bars draw on one).
-  timeout 120 ruby -I "$top/bindings/ruby/lib" "$work/blocks/$1.ruby" </dev/null >"$work/log" 2>&1 &&
+  timeout 120 ruby -I "$top/bindings/ruby/lib" "$(source_of "$1" ruby "$4")" </dev/null >"$work/log" 2>&1 &&
     pass "$what" || fail "$what"
 }
 
@@ -113,8 +128,8 @@ while read -r n lang file line note; do
   esac
   case "$lang" in
     c) c_block "$n" "$file" "$line" "$note" ;;
-    lua) lua_block "$n" "$file" "$line" ;;
-    ruby) ruby_block "$n" "$file" "$line" ;;
+    lua) lua_block "$n" "$file" "$line" "$note" ;;
+    ruby) ruby_block "$n" "$file" "$line" "$note" ;;
     *) echo "$file:$line: a \`\`\`$lang block needs a readme-test comment saying how to run it" >"$work/log"
        fail "$file:$line ($lang)" ;;
   esac

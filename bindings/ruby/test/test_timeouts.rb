@@ -60,7 +60,7 @@ class TestTimeouts < InParallelTest
     err = assert_raises(InParallel::TimeoutError) { InParallel.waitfor(list, timeout: 0.2) { flunk "yielded" } }
     assert_operator now - t0, :>=, 0.2
     assert_kind_of Timeout::Error, err
-    assert_match(/no call completed within 0.200 s/, err.message)
+    assert_match(/no call completed within 0.2 s/, err.message)
     assert_equal [a], list
     assert_raises(Timeout::Error) { InParallel.waitfor(list, timeout: 0).to_a }
     assert a.cancel

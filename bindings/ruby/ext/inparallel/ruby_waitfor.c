@@ -169,7 +169,7 @@ static VALUE waiter_step(int argc, VALUE *argv, VALUE self) {
       rb_thread_check_ints(); /* Ctrl-C, Thread#raise: raise here; else resume */
       if (timeout_ms == 0 || (timeout_ms > 0 && rbip_ms_until(deadline) == 0))
         rb_raise(rb_path2class("InParallel::TimeoutError"),
-                 "InParallel.waitfor: no call completed within %.3f s",
+                 "InParallel.waitfor: no call completed within %g s",
                  (double)timeout_ms / 1000.0);
       continue;
     }

@@ -45,7 +45,7 @@ module InParallel
       return if @__resolved
 
       if timeout && !__wait(InParallel.__wait_ms(timeout))
-        raise TimeoutError.new("the call (pid #{pid}) did not complete within #{timeout} s", pid: pid)
+        raise TimeoutError.new("the call (pid #{pid}) did not complete within #{format("%g", timeout)} s", pid: pid)
       end
       serializer = __task.serializer
       __with_payload(serializer.is_a?(Serializers::Marshal)) do |payload| # waits
