@@ -165,6 +165,33 @@ static inline int threads_settled(int want, int max_ms, int *waited) {
   return n;
 }
 
+/* The children of process `pid` (of all its threads), alive or zombie: how many, up to max,
+ * or -1 when /proc has no children files (a kernel without CONFIG_PROC_CHILDREN). */
+static inline int children_of(pid_t pid, pid_t *out, int max) {
+  char path[320];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)pid, e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+      if (errno == ENOENT) continue; /* a thread that just ended */
+      closedir(d);
+      return -1;
+    }
+    long v;
+    while (fscanf(f, "%ld", &v) == 1)
+      if (n < max) out[n++] = (pid_t)v;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
 /* 1 when this process has no child at all, alive or zombie. Reaps nothing. */
 static inline int no_children(void) {
   siginfo_t si;

@@ -70,33 +70,6 @@ static int runs_of(char tag) {
 
 /* ---- processes ------------------------------------------------------------------------------- */
 
-/* The children of process `pid` (of all its threads), up to max; -1 when /proc has no
- * children files (a kernel without CONFIG_PROC_CHILDREN). */
-static int children_of(pid_t pid, pid_t *out, int max) {
-  char path[320];
-  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-  DIR *d = opendir(path);
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)pid, e->d_name);
-    FILE *f = fopen(path, "re");
-    if (!f) {
-      if (errno == ENOENT) continue; /* a thread that just ended */
-      closedir(d);
-      return -1;
-    }
-    long v;
-    while (fscanf(f, "%ld", &v) == 1)
-      if (n < max) out[n++] = (pid_t)v;
-    fclose(f);
-  }
-  closedir(d);
-  return n;
-}
-
 static int have_children_files(void) {
   char path[96];
   snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());

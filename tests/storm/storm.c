@@ -118,22 +118,12 @@ static uint64_t rnd_range(uint64_t *s, uint64_t lo, uint64_t hi) { /* [lo, hi] *
 
 /* Pids of this process's children (alive or zombie), from /proc; for the failure report. */
 static void print_children(FILE *out) {
-  char path[300], buf[512];
-  pid_t me = getpid();
-  snprintf(path, sizeof path, "/proc/%d/task", (int)me);
-  DIR *d = opendir(path);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)me, e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f) continue;
-    if (fgets(buf, sizeof buf, f) && buf[0]) fprintf(out, "    children (via task %s): %s\n",
-                                                       e->d_name, buf);
-    fclose(f);
-  }
-  closedir(d);
+  pid_t kids[64];
+  int n = children_of(getpid(), kids, 64);
+  if (n <= 0) return;
+  fprintf(out, "    children:");
+  for (int i = 0; i < n; i++) fprintf(out, " %d", (int)kids[i]);
+  fprintf(out, "%s\n", n == 64 ? " (the first 64)" : "");
 }
 
 /* Seconds since `t0` (a now_ms() time). */
