@@ -162,7 +162,7 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
-/* Seconds (a float is fine) to milliseconds for the core; 0 means no limit. */
+/* The rule is lip.h's: > 0 seconds, math.huge for none, 0 and the rest raise. */
 int lip_task_timeout_ms(lua_State *L, int idx, const char *who) {
   double s = lua_type(L, idx) == LUA_TNUMBER ? (double)lua_tonumber(L, idx) : -1;
   if (!(s > 0))
