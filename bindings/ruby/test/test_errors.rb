@@ -154,12 +154,16 @@ class TestErrors < InParallelTest
     end
     late = held.(:raise)
     ok = held.(:ok)
-    t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-    50.times { refute late.done? || ok.done? }
-    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0, :<, 1, "done? waited"
+    # The calls cannot end before w closes: a done? that waited would never return.
+    looker = Thread.new { 50.times.map { late.done? || ok.done? } }
+    assert looker.join(30), "done? waited for a call"
+    assert_equal [false] * 50, looker.value
+    # Released only once this thread sleeps in error()'s wait: an error() that returned
+    # without waiting finds `released` still false.
     released = false
+    me = Thread.current.native_thread_id
     releaser = Thread.new do
-      sleep 0.2
+      eventually(30) { asleep_in_wait?(Process.pid, me) }
       released = true
       w.close
     end

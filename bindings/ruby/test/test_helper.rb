@@ -60,6 +60,20 @@ module Hygiene
     end
   end
 
+  # True while thread `tid` of process `pid` sleeps in the library's wait: in epoll_wait (the
+  # thread that drives) or ppoll (one that waits beside it), by the system call /proc shows;
+  # on an architecture not listed here, by the kernel function it sleeps in (names vary).
+  WAIT_SYSCALLS = { "x86_64" => [232, 281, 271, 7], "aarch64" => [22, 73] }.freeze
+  def asleep_in_wait?(pid, tid = pid)
+    if (nrs = WAIT_SYSCALLS[RbConfig::CONFIG["host_cpu"]])
+      nrs.include?(File.read("/proc/#{pid}/task/#{tid}/syscall").to_i)
+    else
+      File.read("/proc/#{pid}/task/#{tid}/wchan").include?("poll")
+    end
+  rescue SystemCallError
+    false
+  end
+
   # A call that another test left running, its future no longer referenced, ends when the
   # garbage collector frees that future (its child is killed and reaped then): collect, so only
   # a child the library lost counts. Tests run in random order, so such a future may be there.

@@ -103,32 +103,33 @@ class TestWaitfor < InParallelTest
     assert_equal 2, errs.compact.size
   end
 
+  # Three threads wait at once on calls held open by a pipe; this thread runs Ruby meanwhile
+  # (it could not if a wait held the GVL) and releases the calls once all three sleep.
   def test_threads_waiting_at_once_and_other_threads_keep_running
-    ticks = 0
-    ticker = Thread.new { loop { sleep 0.01; ticks += 1 } }
-    results = 3.times.map do |k|
-      Thread.new do
-        active = 3.times.map { SLEEP.(0.4) }
-        InParallel.waitfor(active).map(&:value).size + k * 0
-      end
-    end.map(&:value)
-    ticker.kill
-    assert_equal [3, 3, 3], results
-    assert_operator ticks, :>, 10, "the waits held the GVL"
+    r, w = IO.pipe
+    held = InParallel.task(timeout: 30) { |k| w.close; r.read; k } # ends by itself, should a wait hold the GVL
+    waiters = 3.times.map do |k|
+      Thread.new { InParallel.waitfor(3.times.map { held.(k) }).map(&:value) }
+    end
+    asleep = eventually(30) { waiters.all? { |t| t.native_thread_id && asleep_in_wait?(Process.pid, t.native_thread_id) } }
+    w.close
+    assert asleep, "the three waits never all slept (or held the GVL)"
+    assert_equal [[0] * 3, [1] * 3, [2] * 3], waiters.map(&:value)
+    r.close
   end
 
   def test_thread_raise_interrupts_a_waitfor_and_a_value
     f = SLEEP.(10)
     list = [f]
     t = Thread.new { InParallel.waitfor(list) {} rescue $! }
-    sleep 0.2
+    assert eventually(30) { asleep_in_wait?(Process.pid, t.native_thread_id) }, "the waitfor never slept"
     t.raise(RuntimeError, "stop")
     err = nil
-    assert(eventually(2) { err = t.value })
+    assert(eventually(30) { err = t.value })
     assert_equal "stop", err.message
     assert_equal [f], list
     t = Thread.new { f.value rescue $! }
-    sleep 0.2
+    assert eventually(30) { asleep_in_wait?(Process.pid, t.native_thread_id) }, "the value never slept"
     t.raise(RuntimeError, "stop2")
     assert_equal "stop2", t.value.message
     f.cancel
