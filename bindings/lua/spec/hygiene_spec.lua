@@ -9,6 +9,12 @@ describe("process hygiene", function()
 
   before_each(function()
     echo(0):result() -- the supervisor and its descriptors exist from here on
+    -- So does this thread's waiter (an eventfd kept for the thread's life), which its first
+    -- wait that sleeps makes: a wait on a call that cannot end by itself surely sleeps.
+    local f = spin()
+    assert.is_nil(f:wait(0.01))
+    f:cancel()
+    f:wait()
     S.gc()
   end)
 
