@@ -233,6 +233,13 @@ static inline long blocked_syscall(pid_t pid, pid_t tid) {
 /* A raw result holding a copy of a C string. */
 static inline void *bytes_of(const char *s) { return ip_bytes_copy(s, strlen(s)); }
 
+/* A task function: a copy of its raw argument's bytes ("fn got NULL" for none). */
+static inline void *echo_bytes(void *arg) {
+  const ip_bytes *b = arg;
+  if (!b) return bytes_of("fn got NULL");
+  return ip_bytes_copy(b->len ? b->data : "", b->len);
+}
+
 /* The raw value of a future as a NUL-terminated string (a buffer of the calling thread's, valid until its next str_of; tests only). */
 static inline const char *str_of(ip_future *f) {
   static __thread char buf[4096]; /* one per thread: tests call it from several */

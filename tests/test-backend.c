@@ -82,13 +82,6 @@ static int sink_write(void *ctx, const void *buf, size_t len) {
 
 /* ---- task functions ---------------------------------------------------------------------------- */
 
-/* Raw argument: its bytes, copied back. */
-static void *fn_echo(void *arg) {
-  const ip_bytes *b = arg;
-  if (!b) return bytes_of("fn got NULL");
-  return ip_bytes_copy(b->len ? b->data : "", b->len);
-}
-
 /* Raw argument: what it is. */
 static void *fn_describe(void *arg) {
   const ip_bytes *b = arg;
@@ -136,7 +129,7 @@ static ip_task *task(ip_fn fn, const ip_serializer *s) {
 }
 
 static ip_task *named(const char *name) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   cr_assert_eq(ip_task_set_name(t, name), 0, "naming a task \"%s\"", name);
   return t;
 }
@@ -199,7 +192,7 @@ Test(backend, name_functions_take_null_without_crashing) {
 }
 
 Test(backend, a_new_task_has_no_name_and_the_registry_is_empty) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   cr_expect_null(ip_task_name(t));
   cr_expect_null(ip_task_next_named(NULL), "a fresh process has no named task");
   cr_expect_null(ip_task_next_named(t), "an unnamed task has no next");
@@ -209,7 +202,7 @@ Test(backend, a_new_task_has_no_name_and_the_registry_is_empty) {
 }
 
 Test(backend, names_of_1_and_255_bytes_are_taken_and_the_name_is_a_copy) {
-  ip_task *a = task(fn_echo, NULL), *b = task(fn_echo, NULL);
+  ip_task *a = task(echo_bytes, NULL), *b = task(echo_bytes, NULL);
   char buf[256];
   strcpy(buf, "q");
   cr_assert_eq(ip_task_set_name(a, buf), 0);
@@ -243,7 +236,7 @@ Test(backend, an_empty_name_or_one_of_256_bytes_is_einval_and_keeps_the_old_name
 }
 
 Test(backend, another_tasks_name_is_ealready_and_changes_nothing) {
-  ip_task *a = named("shared"), *b = task(fn_echo, NULL), *c = named("c");
+  ip_task *a = named("shared"), *b = task(echo_bytes, NULL), *c = named("c");
   cr_expect_eq(ip_task_set_name(b, "shared"), IP_EALREADY, "an unnamed task");
   cr_expect_null(ip_task_name(b));
   cr_expect_eq(ip_task_set_name(c, "shared"), IP_EALREADY, "a named task");
@@ -318,8 +311,8 @@ Test(backend, freeing_a_named_task_takes_it_out_of_the_registry) {
 }
 
 Test(backend, the_registry_is_in_naming_order_not_creation_order) {
-  ip_task *first = task(fn_echo, NULL), *second = task(fn_echo, NULL), *third = task(fn_echo, NULL),
-          *unnamed = task(fn_echo, NULL);
+  ip_task *first = task(echo_bytes, NULL), *second = task(echo_bytes, NULL), *third = task(echo_bytes, NULL),
+          *unnamed = task(echo_bytes, NULL);
   cr_assert_eq(ip_task_set_name(third, "third-made"), 0);
   cr_assert_eq(ip_task_set_name(first, "first-made"), 0);
   cr_assert_eq(ip_task_set_name(second, "second-made"), 0);
@@ -337,7 +330,7 @@ Test(backend, the_registry_is_in_naming_order_not_creation_order) {
 }
 
 Test(backend, serializer_accessors_give_the_tasks_serializers) {
-  ip_task *raw = task(fn_echo, NULL), *own = task(fn_value_string, &angled);
+  ip_task *raw = task(echo_bytes, NULL), *own = task(fn_value_string, &angled);
   cr_expect_eq(ip_task_serializer(raw), ip_serializer_raw(), "NULL at ip_task_new is raw");
   cr_expect_eq(ip_task_arg_serializer(raw), ip_serializer_raw(), "the default argument serializer");
   cr_expect_eq(ip_task_serializer(own), &angled);
@@ -354,7 +347,7 @@ Test(backend, serializer_accessors_give_the_tasks_serializers) {
 /* ==== 2. ip_call_encoded ======================================================================== */
 
 Test(backend, encoded_call_hands_fn_an_ip_bytes_of_the_same_bytes_by_default) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   static const unsigned char arg[] = {'a', 0, 'b', 0xff, '\n', 'c'};
   ip_future *f = ip_call_encoded(t, arg, sizeof arg);
   assert_raw_value(f, arg, sizeof arg);
@@ -429,7 +422,7 @@ Test(backend, encoded_call_with_a_null_task_is_einval_at_once) {
 }
 
 Test(backend, encoded_call_gives_its_arg_pointer_back) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   char arg[] = "abc";
   ip_future *f = ip_call_encoded(t, arg, 3);
   cr_expect_eq(ip_future_arg(f), arg);
@@ -449,7 +442,7 @@ Test(backend, encoded_call_gives_its_arg_pointer_back) {
 /* ==== 3. ip_pool_call_encoded on a local pool ==================================================== */
 
 Test(backend, pool_encoded_argument_arrives_as_ip_pool_calls_raw_encoding_does) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_pool *p = ip_pool_new(2);
   cr_assert_not_null(p, "ip_pool_new: %s", strerror(errno));
   unsigned char arg[300];
@@ -501,7 +494,7 @@ Test(backend, pool_encoded_empty_argument_arrives_as_empty_bytes) {
 }
 
 Test(backend, pool_encoded_call_gives_its_arg_pointer_back) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_pool *p = ip_pool_new(2);
   cr_assert_not_null(p, "ip_pool_new: %s", strerror(errno));
   char arg[] = "abc";
@@ -518,7 +511,7 @@ Test(backend, pool_encoded_call_gives_its_arg_pointer_back) {
 }
 
 Test(backend, pool_encoded_call_with_a_null_pool_or_task_is_einval_at_once) {
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_pool *p = ip_pool_new(2);
   cr_assert_not_null(p, "ip_pool_new: %s", strerror(errno));
   ip_future *f = ip_pool_call_encoded(NULL, t, "x", 1);
@@ -978,7 +971,7 @@ Test(backend, call_hands_the_backend_the_argument_encoded_by_the_tasks_arg_seria
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *raw = task(fn_echo, NULL), *own = task(fn_got, NULL);
+  ip_task *raw = task(echo_bytes, NULL), *own = task(fn_got, NULL);
   cr_assert_eq(ip_task_set_arg_serializer(own, &angled), 0);
   static const unsigned char bytes[] = {'a', 0, 0xff, 'b'};
   ip_future *f[3];
@@ -1025,7 +1018,7 @@ Test(backend, a_call_the_backend_refuses_fails_at_once_with_its_code) {
   tb_init(&b);
   b.refuse = IP_ENOMEM;
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'r');
   const ip_error *e = failed_at_once(f, IP_ENOMEM);
   cr_expect(strstr(e->message, "test") != NULL, "names the backend: %s", e->message);
@@ -1040,7 +1033,7 @@ Test(backend, a_task_made_after_the_backend_pool_runs_on_it) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL); /* newer than the pool */
+  ip_task *t = task(echo_bytes, NULL); /* newer than the pool */
   ip_future *f = pcall(p, t, 'n');
   cr_assert_eq(counter(&b, &b.n_call), 1, "the call did not reach the backend: %s", why(f));
   post_result(&b, f, "ran");
@@ -1101,7 +1094,7 @@ Test(backend, finish_with_a_failure_copies_the_error) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'e');
   char *kind = copy_of("ZeroDivisionError"), *msg = copy_of("divided by 0 on rank 3"),
        *bt = copy_of("frame one\nframe two");
@@ -1143,7 +1136,7 @@ Test(backend, finishing_twice_is_ealready_and_the_first_outcome_stands) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, '2');
   ip_error ok = {.code = 0, .exit_status = -1};
   cr_assert_eq(finish_here(&b, f, &ok, strdup("first"), 5), 0);
@@ -1162,7 +1155,7 @@ Test(backend, finish_with_a_null_future_or_error_is_einval_and_frees_the_result)
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'n');
   ip_error ok = {.code = 0, .exit_status = -1};
   cr_expect_eq(ip_future_finish(NULL, &ok, strdup("lost"), 4), IP_EINVAL);
@@ -1217,7 +1210,7 @@ static void waitfor_in_completion_order(bool forked) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL), *gated = task(fn_gated, NULL);
+  ip_task *t = task(echo_bytes, NULL), *gated = task(fn_gated, NULL);
   ip_list *l = ip_list_new();
   cr_assert_not_null(l);
   ip_future *f[N], *child = NULL;
@@ -1284,7 +1277,7 @@ Test(backend, cancel_asks_the_backend_and_returns_once_it_finished_the_future) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'c');
   set_sleeper(&b, this_thread()); /* the thread finishes it once ip_future_cancel sleeps */
   cr_assert_eq(ip_future_cancel(f), 0);
@@ -1305,7 +1298,7 @@ Test(backend, cancel_of_a_finished_future_is_ealready_without_the_backend) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'c');
   ip_error ok = {.code = 0, .exit_status = -1};
   cr_assert_eq(finish_here(&b, f, &ok, strdup("done"), 4), 0);
@@ -1322,7 +1315,7 @@ Test(backend, freeing_an_unfinished_future_cancels_it_through_the_backend) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *f = pcall(p, t, 'f');
   set_sleeper(&b, this_thread());
   ip_future_free(f); /* returns once the backend finished it, then frees it */
@@ -1338,7 +1331,7 @@ Test(backend, pool_free_calls_the_backends_free_which_finishes_what_is_left) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  ip_task *t = task(fn_echo, NULL);
+  ip_task *t = task(echo_bytes, NULL);
   ip_future *done = pcall(p, t, 'd'), *left = pcall(p, t, 'l');
   post_result(&b, done, "done");
   finished(done);
@@ -1371,7 +1364,7 @@ Test(backend, a_call_made_while_the_pool_is_freed_is_refused_before_the_backend)
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  b.task = task(fn_echo, NULL);
+  b.task = task(echo_bytes, NULL);
   b.on_free = call_during_free;
   ip_pool_free(p);
   cr_expect_eq(b.n_free, 1);
@@ -1416,7 +1409,7 @@ Test(backend, pool_free_waits_for_a_call_still_inside_the_backends_call) {
   struct tb b;
   tb_init(&b);
   ip_pool *p = backend_pool(&b);
-  b.task = task(fn_echo, NULL);
+  b.task = task(echo_bytes, NULL);
   set_hold(&b, true);
   pthread_t caller, freer;
   cr_assert_eq(pthread_create(&caller, NULL, call_in_a_thread, &b), 0);

@@ -213,13 +213,6 @@ static void *fn_raise(void *arg) {
   ip_raise(4242, "pool raise %c in %d", tag_of(arg), (int)getpid());
 }
 
-/* Returns a copy of its argument's bytes (empty for NULL... which the worker never gets). */
-static void *fn_echo(void *arg) {
-  const ip_bytes *b = arg;
-  if (!b) return bytes_of("fn got NULL");
-  return ip_bytes_copy(b->len ? b->data : "", b->len);
-}
-
 /* Says what it got. */
 static void *fn_describe(void *arg) {
   const ip_bytes *b = arg;
@@ -520,7 +513,7 @@ static unsigned char arg_byte(size_t i) { return (unsigned char)(i * 131u + (i >
 Test(pool, a_raw_argument_is_copied_during_the_call_so_the_caller_may_free_it_at_once) {
   enum { LEN = (1 << 20) + 17 }; /* more than a socket buffer: it is sent in pieces */
   setup_pipes();
-  ip_task *gated = task(fn_gated), *echo = task(fn_echo);
+  ip_task *gated = task(fn_gated), *echo = task(echo_bytes);
   ip_pool *p = pool(1);
   /* The worker is busy with two calls, so the echo waits in the caller's queue, long after
    * its buffer is gone. */
