@@ -118,7 +118,7 @@ module InParallel
       # A rank that serves runs no Ruby code of its own (its other threads wait), and
       # SIGINT, SIGTERM and SIGHUP end it at once, as they would a C program, whatever their
       # trap: mpirun, which sends them, ends the job. The children of its calls die with it.
-      def pool(root: 0, reuse: false)
+      def pool(root: 0, reuse: false, &block)
         __need
         raise TypeError, "root: must be a rank (an Integer), got #{root.class}" unless root.is_a?(Integer)
         raise ArgumentError, "root: must be a rank (0 or more), got #{root}" unless root.between?(0, 2**31 - 1)
@@ -131,13 +131,7 @@ module InParallel
         return nil if got.nil?
 
         pool.__send__(:__setup, root, reuse ? true : false, @callables)
-        return pool unless block_given?
-
-        begin
-          yield pool
-        ensure
-          pool.close
-        end
+        pool.__given_to(block)
       end
 
       # This process's rank in MPI_COMM_WORLD (0 to size - 1), as init found it: a task's

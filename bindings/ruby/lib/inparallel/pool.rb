@@ -120,6 +120,17 @@ module InParallel
       __call(task, bytes, items, nil, slot)
     end
 
+    # The pool without a block; with one, the block's value, the pool closed however it ends.
+    def __given_to(block)
+      return self unless block
+
+      begin
+        block.call(self)
+      ensure
+        close
+      end
+    end
+
     def __check_runnable(task)
       raise IOError, "the InParallel::Pool is closed" if closed?
       return if @runnable.key?(task)
@@ -161,14 +172,7 @@ module InParallel
   # InParallel.pool(workers, max_calls: nil, max_rss: nil) { |pool| ... }: makes a pool, runs
   # the block and closes the pool however the block ends; returns the block's value. Without
   # a block, the pool (close it yourself).
-  def self.pool(workers, **options)
-    pool = Pool.new(workers, **options)
-    return pool unless block_given?
-
-    begin
-      yield pool
-    ensure
-      pool.close
-    end
+  def self.pool(workers, **options, &block)
+    Pool.new(workers, **options).__given_to(block)
   end
 end
