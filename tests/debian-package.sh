@@ -227,13 +227,19 @@ for l in io.lines("/proc/self/maps") do
   if path then print(path) return end
 end
 EOF
-for lua in lua5.1:5.1 lua5.3:5.3 lua5.4:5.4 luajit:5.1; do
-  exe=${lua%%:*} want=/usr/lib/$multiarch/lua/${lua#*:}/inparallel.so
-  if ! command -v "$exe" >/dev/null; then skip "$exe: not installed (no package here?)"; continue; fi
-  got=$(clean timeout 60 "$exe" check.lua 2>&1)
-  if [ "$got" = "$want" ]; then ok "$exe: require \"inparallel\" loads $want, ip.map works"
-  else echo "$got"; fail "$exe: require \"inparallel\" (wanted $want)"; fi
-done
+# lua_loads SCRIPT SO WHAT: under each Lua, SCRIPT prints the path of the SO it loaded, which
+# must be that Lua's own in the installed layout.
+lua_loads() {
+  local lua exe want got
+  for lua in lua5.1:5.1 lua5.3:5.3 lua5.4:5.4 luajit:5.1; do
+    exe=${lua%%:*} want=/usr/lib/$multiarch/lua/${lua#*:}/$2
+    if ! command -v "$exe" >/dev/null; then skip "$exe $3: not installed (no package here?)"; continue; fi
+    got=$(clean timeout 60 "$exe" "$1" 2>&1)
+    if [ "$got" = "$want" ]; then ok "$exe: $3 loads $want"
+    else echo "$got"; fail "$exe: $3 (wanted $want)"; fi
+  done
+}
+lua_loads check.lua inparallel.so 'require "inparallel" (and ip.map works)'
 
 # ip.mpi: each Lua loads lua-inparallel-mpi's inparallel_mpi.so beside its inparallel.so (no
 # MPI_Init yet: loading only), then Lua 5.4 runs examples/uname-mpi.lua on 2 ranks under mpirun.
@@ -245,13 +251,7 @@ for l in io.lines("/proc/self/maps") do
   if path then print(path) return end
 end
 EOF
-for lua in lua5.1:5.1 lua5.3:5.3 lua5.4:5.4 luajit:5.1; do
-  exe=${lua%%:*} want=/usr/lib/$multiarch/lua/${lua#*:}/inparallel_mpi.so
-  if ! command -v "$exe" >/dev/null; then skip "$exe ip.mpi: not installed (no package here?)"; continue; fi
-  got=$(clean timeout 60 "$exe" check-mpi.lua 2>&1)
-  if [ "$got" = "$want" ]; then ok "$exe: require \"inparallel\".mpi loads $want"
-  else echo "$got"; fail "$exe: require \"inparallel\".mpi (wanted $want)"; fi
-done
+lua_loads check-mpi.lua inparallel_mpi.so 'require "inparallel".mpi'
 if ! command -v mpirun >/dev/null || ! command -v lua5.4 >/dev/null; then
   skip "examples/uname-mpi.lua under mpirun: no mpirun or no lua5.4"
 elif ! mpi_run 2 lua5.4 "$src/examples/uname-mpi.lua" >uname-mpi-lua.out 2>&1 ||
