@@ -810,6 +810,26 @@ static int append(void *ctx, const void *buf, size_t len) {
   return 0;
 }
 
+/* A call of t on a backend's pool, its argument encoded (len bytes at arg, the caller's). */
+static void backend_call(ip_pool *p, ip_future *f, ip_task *t, const void *arg, size_t len,
+                         const char *fname) {
+  pthread_mutex_lock(&ip__g.lock);
+  f->pool = p;
+  f->backend = true;
+  bool closing = p->closing;
+  if (!closing) p->calling++; /* ip_pool_free waits until call() returned */
+  pthread_mutex_unlock(&ip__g.lock);
+  int rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, arg, len);
+  char why[300];
+  if (closing) snprintf(why, sizeof why, "%s: the pool is being freed", fname);
+  else if (rc < 0) snprintf(why, sizeof why, "%s: the %s backend refused the call (%s)", fname,
+                            p->backend->name, ip_err_name(rc));
+  pthread_mutex_lock(&ip__g.lock);
+  if (rc < 0 && atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
+  if (!closing && --p->calling == 0 && p->closing) pthread_cond_broadcast(&ip__g.cond);
+  pthread_mutex_unlock(&ip__g.lock); /* p may be gone from here on */
+}
+
 /* ip_pool_call, and ip_pool_call_encoded when `enc` is set (the argument's bytes as they are).
  * `arg` is the caller's pointer either way, for ip_future_arg. */
 static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void *enc,
@@ -841,6 +861,10 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
                                  "it; make the task before the pool");
     return f;
   }
+  if (p->backend && enc) { /* already encoded: the backend takes the caller's bytes as they are */
+    backend_call(p, f, t, enc, enc_len, fname);
+    return f;
+  }
   struct grow g = {malloc(sizeof *g.m + HEAD + (enc ? enc_len : 64)), HEAD + (enc ? enc_len : 64)};
   if (!g.m) {
     ip__fail_early(f, IP_ENOMEM, "ip_pool_call: no memory for the argument");
@@ -864,23 +888,8 @@ static ip_future *pool_call(ip_pool *p, ip_task *t, const void *arg, const void 
     return f;
   }
   if (p->backend) {
-    pthread_mutex_lock(&ip__g.lock);
-    f->pool = p;
-    f->backend = true;
-    bool closing = p->closing;
-    if (!closing) p->calling++; /* ip_pool_free waits until call() returned */
-    pthread_mutex_unlock(&ip__g.lock);
-    rc = closing ? IP_EINVAL : p->backend->call(p->bself, f, t, g.m->b + HEAD, g.m->len - HEAD);
+    backend_call(p, f, t, g.m->b + HEAD, g.m->len - HEAD, fname);
     free(g.m);
-    if (rc < 0) {
-      if (closing) snprintf(why, sizeof why, "%s: the pool is being freed", fname);
-      else snprintf(why, sizeof why, "%s: the %s backend refused the call (%s)", fname,
-                    p->backend->name, ip_err_name(rc));
-    }
-    pthread_mutex_lock(&ip__g.lock);
-    if (rc < 0 && atomic_load(&f->state) != IP__DONE) ip__fail_locked(f, rc, why);
-    if (!closing && --p->calling == 0 && p->closing) pthread_cond_broadcast(&ip__g.cond);
-    pthread_mutex_unlock(&ip__g.lock); /* p may be gone from here on */
     return f;
   }
   f->msg = (unsigned char *)g.m;
